@@ -1,0 +1,209 @@
+//! One flow's slot: 96 bytes of atomics behind a sequence lock.
+//!
+//! Any worker may read any entry (a reply can arrive on another worker's
+//! interface), and the sweeper may recycle an entry while a reader holds its
+//! index, so every field is an atomic word and a reader checks the sequence
+//! number around its reads: it sees one whole version of the entry or
+//! retries, and never waits for a writer. Only the worker that took the entry
+//! from the free list writes its addresses; the `life` word (state, flags,
+//! last-seen time) is updated by compare-and-swap from any thread.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use super::state::FlowState;
+use crate::flow::{Addr, Family, FlowKey, Proto};
+
+/// Bits 0..40 of the life word: last-seen time in milliseconds since the
+/// table's epoch (about 35 years).
+const TS_BITS: u32 = 40;
+const TS_MASK: u64 = (1 << TS_BITS) - 1;
+
+/// A decoded life word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Life {
+    pub last_seen_ms: u64,
+    pub state: FlowState,
+    pub flags: u8,
+}
+
+impl Life {
+    pub const FREE: u64 = 0;
+
+    pub fn pack(self) -> u64 {
+        (self.last_seen_ms & TS_MASK) | u64::from(self.state as u8) << 40 | u64::from(self.flags) << 48
+    }
+    pub fn unpack(w: u64) -> Life {
+        Life {
+            last_seen_ms: w & TS_MASK,
+            state: FlowState::from_u8((w >> 40) as u8),
+            flags: (w >> 48) as u8,
+        }
+    }
+}
+
+/// A consistent copy of one flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The first packet's 5-tuple, as the client sent it.
+    pub original: FlowKey,
+    /// What original-direction packets are rewritten to. Equal to
+    /// `original` for a flow without NAT.
+    pub translated: FlowKey,
+    /// The Service port that admitted the flow, `u32::MAX` for none.
+    pub service: u32,
+    pub life: Life,
+}
+
+impl FlowRecord {
+    /// The key a packet has when it travels in `dir`.
+    #[inline]
+    pub fn key(&self, dir: super::Dir) -> FlowKey {
+        match dir {
+            super::Dir::Original => self.original,
+            super::Dir::Reply => self.translated.reversed(),
+        }
+    }
+    /// What a packet travelling in `dir` must be rewritten to.
+    #[inline]
+    pub fn rewrite_to(&self, dir: super::Dir) -> FlowKey {
+        match dir {
+            super::Dir::Original => self.translated,
+            super::Dir::Reply => self.original.reversed(),
+        }
+    }
+}
+
+const WORDS: usize = 10;
+
+#[repr(C, align(32))]
+pub struct Entry {
+    seq: AtomicU64,
+    pub(super) life: AtomicU64,
+    words: [AtomicU64; WORDS],
+}
+
+// The figure docs/architecture.md states: 96 bytes of entry plus four
+// 8-byte index slots is 128 bytes a flow.
+const _: () = assert!(std::mem::size_of::<Entry>() == 96);
+
+impl Entry {
+    pub fn new() -> Entry {
+        Entry {
+            seq: AtomicU64::new(0),
+            life: AtomicU64::new(Life::FREE),
+            words: Default::default(),
+        }
+    }
+
+    /// Writes a whole record. The caller owns the entry (it came off the
+    /// free list and is in no index slot yet).
+    pub fn write(&self, rec: &FlowRecord) {
+        let w = encode(rec);
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, v) in self.words.iter().zip(w) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        self.life.store(rec.life.pack(), Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Reads a consistent record, or `None` if a writer kept it busy for
+    /// every one of a few tries (the entry is being recycled: no live flow
+    /// is lost by calling that a miss).
+    #[inline]
+    pub fn read(&self) -> Option<FlowRecord> {
+        for _ in 0..4 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                let mut w = [0u64; WORDS];
+                for (v, slot) in w.iter_mut().zip(&self.words) {
+                    *v = slot.load(Ordering::Relaxed);
+                }
+                let life = self.life.load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    return decode(&w, life);
+                }
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+}
+
+fn encode(r: &FlowRecord) -> [u64; WORDS] {
+    let o = &r.original;
+    let t = &r.translated;
+    [
+        o.src.0 as u64,
+        (o.src.0 >> 64) as u64,
+        o.dst.0 as u64,
+        (o.dst.0 >> 64) as u64,
+        t.src.0 as u64,
+        (t.src.0 >> 64) as u64,
+        t.dst.0 as u64,
+        (t.dst.0 >> 64) as u64,
+        u64::from(o.sport) | u64::from(o.dport) << 16 | u64::from(t.sport) << 32 | u64::from(t.dport) << 48,
+        u64::from(o.proto.number()) | (o.family as u64) << 8 | u64::from(r.service) << 32,
+    ]
+}
+
+fn decode(w: &[u64; WORDS], life: u64) -> Option<FlowRecord> {
+    let addr = |lo: u64, hi: u64| Addr(u128::from(lo) | u128::from(hi) << 64);
+    let proto = Proto::from_number(w[9] as u8)?;
+    let family = match (w[9] >> 8) as u8 {
+        4 => Family::V4,
+        6 => Family::V6,
+        _ => return None,
+    };
+    let p = w[8];
+    Some(FlowRecord {
+        original: FlowKey {
+            src: addr(w[0], w[1]),
+            dst: addr(w[2], w[3]),
+            sport: p as u16,
+            dport: (p >> 16) as u16,
+            proto,
+            family,
+        },
+        translated: FlowKey {
+            src: addr(w[4], w[5]),
+            dst: addr(w[6], w[7]),
+            sport: (p >> 32) as u16,
+            dport: (p >> 48) as u16,
+            proto,
+            family,
+        },
+        service: (w[9] >> 32) as u32,
+        life: Life::unpack(life),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let e = Entry::new();
+        let k = FlowKey {
+            src: Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+            dst: Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]),
+            sport: 40000,
+            dport: 443,
+            proto: Proto::Sctp,
+            family: Family::V6,
+        };
+        let rec = FlowRecord {
+            original: k,
+            translated: FlowKey { dport: 8443, ..k },
+            service: 77,
+            life: Life { last_seen_ms: 123_456, state: FlowState::Established, flags: 5 },
+        };
+        e.write(&rec);
+        assert_eq!(e.read(), Some(rec));
+        assert_eq!(Life::unpack(rec.life.pack()), rec.life);
+    }
+}

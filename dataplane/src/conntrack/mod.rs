@@ -1,0 +1,493 @@
+//! Conntrack: a fixed-capacity flow table shared by every worker.
+//!
+//! Layout: `capacity` entries (96 bytes each, see `entry`) and an index of
+//! 8-byte slots, four per entry, in which each flow has two keys (its
+//! original and its reply direction). 128 bytes a flow in all, allocated
+//! once at start.
+//!
+//! Concurrency, with no lock anywhere:
+//! - An index slot is EMPTY, a TOMBstone, a FENCE (held for an instant by
+//!   the sweeper), or `tag | dir | entry`. Lookups probe linearly from the
+//!   key's home slot and stop at EMPTY or after `WINDOW` slots.
+//! - An insert fills its entry first, then claims the first free slot of the
+//!   window by compare-and-swap, then rescans the window. If the rescan
+//!   finds the same key elsewhere (another worker inserting the same flow at
+//!   the same instant), it withdraws and starts over; of any set of racing
+//!   inserts at least the last to claim sees the others, so no two copies
+//!   survive, and none is lost.
+//! - Only the sweeper turns a tombstone back into EMPTY, and only with the
+//!   next slot fenced, so that no key ever has an EMPTY slot between its
+//!   home and its own slot once its insert has returned.
+//! - Entries are recycled through a lock-free free list; readers guard
+//!   against recycling with the entry's sequence number.
+//!
+//! Admission: when no entry is free, or the key's window has no free slot,
+//! the new flow is refused (the pipeline drops and counts it). Nothing is
+//! ever evicted to make room: a live flow leaves only by timing out.
+
+mod entry;
+mod freelist;
+pub mod state;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+pub use entry::{FlowRecord, Life};
+use entry::Entry;
+use freelist::FreeList;
+pub use state::{Dir, FlowState, Timeouts};
+
+use crate::flow::FlowKey;
+use crate::hash::flow_hash;
+
+/// Slots a key may sit from its home; also the most a lookup reads. At a
+/// load of at most one half, a window this wide is never full in practice,
+/// and a miss costs at most eight cache lines.
+pub const WINDOW: usize = 64;
+/// Index slots per entry: two keys a flow at a load of one half.
+pub const SLOTS_PER_ENTRY: usize = 4;
+/// Bytes a flow costs: its entry and its share of the index.
+pub const BYTES_PER_FLOW: usize = std::mem::size_of::<Entry>() + SLOTS_PER_ENTRY * 8;
+/// A refresh of last-seen time is written at most this often, so that an
+/// established flow's packets read the shared entry without writing it.
+pub const TOUCH_GRANULARITY_MS: u64 = 1_000;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = u64::MAX;
+const FENCE: u64 = u64::MAX - 1;
+/// Entry indices are held in 31 bits, and the two reserved values above
+/// must never be a valid slot value.
+pub const MAX_CAPACITY: usize = (1 << 31) - 2;
+
+/// A found flow: which entry, which way the packet goes, and its contents.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    pub entry: u32,
+    pub dir: Dir,
+    pub record: FlowRecord,
+}
+
+/// Why an insert was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Every entry is in use.
+    Full,
+    /// The key's probe window has no free slot.
+    WindowFull,
+    /// The reply tuple is already another flow's: two clients' flows would
+    /// come back on the same tuple, so this one cannot be translated.
+    ReplyClash,
+    /// Racing inserts of the same flow kept withdrawing (vanishingly rare;
+    /// counted so that it can be seen if it ever is not).
+    Contended,
+}
+
+/// Outcome counters of the table itself (the pipeline keeps per-worker
+/// ones for packets).
+#[derive(Default, Debug)]
+pub struct TableStats {
+    pub inserted: AtomicU64,
+    pub expired: AtomicU64,
+    pub insert_races: AtomicU64,
+    pub tombstones_cleared: AtomicU64,
+}
+
+pub struct Conntrack {
+    entries: Box<[Entry]>,
+    index: Box<[AtomicU64]>,
+    mask: usize,
+    free: FreeList,
+    live: AtomicUsize,
+    seed: u64,
+    timeouts: Timeouts,
+    epoch: Instant,
+    sweeping: AtomicBool,
+    sweep_cursor: AtomicUsize,
+    pub stats: TableStats,
+}
+
+#[inline]
+fn slot_value(tag: u32, dir: Dir, entry: u32) -> u64 {
+    u64::from(tag) << 32 | u64::from(dir as u8) << 31 | u64::from(entry + 1)
+}
+
+#[inline]
+fn slot_parts(v: u64) -> (u32, Dir, u32) {
+    let dir = if v >> 31 & 1 == 1 { Dir::Reply } else { Dir::Original };
+    ((v >> 32) as u32, dir, ((v as u32) & 0x7fff_ffff) - 1)
+}
+
+enum Claim {
+    Done,
+    Duplicate,
+    NoRoom,
+}
+
+impl Conntrack {
+    /// Allocates a table for `capacity` flows, with a random hash seed.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Conntrack {
+        Self::with_seed(capacity, timeouts, crate::hash::random_seed())
+    }
+
+    pub fn with_seed(capacity: usize, timeouts: Timeouts, seed: u64) -> Conntrack {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        let slots = (capacity * SLOTS_PER_ENTRY).next_power_of_two();
+        Conntrack {
+            entries: (0..capacity).map(|_| Entry::new()).collect(),
+            index: (0..slots).map(|_| AtomicU64::new(EMPTY)).collect(),
+            mask: slots - 1,
+            free: FreeList::full(capacity as u32),
+            live: AtomicUsize::new(0),
+            seed,
+            timeouts,
+            epoch: Instant::now(),
+            sweeping: AtomicBool::new(false),
+            sweep_cursor: AtomicUsize::new(0),
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+    /// Live flows (approximate while inserts and expiries run).
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+    /// Milliseconds since the table was made: the clock of `last_seen_ms`.
+    /// Workers read it once per burst, not per packet.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    #[inline]
+    fn home(&self, key: &FlowKey) -> (u32, usize) {
+        let h = flow_hash(key, self.seed);
+        ((h >> 32) as u32, h as usize & self.mask)
+    }
+
+    /// Reads slot value `v` as a reference to a live flow whose key is `key`.
+    #[inline]
+    fn matches(&self, v: u64, tag: u32, key: &FlowKey) -> Option<Hit> {
+        if v == EMPTY || v == TOMB || v == FENCE {
+            return None;
+        }
+        let (t, dir, idx) = slot_parts(v);
+        if t != tag {
+            return None;
+        }
+        let record = self.entries.get(idx as usize)?.read()?;
+        (record.life.state != FlowState::Free && record.key(dir) == *key).then_some(Hit {
+            entry: idx,
+            dir,
+            record,
+        })
+    }
+
+    /// Finds the flow a packet with `key` belongs to, in either direction.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
+        let (tag, mut pos) = self.home(key);
+        for _ in 0..WINDOW {
+            let v = self.index[pos].load(Ordering::Acquire);
+            if v == EMPTY {
+                return None;
+            }
+            if let Some(hit) = self.matches(v, tag, key) {
+                return Some(hit);
+            }
+            pos = (pos + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Admits a new flow: `original` as the client sent its first packet,
+    /// `translated` what that packet is rewritten to. If the flow already
+    /// exists (another worker inserted it first) that flow is returned.
+    pub fn insert(
+        &self,
+        original: FlowKey,
+        translated: FlowKey,
+        service: u32,
+        state: FlowState,
+        flags: u8,
+        now_ms: u64,
+    ) -> Result<Hit, InsertError> {
+        let reply = translated.reversed();
+        for _ in 0..16 {
+            if let Some(hit) = self.lookup(&original) {
+                return Ok(hit);
+            }
+            if let Some(other) = self.lookup(&reply) {
+                // The same tuple reversed is this very flow seen from the
+                // other side only when no NAT applies; then it exists.
+                if other.dir == Dir::Original && original == translated {
+                    return Ok(Hit { dir: Dir::Reply, ..other });
+                }
+                return Err(InsertError::ReplyClash);
+            }
+            let idx = self.free.pop().ok_or(InsertError::Full)?;
+            let record = FlowRecord {
+                original,
+                translated,
+                service,
+                life: Life { last_seen_ms: now_ms, state, flags },
+            };
+            self.entries[idx as usize].write(&record);
+            match self.claim(&original, Dir::Original, idx) {
+                Claim::Done => {}
+                Claim::Duplicate => {
+                    self.release(idx);
+                    self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Claim::NoRoom => {
+                    self.release(idx);
+                    return Err(InsertError::WindowFull);
+                }
+            }
+            if original != reply {
+                match self.claim(&reply, Dir::Reply, idx) {
+                    Claim::Done => {}
+                    other => {
+                        self.unlink(&original, Dir::Original, idx);
+                        self.release(idx);
+                        return Err(match other {
+                            Claim::NoRoom => InsertError::WindowFull,
+                            _ => InsertError::ReplyClash,
+                        });
+                    }
+                }
+            }
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.stats.inserted.fetch_add(1, Ordering::Relaxed);
+            return Ok(Hit { entry: idx, dir: Dir::Original, record });
+        }
+        Err(InsertError::Contended)
+    }
+
+    /// Puts `key -> (dir, idx)` into the index (see the module comment).
+    fn claim(&self, key: &FlowKey, dir: Dir, idx: u32) -> Claim {
+        let (tag, home) = self.home(key);
+        let val = slot_value(tag, dir, idx);
+        'attempt: for _ in 0..16 {
+            let mut cand = None;
+            let mut pos = home;
+            for _ in 0..WINDOW {
+                let v = self.index[pos].load(Ordering::Acquire);
+                if v == EMPTY {
+                    cand.get_or_insert((pos, v));
+                    break;
+                }
+                if v == TOMB {
+                    cand.get_or_insert((pos, v));
+                } else if self.matches(v, tag, key).is_some() {
+                    return Claim::Duplicate;
+                }
+                pos = (pos + 1) & self.mask;
+            }
+            let Some((at, seen)) = cand else {
+                return Claim::NoRoom;
+            };
+            if self.index[at]
+                .compare_exchange(seen, val, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue 'attempt;
+            }
+            // Rescan: an EMPTY before our slot means the sweeper cleared
+            // the way between our scan and our claim, and lookups would stop
+            // short of us; the same key elsewhere means a racing insert.
+            let mut pos = home;
+            let mut passed = false;
+            for _ in 0..WINDOW {
+                if pos == at {
+                    passed = true;
+                } else {
+                    let v = self.index[pos].load(Ordering::Acquire);
+                    if v == EMPTY {
+                        if passed {
+                            return Claim::Done;
+                        }
+                        self.withdraw(at, val);
+                        continue 'attempt;
+                    }
+                    if self.matches(v, tag, key).is_some() {
+                        self.withdraw(at, val);
+                        return Claim::Duplicate;
+                    }
+                }
+                pos = (pos + 1) & self.mask;
+            }
+            return Claim::Done;
+        }
+        Claim::Duplicate
+    }
+
+    fn withdraw(&self, at: usize, val: u64) {
+        let _ = self.index[at].compare_exchange(val, TOMB, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Removes the slot that holds `key -> (dir, idx)`, if any.
+    fn unlink(&self, key: &FlowKey, dir: Dir, idx: u32) {
+        let (tag, mut pos) = self.home(key);
+        let val = slot_value(tag, dir, idx);
+        for _ in 0..WINDOW {
+            let v = self.index[pos].load(Ordering::Acquire);
+            if v == EMPTY {
+                return;
+            }
+            if v == val {
+                self.withdraw(pos, val);
+                return;
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Returns an entry to the free list; it is in no index slot.
+    fn release(&self, idx: u32) {
+        self.entries[idx as usize].life.store(Life::FREE, Ordering::Release);
+        self.free.push(idx);
+    }
+
+    /// Records a packet of a found flow: new state from the TCP flags (or
+    /// the direction, for datagrams), and a fresh last-seen time at most
+    /// once a `TOUCH_GRANULARITY_MS`. Returns the state after the packet,
+    /// or `None` if the flow died under the caller (treat as a miss).
+    #[inline]
+    pub fn touch(&self, hit: &Hit, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
+        let life = &self.entries[hit.entry as usize].life;
+        let mut old = life.load(Ordering::Relaxed);
+        loop {
+            let l = Life::unpack(old);
+            if l.state == FlowState::Free {
+                return None;
+            }
+            let (state, flags) = match tcp_flags {
+                Some(f) => state::tcp_next(l.state, l.flags, hit.dir, f),
+                None => state::datagram_next(l.state, l.flags, hit.dir),
+            };
+            let last_seen_ms = if now_ms.saturating_sub(l.last_seen_ms) >= TOUCH_GRANULARITY_MS
+                || state != l.state
+            {
+                now_ms
+            } else {
+                l.last_seen_ms
+            };
+            let new = Life { last_seen_ms, state, flags }.pack();
+            if new == old {
+                return Some(state);
+            }
+            match life.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(state),
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Expires flows idle past their timeout among the next `budget`
+    /// entries, and clears tombstones in the matching share of the index.
+    /// One sweeper at a time: a second concurrent call returns at once.
+    /// Returns how many flows expired.
+    pub fn sweep(&self, now_ms: u64, budget: usize) -> usize {
+        if self.sweeping.swap(true, Ordering::Acquire) {
+            return 0;
+        }
+        let cap = self.entries.len();
+        let start = self.sweep_cursor.load(Ordering::Relaxed) % cap;
+        let n = budget.min(cap);
+        let mut expired = 0;
+        for i in 0..n {
+            let idx = (start + i) % cap;
+            if self.expire_one(idx as u32, now_ms) {
+                expired += 1;
+            }
+        }
+        self.sweep_cursor.store((start + n) % cap, Ordering::Relaxed);
+        // The index share of this step: slots proportional to entries.
+        let slots = self.index.len();
+        let per = slots.div_ceil(cap);
+        let from = start * per;
+        self.clear_tombstones(from, n * per);
+        self.sweeping.store(false, Ordering::Release);
+        self.stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        expired
+    }
+
+    fn expire_one(&self, idx: u32, now_ms: u64) -> bool {
+        let e = &self.entries[idx as usize];
+        let old = e.life.load(Ordering::Acquire);
+        let l = Life::unpack(old);
+        if l.state == FlowState::Free {
+            return false;
+        }
+        let Some(rec) = e.read() else { return false };
+        let timeout = self.timeouts.for_flow(rec.original.proto, l.state);
+        if now_ms.saturating_sub(l.last_seen_ms) <= timeout {
+            return false;
+        }
+        // A packet that refreshed the flow since we looked wins.
+        if e.life
+            .compare_exchange(old, Life::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.unlink(&rec.original, Dir::Original, idx);
+        let reply = rec.translated.reversed();
+        if reply != rec.original {
+            self.unlink(&reply, Dir::Reply, idx);
+        }
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.free.push(idx);
+        true
+    }
+
+    /// Turns tombstones back into EMPTY where the next slot is EMPTY,
+    /// walking down so that a run of tombstones collapses in one pass.
+    fn clear_tombstones(&self, from: usize, count: usize) {
+        let mut cleared = 0u64;
+        for k in (0..count).rev() {
+            let i = (from + k) & self.mask;
+            let next = (i + 1) & self.mask;
+            if self.index[i].load(Ordering::Relaxed) != TOMB {
+                continue;
+            }
+            if self.index[next]
+                .compare_exchange(EMPTY, FENCE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if self.index[i]
+                .compare_exchange(TOMB, EMPTY, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                cleared += 1;
+            }
+            self.index[next].store(EMPTY, Ordering::Release);
+        }
+        self.stats.tombstones_cleared.fetch_add(cleared, Ordering::Relaxed);
+    }
+
+    /// A consistent copy of up to `limit` live flows, for inspection. Walks
+    /// the whole entry array: not for the packet path.
+    pub fn flows(&self, limit: usize) -> Vec<FlowRecord> {
+        self.entries
+            .iter()
+            .filter_map(Entry::read)
+            .filter(|r| r.life.state != FlowState::Free)
+            .take(limit)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! Stage 1: a frame's bytes to a `Parsed` summary, read once.
+//!
+//! Every later stage reads the summary (offsets, the flow key, TCP flags),
+//! not the packet. Truncated or inconsistent input is refused with a
+//! `DropReason`; no input makes this module panic (a fuzz target holds it to
+//! that).
+
+use crate::drop::DropReason;
+use crate::flow::{Addr, Family, FlowKey, Proto};
+use crate::wire::{ethernet, icmp, ipv4, ipv6, sctp, tcp, udp};
+
+/// Where a packet stands in a fragmented datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frag {
+    /// A whole datagram.
+    Whole,
+    /// The first fragment: it carries the transport header.
+    First { ident: u32 },
+    /// A later fragment: no transport header; its ports come from the first
+    /// fragment's (see `frag`).
+    Later { ident: u32 },
+}
+
+/// The transport header, as far as flows care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { sport: u16, dport: u16, flags: u8 },
+    Udp { sport: u16, dport: u16 },
+    Sctp { sport: u16, dport: u16 },
+    /// ICMP or ICMPv6 echo: the identifier is the flow's "port".
+    Echo { ident: u16, request: bool },
+    /// ICMP error or informational message: no flow of its own.
+    IcmpOther { kind: icmp::IcmpKind },
+    /// Some other protocol, or a later fragment whose header is elsewhere.
+    Opaque,
+}
+
+/// What decode learnt of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub vlan: Option<u16>,
+    pub family: Family,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the transport header (for a later fragment, of its data).
+    pub l4: usize,
+    /// End of the IP packet in the frame (Ethernet padding excluded).
+    pub end: usize,
+    /// The IP protocol number of the transport.
+    pub ip_proto: u8,
+    pub src: Addr,
+    pub dst: Addr,
+    pub ttl: u8,
+    pub frag: Frag,
+    pub transport: Transport,
+}
+
+impl Parsed {
+    /// The flow key, when the packet carries its ports. Later fragments get
+    /// theirs from the fragment table.
+    #[inline]
+    pub fn key(&self) -> Option<FlowKey> {
+        let (proto, sport, dport) = match self.transport {
+            Transport::Tcp { sport, dport, .. } => (Proto::Tcp, sport, dport),
+            Transport::Udp { sport, dport } => (Proto::Udp, sport, dport),
+            Transport::Sctp { sport, dport } => (Proto::Sctp, sport, dport),
+            Transport::Echo { ident, request } => {
+                let p = match self.family {
+                    Family::V4 => Proto::Icmp,
+                    Family::V6 => Proto::Icmp6,
+                };
+                if request {
+                    (p, ident, 0)
+                } else {
+                    (p, 0, ident)
+                }
+            }
+            Transport::IcmpOther { .. } | Transport::Opaque => return None,
+        };
+        Some(self.key_with_ports(proto, sport, dport))
+    }
+
+    pub fn key_with_ports(&self, proto: Proto, sport: u16, dport: u16) -> FlowKey {
+        FlowKey { src: self.src, dst: self.dst, sport, dport, proto, family: self.family }
+    }
+
+    pub fn tcp_flags(&self) -> Option<u8> {
+        match self.transport {
+            Transport::Tcp { flags, .. } => Some(flags),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of frame the pipeline tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Ip(Parsed),
+    /// A well-formed Ethernet/IPv4 ARP packet at this offset.
+    Arp { offset: usize },
+}
+
+/// Reads a frame. Never panics, whatever the bytes.
+pub fn decode(frame: &[u8]) -> Result<Decoded, DropReason> {
+    let l2 = ethernet::parse(frame).map_err(|e| match e {
+        ethernet::L2Error::Truncated => DropReason::EthTruncated,
+        ethernet::L2Error::VlanTruncated => DropReason::VlanTruncated,
+        ethernet::L2Error::VlanTooDeep => DropReason::VlanTooDeep,
+    })?;
+    let l3 = l2.payload_offset;
+    let rest = &frame[l3..];
+    match l2.ethertype {
+        ethernet::ETHERTYPE_IPV4 => decode_v4(rest, l3, l2.vlan).map(Decoded::Ip),
+        ethernet::ETHERTYPE_IPV6 => decode_v6(rest, l3, l2.vlan).map(Decoded::Ip),
+        ethernet::ETHERTYPE_ARP => match crate::wire::arp::ArpPacket::new_checked(rest) {
+            Some(_) => Ok(Decoded::Arp { offset: l3 }),
+            None => Err(DropReason::ArpMalformed),
+        },
+        _ => Err(DropReason::EthertypeUnsupported),
+    }
+}
+
+fn decode_v4(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReason> {
+    use ipv4::Ipv4Error as E;
+    let ip = ipv4::Ipv4Packet::new_checked(b).map_err(|e| match e {
+        E::Truncated => DropReason::Ipv4Truncated,
+        E::BadVersion => DropReason::Ipv4BadVersion,
+        E::BadHeaderLen => DropReason::Ipv4BadHeaderLen,
+        E::BadTotalLen => DropReason::Ipv4BadTotalLen,
+        E::BadChecksum => DropReason::Ipv4BadChecksum,
+    })?;
+    let hl = ip.header_len();
+    let total = ip.total_len();
+    let frag = if !ip.is_fragment() {
+        Frag::Whole
+    } else if ip.frag_offset() == 0 {
+        Frag::First { ident: u32::from(ip.ident()) }
+    } else {
+        Frag::Later { ident: u32::from(ip.ident()) }
+    };
+    let proto = ip.protocol();
+    let transport = transport(&b[hl..total], proto, Family::V4, frag)?;
+    Ok(Parsed {
+        vlan,
+        family: Family::V4,
+        l3,
+        l4: l3 + hl,
+        end: l3 + total,
+        ip_proto: proto,
+        src: Addr::from_v4(ip.src()),
+        dst: Addr::from_v4(ip.dst()),
+        ttl: ip.ttl(),
+        frag,
+        transport,
+    })
+}
+
+fn decode_v6(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReason> {
+    use ipv6::Ipv6Error as E;
+    let err = |e| match e {
+        E::Truncated => DropReason::Ipv6Truncated,
+        E::BadVersion => DropReason::Ipv6BadVersion,
+        E::BadPayloadLen => DropReason::Ipv6BadPayloadLen,
+        E::ExtTruncated => DropReason::Ipv6ExtTruncated,
+        E::ExtTooMany => DropReason::Ipv6ExtTooMany,
+    };
+    let ip = ipv6::Ipv6Packet::new_checked(b).map_err(err)?;
+    let upper = ip.upper().map_err(err)?;
+    let end = ipv6::HEADER_LEN + ip.payload_len();
+    let frag = match upper.fragment {
+        None => Frag::Whole,
+        // An atomic fragment (offset 0, no more) is a whole datagram.
+        Some(f) if f.offset == 0 && !f.more => Frag::Whole,
+        Some(f) if f.offset == 0 => Frag::First { ident: f.ident },
+        Some(f) => Frag::Later { ident: f.ident },
+    };
+    let transport = transport(&b[upper.offset..end], upper.protocol, Family::V6, frag)?;
+    Ok(Parsed {
+        vlan,
+        family: Family::V6,
+        l3,
+        l4: l3 + upper.offset,
+        end: l3 + end,
+        ip_proto: upper.protocol,
+        src: Addr::from_v6(ip.src()),
+        dst: Addr::from_v6(ip.dst()),
+        ttl: ip.hop_limit(),
+        frag,
+        transport,
+    })
+}
+
+/// Reads the transport header from `seg` (the IP payload in this packet).
+fn transport(seg: &[u8], proto: u8, family: Family, frag: Frag) -> Result<Transport, DropReason> {
+    if let Frag::Later { .. } = frag {
+        return Ok(Transport::Opaque);
+    }
+    let first = matches!(frag, Frag::First { .. });
+    // A first fragment must carry the whole transport header, or a later
+    // fragment could overwrite the ports after policy saw them (RFC 1858's
+    // tiny-fragment attack).
+    let short = |r| if first { DropReason::FragmentTooShort } else { r };
+    Ok(match proto {
+        6 => {
+            let t = tcp::TcpSegment::new_checked(seg).ok_or(short(DropReason::TcpMalformed))?;
+            Transport::Tcp { sport: t.sport(), dport: t.dport(), flags: t.flags() }
+        }
+        17 => {
+            // In a first fragment the UDP length covers the whole datagram,
+            // not this piece; only whole datagrams can be checked.
+            let u = if first {
+                udp::UdpDatagram::new_header_only(seg)
+            } else {
+                udp::UdpDatagram::new_checked(seg, seg.len())
+            };
+            let u = u.ok_or(short(DropReason::UdpMalformed))?;
+            Transport::Udp { sport: u.sport(), dport: u.dport() }
+        }
+        132 => {
+            let s = sctp::SctpPacket::new_checked(seg).ok_or(short(DropReason::SctpMalformed))?;
+            Transport::Sctp { sport: s.sport(), dport: s.dport() }
+        }
+        1 | 58 if (proto == 1) == (family == Family::V4) => {
+            let m = icmp::IcmpPacket::new_checked(seg).ok_or(short(DropReason::IcmpMalformed))?;
+            let kind = match family {
+                Family::V4 => icmp::classify_v4(m.msg_type()),
+                Family::V6 => icmp::classify_v6(m.msg_type()),
+            };
+            match kind {
+                icmp::IcmpKind::EchoRequest => Transport::Echo { ident: m.ident(), request: true },
+                icmp::IcmpKind::EchoReply => Transport::Echo { ident: m.ident(), request: false },
+                kind => Transport::IcmpOther { kind },
+            }
+        }
+        _ => Transport::Opaque,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_panics_on_prefixes_of_a_real_frame() {
+        // An ARP request, and every prefix of it.
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 1, 2, 0x08, 0x06]);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 1, 2, 198, 18, 1, 2]);
+        f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 169, 254, 1, 1]);
+        assert_eq!(decode(&f), Ok(Decoded::Arp { offset: 14 }));
+        for n in 0..f.len() {
+            assert!(decode(&f[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_ethertype_is_counted() {
+        let mut f = vec![0u8; 60];
+        f[12] = 0x88;
+        f[13] = 0xcc; // LLDP
+        assert_eq!(decode(&f), Err(DropReason::EthertypeUnsupported));
+    }
+}

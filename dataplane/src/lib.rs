@@ -1,0 +1,24 @@
+//! Sluice's dataplane: the packet pipeline as a pure function over frame
+//! buffers and shared tables, so that every I/O backend runs the same code
+//! and every behaviour can be tested on bytes.
+//!
+//! Layers, as the folders say: `wire` (header views), `decode` (frame to
+//! flow key), `conntrack`, `service` (frontends, backends, Maglev), `nat`
+//! (in-place rewrites), `pipeline` (the stages in order).
+
+#![forbid(unsafe_code)]
+
+pub mod conntrack;
+pub mod counters;
+pub mod decode;
+pub mod drop;
+pub mod flow;
+pub mod frag;
+pub mod hash;
+pub mod nat;
+pub mod pipeline;
+pub mod service;
+pub mod wire;
+
+pub use drop::{DropReason, Verdict};
+pub use flow::{Addr, Family, FlowKey, Proto};

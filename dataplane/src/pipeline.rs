@@ -1,0 +1,142 @@
+//! Stages 1 to 5 in order, as one pure function over a frame and the
+//! tables: decode, conntrack, Service load-balancing, NAT. Every I/O
+//! backend calls `process` on each frame of a burst; tests call it on bytes.
+//!
+//! Routing (stage 6) and the neighbour stage (ARP/NDP for the pod gateway)
+//! sit around this function in the worker; the verdict tells the worker
+//! what to do with the frame.
+
+use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError};
+use crate::counters::Counters;
+use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
+use crate::drop::{DropReason, Verdict};
+use crate::flow::{FlowKey, Proto};
+use crate::frag::FragTable;
+use crate::nat;
+use crate::service::ServiceTable;
+use crate::wire::icmp::IcmpKind;
+
+/// The shared tables a worker reads: a Service snapshot and conntrack.
+#[derive(Clone, Copy)]
+pub struct Tables<'a> {
+    pub services: &'a ServiceTable,
+    pub conntrack: &'a Conntrack,
+}
+
+/// What one worker owns: its counters, its fragment table and its clock.
+#[derive(Default)]
+pub struct Worker {
+    pub counters: Counters,
+    pub frags: FragTable,
+    /// Milliseconds on the conntrack clock, read once per burst.
+    pub now_ms: u64,
+}
+
+impl Worker {
+    /// Reads the clock; call once per burst, not per packet.
+    pub fn tick(&mut self, ct: &Conntrack) {
+        self.now_ms = ct.now_ms();
+    }
+}
+
+/// Processes one frame in place and says what to do with it.
+#[inline]
+pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
+    w.counters.rx += 1;
+    let v = match step(frame, t, w) {
+        Ok(v) => v,
+        Err(r) => Verdict::Drop(r),
+    };
+    match v {
+        Verdict::Forward => w.counters.forwarded += 1,
+        Verdict::ToHost => w.counters.to_host += 1,
+        Verdict::Drop(r) => w.counters.drop(r),
+    }
+    v
+}
+
+fn step(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
+    let p = match decode(frame)? {
+        // The gateway's ARP replies are the neighbour stage's; the rest
+        // belongs to the host.
+        Decoded::Arp { .. } => return Ok(Verdict::ToHost),
+        Decoded::Ip(p) => p,
+    };
+    let Some(key) = flow_key(&p, w)? else {
+        if let Transport::IcmpOther { kind: IcmpKind::Error } = p.transport {
+            // The quoted packet inside is not translated yet: a PMTU or
+            // unreachable error about a NATed flow reaches the client with
+            // the backend's address inside. Counted so that it shows.
+            w.counters.icmp_error_passthrough += 1;
+        }
+        w.counters.untracked += 1;
+        return Ok(Verdict::Forward);
+    };
+
+    if let Some(hit) = t.conntrack.lookup(&key) {
+        // A TCP later fragment carries no flags: no state change, no refresh.
+        let alive = match (key.proto, p.tcp_flags()) {
+            (Proto::Tcp, None) => Some(hit.record.life.state),
+            (_, flags) => t.conntrack.touch(&hit, flags, w.now_ms),
+        };
+        if alive.is_some() {
+            w.counters.ct_hits += 1;
+            apply(frame, &p, &key, &hit.record.rewrite_to(hit.dir), w)?;
+            return Ok(Verdict::Forward);
+        }
+    }
+
+    let Some(id) = t.services.lookup(&key) else {
+        w.counters.untracked += 1;
+        return Ok(Verdict::Forward);
+    };
+    let port = t.services.port(id).ok_or(DropReason::ServiceNoBackends)?;
+    let backend = port.select(&key).ok_or(DropReason::ServiceNoBackends)?;
+    let to = FlowKey { dst: backend.addr, dport: backend.port, ..key };
+    let (st, flags) = match p.tcp_flags() {
+        Some(f) => state::tcp_initial(f),
+        None => (FlowState::New, 0),
+    };
+    let hit = t.conntrack.insert(key, to, id, st, flags, w.now_ms).map_err(|e| match e {
+        InsertError::ReplyClash => DropReason::ConntrackReplyClash,
+        InsertError::Full | InsertError::WindowFull | InsertError::Contended => DropReason::ConntrackFull,
+    })?;
+    if hit.dir == Dir::Original {
+        w.counters.ct_new += 1;
+    }
+    apply(frame, &p, &key, &hit.record.rewrite_to(hit.dir), w)?;
+    Ok(Verdict::Forward)
+}
+
+/// The packet's flow key; a later fragment's ports come from its first.
+#[inline]
+fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
+    match p.frag {
+        Frag::Whole => Ok(p.key()),
+        Frag::First { ident } => {
+            let key = p.key();
+            if let Some(k) = key {
+                w.frags.record(k.src, k.dst, k.family, ident, k.proto, k.sport, k.dport, w.now_ms);
+            }
+            Ok(key)
+        }
+        Frag::Later { ident } => {
+            if Proto::from_number(p.ip_proto).is_none() {
+                return Ok(None);
+            }
+            match w.frags.find(p.src, p.dst, p.family, ident, p.ip_proto, w.now_ms) {
+                Some((proto, sport, dport)) => Ok(Some(p.key_with_ports(proto, sport, dport))),
+                None => Err(DropReason::FragmentUnknown),
+            }
+        }
+    }
+}
+
+#[inline]
+fn apply(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey, w: &mut Worker) -> Result<(), DropReason> {
+    if from != to {
+        nat::rewrite(frame, p, from, to)?;
+        w.counters.nat += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! Typed views over the byte buffers of packet headers.
+//!
+//! Each view has one contract, as smoltcp's do: once its checked constructor
+//! has returned `Some`, no getter or setter panics. Field offsets are named
+//! byte ranges, never scattered literals.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
+
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
