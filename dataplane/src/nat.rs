@@ -25,7 +25,7 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey) -> Re
 
     match p.family {
         Family::V4 => {
-            let mut h = ipv4::Ipv4Packet::new_checked(&mut *ip).map_err(|_| DropReason::RewriteOutOfBounds)?;
+            let mut h = ipv4::Ipv4Packet::new_header(&mut *ip).map_err(|_| DropReason::RewriteOutOfBounds)?;
             if from.src != to.src {
                 let (o, n) = (from.src.v4_octets(), to.src.v4_octets());
                 h.set_src(n);
@@ -42,7 +42,7 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey) -> Re
             }
         }
         Family::V6 => {
-            let mut h = ipv6::Ipv6Packet::new_checked(&mut *ip).map_err(|_| DropReason::RewriteOutOfBounds)?;
+            let mut h = ipv6::Ipv6Packet::new_header(&mut *ip).map_err(|_| DropReason::RewriteOutOfBounds)?;
             if from.src != to.src {
                 let (o, n) = (from.src.v6_octets(), to.src.v6_octets());
                 h.set_src(n);

@@ -62,6 +62,16 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buf })
     }
 
+    /// A view over a header alone (a rewrite holds the header apart from
+    /// the payload): checks only that the header fits.
+    pub fn new_header(buf: T) -> Result<Self, Ipv4Error> {
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN || usize::from(b[field::VER_IHL] & 0x0f) * 4 > b.len() {
+            return Err(Ipv4Error::Truncated);
+        }
+        Ok(Ipv4Packet { buf })
+    }
+
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }

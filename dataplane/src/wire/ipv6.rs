@@ -78,6 +78,14 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Ipv6Packet { buf })
     }
 
+    /// A view over the fixed header alone, payload held elsewhere.
+    pub fn new_header(buf: T) -> Result<Self, Ipv6Error> {
+        if buf.as_ref().len() < HEADER_LEN {
+            return Err(Ipv6Error::Truncated);
+        }
+        Ok(Ipv6Packet { buf })
+    }
+
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }
