@@ -56,7 +56,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         if total < ihl || total > b.len() {
             return Err(Ipv4Error::BadTotalLen);
         }
-        if checksum::fold(checksum::sum(&b[..ihl])) != 0xffff {
+        if !cfg!(fuzzing) && checksum::fold(checksum::sum(&b[..ihl])) != 0xffff {
             return Err(Ipv4Error::BadChecksum);
         }
         Ok(Ipv4Packet { buf })

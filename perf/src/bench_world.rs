@@ -1,0 +1,69 @@
+//! The benchmark's world: a Service table of `n` Services and a conntrack
+//! preloaded with live established flows, as on a busy node.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
+use sluice_dataplane::service::ServiceTable;
+use sluice_dataplane::wire::tcp;
+use sluice_dataplane::{Addr, Family, FlowKey, Proto};
+
+use crate::craft::{self, Spec, L4};
+use crate::fixtures::{bench_frontend, many_services};
+
+pub struct World {
+    pub services: ServiceTable,
+    pub conntrack: Conntrack,
+    pub n_services: usize,
+}
+
+/// Client `i`'s address and port: 198.18.1.0 - 198.18.1.255 and up through
+/// node 1's share of the underlay range, 65,000 ports each.
+pub fn client(i: usize) -> (Addr, u16) {
+    let host = (i / 64_000) as u32;
+    let a = u32::from_be_bytes([198, 18, 1, 0]) + host;
+    (Addr::from_v4(a.to_be_bytes()), 1024 + (i % 64_000) as u16)
+}
+
+impl World {
+    /// `n_services` Services and `flows` established flows spread over
+    /// them, in a conntrack with room for `flows + headroom`.
+    pub fn new(n_services: usize, flows: usize, headroom: usize) -> World {
+        let (services, problems) = ServiceTable::build(&many_services(n_services));
+        assert!(problems.is_empty(), "{problems:?}");
+        let conntrack = Conntrack::new(flows + headroom, Timeouts::default());
+        for i in 0..flows {
+            let k = Self::flow_key(i, n_services);
+            let id = services.lookup(&k).expect("frontend");
+            let b = services.port(id).unwrap().select(&k).unwrap();
+            let to = FlowKey { dst: b.addr, dport: b.port, ..k };
+            conntrack.insert(k, to, id, FlowState::Established, 0, 0).expect("preload");
+        }
+        World { services, conntrack, n_services }
+    }
+
+    /// Flow `i`: client `i` to Service `i % n`.
+    pub fn flow_key(i: usize, n_services: usize) -> FlowKey {
+        let (src, sport) = client(i);
+        let (dst, dport) = bench_frontend(i % n_services);
+        FlowKey { src, dst, sport, dport, proto: Proto::Tcp, family: Family::V4 }
+    }
+
+    /// The 64-byte-class frame a client sends on flow `key`.
+    pub fn frame(key: &FlowKey, flags: u8) -> Vec<u8> {
+        let v4 = |a: Addr| IpAddr::V4(Ipv4Addr::from(a.v4_octets()));
+        craft::build(&Spec {
+            src: v4(key.src),
+            dst: v4(key.dst),
+            sport: key.sport,
+            dport: key.dport,
+            l4: L4::Tcp(flags),
+            payload: &[0u8; 6],
+        })
+        .expect("frame")
+    }
+
+    pub fn established_frame(&self, i: usize) -> Vec<u8> {
+        Self::frame(&Self::flow_key(i, self.n_services), tcp::ACK)
+    }
+}
