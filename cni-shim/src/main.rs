@@ -1,7 +1,7 @@
-//! `sluice-cni`, the CNI plugin. Not written yet (its own issue): it answers
-//! every command with the CNI error format, code 4 ("invalid environment"
-//! would be wrong; 7 is "invalid network config"), so that a runtime that
-//! calls it by mistake gets a clear error rather than silence.
+//! `sluice-cni`, the CNI plugin. Not written yet (its own issue). Until it
+//! is, every command answers in the CNI error format with code 7 ("invalid
+//! network configuration": this network cannot be set up by this binary),
+//! so that a runtime that calls it gets a clear error and not silence.
 
 fn main() {
     let cmd = std::env::var("CNI_COMMAND").unwrap_or_default();
