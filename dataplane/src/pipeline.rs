@@ -1,6 +1,12 @@
 //! Stages 1 to 5 in order, as one pure function over a frame and the
 //! tables: decode, conntrack, Service load-balancing, NAT. Every I/O
-//! backend calls `process` on each frame of a burst; tests call it on bytes.
+//! backend calls `process_burst` on each burst it receives (or `process`
+//! on one frame); tests call them on bytes.
+//!
+//! A burst runs in three passes, as DPDK's l3fwd does its lookups: decode
+//! every frame and ask for its conntrack index line; then, those lines
+//! arriving, ask for each flow's entry; then finish each packet. The cache
+//! misses of a burst overlap instead of adding up.
 //!
 //! Routing (stage 6) and the neighbour stage (ARP/NDP for the pod gateway)
 //! sit around this function in the worker; the verdict tells the worker
@@ -15,6 +21,9 @@ use crate::frag::FragTable;
 use crate::nat;
 use crate::service::ServiceTable;
 use crate::wire::icmp::IcmpKind;
+
+/// Frames a burst holds: the prefetch window.
+pub const BURST: usize = 32;
 
 /// The shared tables a worker reads: a Service snapshot and conntrack.
 #[derive(Clone, Copy)]
@@ -39,13 +48,85 @@ impl Worker {
     }
 }
 
+/// A frame after decode: what the later passes need.
+#[derive(Clone, Copy)]
+enum Pre {
+    Done(Verdict),
+    /// An IP packet without a flow of its own (ICMP errors, other protocols).
+    Untracked(Transport),
+    Flow { p: Parsed, key: FlowKey, hash: u64 },
+}
+
 /// Processes one frame in place and says what to do with it.
 #[inline]
 pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
+    let pre = prepare(frame, t, w);
+    finish(frame, pre, t, w)
+}
+
+/// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
+/// frames past `verdicts.len()` are left alone.
+pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+    let n = frames.len().min(verdicts.len());
+    let mut start = 0;
+    while start < n {
+        let end = (start + BURST).min(n);
+        let mut pre = [Pre::Done(Verdict::Forward); BURST];
+        for (i, f) in frames[start..end].iter().enumerate() {
+            pre[i] = prepare(f, t, w);
+            if let Pre::Flow { hash, .. } = pre[i] {
+                t.conntrack.prefetch_index(hash);
+            }
+        }
+        for p in &pre[..end - start] {
+            if let Pre::Flow { hash, .. } = *p {
+                t.conntrack.prefetch_entry(hash);
+            }
+        }
+        for (i, f) in frames[start..end].iter_mut().enumerate() {
+            verdicts[start + i] = finish(f, pre[i], t, w);
+        }
+        start = end;
+    }
+}
+
+/// Pass 1: decode and find the flow key.
+#[inline]
+fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
     w.counters.rx += 1;
-    let v = match step(frame, t, w) {
-        Ok(v) => v,
-        Err(r) => Verdict::Drop(r),
+    let p = match decode(frame) {
+        Err(r) => return Pre::Done(Verdict::Drop(r)),
+        // The gateway's ARP replies are the neighbour stage's; the rest
+        // belongs to the host.
+        Ok(Decoded::Arp { .. }) => return Pre::Done(Verdict::ToHost),
+        Ok(Decoded::Ip(p)) => p,
+    };
+    match flow_key(&p, w) {
+        Err(r) => Pre::Done(Verdict::Drop(r)),
+        Ok(None) => Pre::Untracked(p.transport),
+        Ok(Some(key)) => Pre::Flow { p, key, hash: t.conntrack.hash(&key) },
+    }
+}
+
+/// Pass 3: conntrack, Service, NAT, and the counters.
+#[inline]
+fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
+    let v = match pre {
+        Pre::Done(v) => v,
+        Pre::Untracked(transport) => {
+            if let Transport::IcmpOther { kind: IcmpKind::Error } = transport {
+                // The quoted packet inside is not translated yet: a PMTU or
+                // unreachable error about a NATed flow reaches the client
+                // with the backend's address inside. Counted so it shows.
+                w.counters.icmp_error_passthrough += 1;
+            }
+            w.counters.untracked += 1;
+            Verdict::Forward
+        }
+        Pre::Flow { p, key, hash } => match flow(frame, &p, &key, hash, t, w) {
+            Ok(v) => v,
+            Err(r) => Verdict::Drop(r),
+        },
     };
     match v {
         Verdict::Forward => w.counters.forwarded += 1,
@@ -55,25 +136,9 @@ pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
     v
 }
 
-fn step(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
-    let p = match decode(frame)? {
-        // The gateway's ARP replies are the neighbour stage's; the rest
-        // belongs to the host.
-        Decoded::Arp { .. } => return Ok(Verdict::ToHost),
-        Decoded::Ip(p) => p,
-    };
-    let Some(key) = flow_key(&p, w)? else {
-        if let Transport::IcmpOther { kind: IcmpKind::Error } = p.transport {
-            // The quoted packet inside is not translated yet: a PMTU or
-            // unreachable error about a NATed flow reaches the client with
-            // the backend's address inside. Counted so that it shows.
-            w.counters.icmp_error_passthrough += 1;
-        }
-        w.counters.untracked += 1;
-        return Ok(Verdict::Forward);
-    };
-
-    if let Some(hit) = t.conntrack.lookup(&key) {
+#[inline]
+fn flow(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
+    if let Some(hit) = t.conntrack.lookup_hashed(key, hash) {
         // A TCP later fragment carries no flags: no state change, no refresh.
         let alive = match (key.proto, p.tcp_flags()) {
             (Proto::Tcp, None) => Some(hit.record.life.state),
@@ -81,30 +146,30 @@ fn step(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, Dro
         };
         if alive.is_some() {
             w.counters.ct_hits += 1;
-            apply(frame, &p, &key, &hit.record.rewrite_to(hit.dir), w)?;
+            apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
             return Ok(Verdict::Forward);
         }
     }
 
-    let Some(id) = t.services.lookup(&key) else {
+    let Some(id) = t.services.lookup(key) else {
         w.counters.untracked += 1;
         return Ok(Verdict::Forward);
     };
     let port = t.services.port(id).ok_or(DropReason::ServiceNoBackends)?;
-    let backend = port.select(&key).ok_or(DropReason::ServiceNoBackends)?;
-    let to = FlowKey { dst: backend.addr, dport: backend.port, ..key };
+    let backend = port.select(key).ok_or(DropReason::ServiceNoBackends)?;
+    let to = FlowKey { dst: backend.addr, dport: backend.port, ..*key };
     let (st, flags) = match p.tcp_flags() {
         Some(f) => state::tcp_initial(f),
         None => (FlowState::New, 0),
     };
-    let hit = t.conntrack.insert(key, to, id, st, flags, w.now_ms).map_err(|e| match e {
+    let hit = t.conntrack.insert(*key, to, id, st, flags, w.now_ms).map_err(|e| match e {
         InsertError::ReplyClash => DropReason::ConntrackReplyClash,
         InsertError::Full | InsertError::WindowFull | InsertError::Contended => DropReason::ConntrackFull,
     })?;
     if hit.dir == Dir::Original {
         w.counters.ct_new += 1;
     }
-    apply(frame, &p, &key, &hit.record.rewrite_to(hit.dir), w)?;
+    apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
     Ok(Verdict::Forward)
 }
 

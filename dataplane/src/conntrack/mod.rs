@@ -168,8 +168,49 @@ impl Conntrack {
 
     #[inline]
     fn home(&self, key: &FlowKey) -> (u32, usize) {
-        let h = flow_hash(key, self.seed);
+        self.split(self.hash(key))
+    }
+
+    #[inline]
+    fn split(&self, h: u64) -> (u32, usize) {
         ((h >> 32) as u32, h as usize & self.mask)
+    }
+
+    /// The index hash of `key`: compute once per packet, then prefetch and
+    /// look up with it.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        flow_hash(key, self.seed)
+    }
+
+    /// First step of a burst: ask for the key's home index slots.
+    #[inline]
+    pub fn prefetch_index(&self, hash: u64) {
+        let (_, pos) = self.split(hash);
+        crate::prefetch::read(&self.index[pos]);
+    }
+
+    /// Second step: the home slots are in cache by now; ask for the entry
+    /// the first slot with the key's tag points at.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let (tag, mut pos) = self.split(hash);
+        for _ in 0..8 {
+            let v = self.index[pos].load(Ordering::Relaxed);
+            if v == EMPTY {
+                return;
+            }
+            if v != TOMB && v != FENCE && (v >> 32) as u32 == tag {
+                let (_, _, idx) = slot_parts(v);
+                if let Some(e) = self.entries.get(idx as usize) {
+                    let p = e as *const Entry as *const u8;
+                    crate::prefetch::read(p);
+                    crate::prefetch::read(p.wrapping_add(64));
+                }
+                return;
+            }
+            pos = (pos + 1) & self.mask;
+        }
     }
 
     /// Reads slot value `v` as a reference to a live flow whose key is `key`.
@@ -193,7 +234,13 @@ impl Conntrack {
     /// Finds the flow a packet with `key` belongs to, in either direction.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        let (tag, mut pos) = self.home(key);
+        self.lookup_hashed(key, self.hash(key))
+    }
+
+    /// `lookup` with the hash already computed (`hash(key)`).
+    #[inline]
+    pub fn lookup_hashed(&self, key: &FlowKey, hash: u64) -> Option<Hit> {
+        let (tag, mut pos) = self.split(hash);
         for _ in 0..WINDOW {
             let v = self.index[pos].load(Ordering::Acquire);
             if v == EMPTY {
@@ -221,16 +268,11 @@ impl Conntrack {
     ) -> Result<Hit, InsertError> {
         let reply = translated.reversed();
         for _ in 0..16 {
+            // Cheap right after the caller's miss (the lines are cached);
+            // it finds the flow when another worker inserted it since. The
+            // reply key needs no look first: claiming it below finds a clash.
             if let Some(hit) = self.lookup(&original) {
                 return Ok(hit);
-            }
-            if let Some(other) = self.lookup(&reply) {
-                // The same tuple reversed is this very flow seen from the
-                // other side only when no NAT applies; then it exists.
-                if other.dir == Dir::Original && original == translated {
-                    return Ok(Hit { dir: Dir::Reply, ..other });
-                }
-                return Err(InsertError::ReplyClash);
             }
             let idx = self.free.pop().ok_or(InsertError::Full)?;
             let record = FlowRecord {
