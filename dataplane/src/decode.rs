@@ -101,6 +101,7 @@ pub enum Decoded {
 }
 
 /// Reads a frame. Never panics, whatever the bytes.
+#[inline]
 pub fn decode(frame: &[u8]) -> Result<Decoded, DropReason> {
     let l2 = ethernet::parse(frame).map_err(|e| match e {
         ethernet::L2Error::Truncated => DropReason::EthTruncated,
@@ -120,6 +121,7 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, DropReason> {
     }
 }
 
+#[inline]
 fn decode_v4(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReason> {
     use ipv4::Ipv4Error as E;
     let ip = ipv4::Ipv4Packet::new_checked(b).map_err(|e| match e {
@@ -155,6 +157,7 @@ fn decode_v4(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReaso
     })
 }
 
+#[inline]
 fn decode_v6(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReason> {
     use ipv6::Ipv6Error as E;
     let err = |e| match e {
@@ -191,6 +194,7 @@ fn decode_v6(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReaso
 }
 
 /// Reads the transport header from `seg` (the IP payload in this packet).
+#[inline]
 fn transport(seg: &[u8], proto: u8, family: Family, frag: Frag) -> Result<Transport, DropReason> {
     if let Frag::Later { .. } = frag {
         return Ok(Transport::Opaque);

@@ -61,6 +61,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Walks up to two VLAN tags to the network header.
+    #[inline]
     pub fn l2(&self) -> Result<L2, L2Error> {
         let b = self.buf.as_ref();
         let mut ethertype = self.ethertype();
@@ -93,6 +94,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
 }
 
 /// Reads the link layer of `frame`.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<L2, L2Error> {
     EthernetFrame::new_checked(frame).ok_or(L2Error::Truncated)?.l2()
 }
