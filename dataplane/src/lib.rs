@@ -6,8 +6,9 @@
 //! flow key), `conntrack`, `service` (frontends, backends, Maglev), `nat`
 //! (in-place rewrites), `pipeline` (the stages in order).
 
-// Unsafe is denied everywhere but `prefetch` (one intrinsic, its invariant
-// written beside it); the AF_XDP and TAP modules will be the others.
+// Unsafe is denied everywhere but `prefetch` (one intrinsic) and `hugemem`
+// (mmap for the big tables), each block with its invariant beside it; the
+// AF_XDP and TAP modules will be the others.
 #![deny(unsafe_code)]
 
 pub mod conntrack;
@@ -17,6 +18,7 @@ pub mod drop;
 pub mod flow;
 pub mod frag;
 pub mod hash;
+pub mod hugemem;
 pub mod nat;
 pub mod pipeline;
 pub mod prefetch;

@@ -83,10 +83,69 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
                 t.conntrack.prefetch_entry(hash);
             }
         }
-        for (i, f) in frames[start..end].iter_mut().enumerate() {
-            verdicts[start + i] = finish(f, pre[i], t, w);
-        }
+        finish_burst(&mut frames[start..end], &pre[..end - start], &mut verdicts[start..end], t, w);
         start = end;
+    }
+}
+
+/// A new flow waiting for its insert: its backend is chosen, and what the
+/// insert will touch has been asked for.
+#[derive(Clone, Copy)]
+struct Pending {
+    at: usize,
+    p: Parsed,
+    key: FlowKey,
+    hash: u64,
+    to: FlowKey,
+    reply_hash: u64,
+    service: u32,
+}
+
+/// Pass 3 of a burst. Flows found in conntrack finish at once; new flows
+/// get their backend and the prefetch of their insert, and are inserted
+/// after the rest of the burst, so that their cache misses overlap too. A
+/// packet that belongs to a pending new flow (a second packet of it, or,
+/// in a synthetic burst, its reply) flushes the pending inserts first: the
+/// result is always that of one frame at a time.
+fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+    let mut pending = [None::<Pending>; BURST];
+    let mut np = 0;
+    for i in 0..frames.len() {
+        let Pre::Flow { p, key, hash } = pre[i] else {
+            verdicts[i] = finish(frames[i], pre[i], t, w);
+            continue;
+        };
+        let hit = t.conntrack.lookup_hashed(&key, hash);
+        if hit.is_none() && np > 0 {
+            let depends = pending[..np].iter().flatten().any(|q| q.key == key || q.to.reversed() == key);
+            if depends {
+                flush(frames, &mut pending[..np], verdicts, t, w);
+                np = 0;
+                verdicts[i] = finish(frames[i], pre[i], t, w);
+                continue;
+            }
+        }
+        match new_flow_or_finish(frames[i], &p, &key, hash, hit, t, w) {
+            Ok(Step::Done(v)) => verdicts[i] = count(v, w),
+            Ok(Step::Insert { to, service }) => {
+                let reply_hash = t.conntrack.hash(&to.reversed());
+                t.conntrack.prefetch_insert(reply_hash, np);
+                pending[np] = Some(Pending { at: i, p, key, hash, to, reply_hash, service });
+                np += 1;
+            }
+            Err(r) => verdicts[i] = count(Verdict::Drop(r), w),
+        }
+    }
+    flush(frames, &mut pending[..np], verdicts, t, w);
+}
+
+fn flush(frames: &mut [&mut [u8]], pending: &mut [Option<Pending>], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+    for q in pending.iter_mut().filter_map(Option::take) {
+        let v = match insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w) {
+            Ok(v) => v,
+            Err(r) => Verdict::Drop(r),
+        };
+        verdicts[q.at] = count(v, w);
     }
 }
 
@@ -108,7 +167,7 @@ fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
     }
 }
 
-/// Pass 3: conntrack, Service, NAT, and the counters.
+/// Pass 3 for one frame: conntrack, Service, NAT, and the counters.
 #[inline]
 fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
     let v = match pre {
@@ -123,11 +182,23 @@ fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
             w.counters.untracked += 1;
             Verdict::Forward
         }
-        Pre::Flow { p, key, hash } => match flow(frame, &p, &key, hash, t, w) {
-            Ok(v) => v,
-            Err(r) => Verdict::Drop(r),
-        },
+        Pre::Flow { p, key, hash } => {
+            let hit = t.conntrack.lookup_hashed(&key, hash);
+            match new_flow_or_finish(frame, &p, &key, hash, hit, t, w) {
+                Ok(Step::Done(v)) => v,
+                Ok(Step::Insert { to, service }) => {
+                    let reply_hash = t.conntrack.hash(&to.reversed());
+                    insert(frame, &p, &key, hash, to, reply_hash, service, t, w).unwrap_or_else(Verdict::Drop)
+                }
+                Err(r) => Verdict::Drop(r),
+            }
+        }
     };
+    count(v, w)
+}
+
+#[inline]
+fn count(v: Verdict, w: &mut Worker) -> Verdict {
     match v {
         Verdict::Forward => w.counters.forwarded += 1,
         Verdict::ToHost => w.counters.to_host += 1,
@@ -136,9 +207,24 @@ fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
     v
 }
 
+/// What a flow packet needs after its conntrack lookup.
+enum Step {
+    Done(Verdict),
+    /// A new flow to a Service: insert it, translated to `to`.
+    Insert { to: FlowKey, service: u32 },
+}
+
 #[inline]
-fn flow(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
-    if let Some(hit) = t.conntrack.lookup_hashed(key, hash) {
+fn new_flow_or_finish(
+    frame: &mut [u8],
+    p: &Parsed,
+    key: &FlowKey,
+    _hash: u64,
+    hit: Option<crate::conntrack::Hit>,
+    t: &Tables<'_>,
+    w: &mut Worker,
+) -> Result<Step, DropReason> {
+    if let Some(hit) = hit {
         // A TCP later fragment carries no flags: no state change, no refresh.
         let alive = match (key.proto, p.tcp_flags()) {
             (Proto::Tcp, None) => Some(hit.record.life.state),
@@ -147,22 +233,36 @@ fn flow(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, 
         if alive.is_some() {
             w.counters.ct_hits += 1;
             apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
-            return Ok(Verdict::Forward);
+            return Ok(Step::Done(Verdict::Forward));
         }
     }
-
     let Some(id) = t.services.lookup(key) else {
         w.counters.untracked += 1;
-        return Ok(Verdict::Forward);
+        return Ok(Step::Done(Verdict::Forward));
     };
     let port = t.services.port(id).ok_or(DropReason::ServiceNoBackends)?;
     let backend = port.select(key).ok_or(DropReason::ServiceNoBackends)?;
-    let to = FlowKey { dst: backend.addr, dport: backend.port, ..*key };
+    Ok(Step::Insert { to: FlowKey { dst: backend.addr, dport: backend.port, ..*key }, service: id })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn insert(
+    frame: &mut [u8],
+    p: &Parsed,
+    key: &FlowKey,
+    hash: u64,
+    to: FlowKey,
+    reply_hash: u64,
+    service: u32,
+    t: &Tables<'_>,
+    w: &mut Worker,
+) -> Result<Verdict, DropReason> {
     let (st, flags) = match p.tcp_flags() {
         Some(f) => state::tcp_initial(f),
         None => (FlowState::New, 0),
     };
-    let hit = t.conntrack.insert(*key, to, id, st, flags, w.now_ms).map_err(|e| match e {
+    let hit = t.conntrack.insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms).map_err(|e| match e {
         InsertError::ReplyClash => DropReason::ConntrackReplyClash,
         InsertError::Full | InsertError::WindowFull | InsertError::Contended => DropReason::ConntrackFull,
     })?;

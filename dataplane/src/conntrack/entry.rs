@@ -86,7 +86,13 @@ pub struct Entry {
 // 8-byte index slots is 128 bytes a flow.
 const _: () = assert!(std::mem::size_of::<Entry>() == 96);
 
+// SAFETY: every field is an AtomicU64, valid as zero; an all-zero entry is
+// a free one (sequence 0, life FREE).
+#[allow(unsafe_code)]
+unsafe impl crate::hugemem::ZeroValid for Entry {}
+
 impl Entry {
+    #[cfg(test)]
     pub fn new() -> Entry {
         Entry {
             seq: AtomicU64::new(0),

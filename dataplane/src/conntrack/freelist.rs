@@ -4,22 +4,33 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::hugemem::HugeSlice;
+
 const NIL: u32 = u32::MAX;
 
 pub struct FreeList {
     /// tag (high 32 bits) | top index (low 32, NIL when empty)
     head: AtomicU64,
-    next: Box<[AtomicU32]>,
+    next: HugeSlice<AtomicU32>,
 }
 
 impl FreeList {
     /// A list holding every index of `0..capacity`, lowest on top.
     pub fn full(capacity: u32) -> FreeList {
-        let next: Box<[AtomicU32]> = (0..capacity)
-            .map(|i| AtomicU32::new(if i + 1 < capacity { i + 1 } else { NIL }))
-            .collect();
+        let next: HugeSlice<AtomicU32> = HugeSlice::zeroed(capacity as usize);
+        for (i, n) in next.iter().enumerate() {
+            let i = i as u32;
+            n.store(if i + 1 < capacity { i + 1 } else { NIL }, Ordering::Relaxed);
+        }
         let top = if capacity == 0 { NIL } else { 0 };
         FreeList { head: AtomicU64::new(u64::from(top)), next }
+    }
+
+    /// The index a pop would return now (for prefetching; it may be gone
+    /// by the time of the pop).
+    pub fn peek(&self) -> Option<u32> {
+        let top = self.head.load(Ordering::Relaxed) as u32;
+        (top != NIL).then_some(top)
     }
 
     pub fn pop(&self) -> Option<u32> {

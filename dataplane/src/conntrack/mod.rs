@@ -39,6 +39,7 @@ pub use state::{Dir, FlowState, Timeouts};
 
 use crate::flow::FlowKey;
 use crate::hash::flow_hash;
+use crate::hugemem::HugeSlice;
 
 /// Slots a key may sit from its home; also the most a lookup reads. At a
 /// load of at most one half, a window this wide is never full in practice,
@@ -93,11 +94,10 @@ pub struct TableStats {
 }
 
 pub struct Conntrack {
-    entries: Box<[Entry]>,
-    index: Box<[AtomicU64]>,
+    entries: HugeSlice<Entry>,
+    index: HugeSlice<AtomicU64>,
     mask: usize,
     free: FreeList,
-    live: AtomicUsize,
     seed: u64,
     timeouts: Timeouts,
     epoch: Instant,
@@ -133,11 +133,11 @@ impl Conntrack {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = (capacity * SLOTS_PER_ENTRY).next_power_of_two();
         Conntrack {
-            entries: (0..capacity).map(|_| Entry::new()).collect(),
-            index: (0..slots).map(|_| AtomicU64::new(EMPTY)).collect(),
+            // Zeroed memory is free entries and EMPTY slots.
+            entries: HugeSlice::zeroed(capacity),
+            index: HugeSlice::zeroed(slots),
             mask: slots - 1,
             free: FreeList::full(capacity as u32),
-            live: AtomicUsize::new(0),
             seed,
             timeouts,
             epoch: Instant::now(),
@@ -152,7 +152,11 @@ impl Conntrack {
     }
     /// Live flows (approximate while inserts and expiries run).
     pub fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        // Two monotonic counters rather than a live count that every
+        // insert and expiry would write: one shared write per insert.
+        let ins = self.stats.inserted.load(Ordering::Relaxed);
+        let exp = self.stats.expired.load(Ordering::Relaxed);
+        ins.saturating_sub(exp) as usize
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -266,12 +270,46 @@ impl Conntrack {
         flags: u8,
         now_ms: u64,
     ) -> Result<Hit, InsertError> {
+        let hashes = (self.hash(&original), self.hash(&translated.reversed()));
+        self.insert_hashed(original, translated, hashes, service, state, flags, now_ms)
+    }
+
+    /// Asks for what an insert of a flow whose reply key hashes to
+    /// `reply_hash` will touch: the reply key's home slot and the entry on
+    /// top of the free list (and the `ahead` after it, which an initial or
+    /// freshly swept list holds in order).
+    #[inline]
+    pub fn prefetch_insert(&self, reply_hash: u64, ahead: usize) {
+        let (_, pos) = self.split(reply_hash);
+        crate::prefetch::read(&self.index[pos]);
+        if let Some(top) = self.free.peek() {
+            let i = top as usize + ahead;
+            if let Some(e) = self.entries.get(i) {
+                let p = e as *const Entry as *const u8;
+                crate::prefetch::read(p);
+                crate::prefetch::read(p.wrapping_add(64));
+            }
+        }
+    }
+
+    /// `insert` with the hashes of the original and reply keys computed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_hashed(
+        &self,
+        original: FlowKey,
+        translated: FlowKey,
+        (orig_hash, reply_hash): (u64, u64),
+        service: u32,
+        state: FlowState,
+        flags: u8,
+        now_ms: u64,
+    ) -> Result<Hit, InsertError> {
         let reply = translated.reversed();
         for _ in 0..16 {
             // Cheap right after the caller's miss (the lines are cached);
             // it finds the flow when another worker inserted it since. The
             // reply key needs no look first: claiming it below finds a clash.
-            if let Some(hit) = self.lookup(&original) {
+            if let Some(hit) = self.lookup_hashed(&original, orig_hash) {
                 return Ok(hit);
             }
             let idx = self.free.pop().ok_or(InsertError::Full)?;
@@ -282,7 +320,7 @@ impl Conntrack {
                 life: Life { last_seen_ms: now_ms, state, flags },
             };
             self.entries[idx as usize].write(&record);
-            match self.claim(&original, Dir::Original, idx) {
+            match self.claim(&original, orig_hash, Dir::Original, idx) {
                 Claim::Done => {}
                 Claim::Duplicate => {
                     self.release(idx);
@@ -295,7 +333,7 @@ impl Conntrack {
                 }
             }
             if original != reply {
-                match self.claim(&reply, Dir::Reply, idx) {
+                match self.claim(&reply, reply_hash, Dir::Reply, idx) {
                     Claim::Done => {}
                     other => {
                         self.unlink(&original, Dir::Original, idx);
@@ -307,7 +345,6 @@ impl Conntrack {
                     }
                 }
             }
-            self.live.fetch_add(1, Ordering::Relaxed);
             self.stats.inserted.fetch_add(1, Ordering::Relaxed);
             return Ok(Hit { entry: idx, dir: Dir::Original, record });
         }
@@ -315,8 +352,8 @@ impl Conntrack {
     }
 
     /// Puts `key -> (dir, idx)` into the index (see the module comment).
-    fn claim(&self, key: &FlowKey, dir: Dir, idx: u32) -> Claim {
-        let (tag, home) = self.home(key);
+    fn claim(&self, key: &FlowKey, hash: u64, dir: Dir, idx: u32) -> Claim {
+        let (tag, home) = self.split(hash);
         let val = slot_value(tag, dir, idx);
         'attempt: for _ in 0..16 {
             let mut cand = None;
@@ -487,7 +524,6 @@ impl Conntrack {
         if reply != rec.original {
             self.unlink(&reply, Dir::Reply, idx);
         }
-        self.live.fetch_sub(1, Ordering::Relaxed);
         self.free.push(idx);
         true
     }
