@@ -8,7 +8,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 /// Types whose all-zero bit pattern is a valid value (atomics, plain
@@ -76,6 +76,14 @@ impl<T: ZeroValid> Deref for HugeSlice<T> {
         // zeroed, page-aligned memory that this value owns, and zero is a
         // valid T (ZeroValid); the memory lives until drop.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroValid> DerefMut for HugeSlice<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only
+        // reference to the memory.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 

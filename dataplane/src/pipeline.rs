@@ -79,8 +79,12 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
             }
         }
         for p in &pre[..end - start] {
-            if let Pre::Flow { hash, .. } = *p {
-                t.conntrack.prefetch_entry(hash);
+            if let Pre::Flow { key, hash, .. } = *p {
+                // No entry in sight: most likely a new flow, which will
+                // read its frontend slot next.
+                if !t.conntrack.prefetch_entry(hash) {
+                    t.services.prefetch(&key);
+                }
             }
         }
         finish_burst(&mut frames[start..end], &pre[..end - start], &mut verdicts[start..end], t, w);
@@ -88,25 +92,29 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
     }
 }
 
-/// A new flow waiting for its insert: its backend is chosen, and what the
-/// insert will touch has been asked for.
+/// A new flow waiting for its insert. Stage by stage it learns its Maglev
+/// slot, then its backend, each asked for before it is read.
 #[derive(Clone, Copy)]
 struct Pending {
     at: usize,
     p: Parsed,
     key: FlowKey,
     hash: u64,
+    service: u32,
+    backends_off: u32,
+    maglev_at: usize,
     to: FlowKey,
     reply_hash: u64,
-    service: u32,
 }
 
-/// Pass 3 of a burst. Flows found in conntrack finish at once; new flows
-/// get their backend and the prefetch of their insert, and are inserted
-/// after the rest of the burst, so that their cache misses overlap too. A
-/// packet that belongs to a pending new flow (a second packet of it, or,
-/// in a synthetic burst, its reply) flushes the pending inserts first: the
-/// result is always that of one frame at a time.
+/// Pass 3 of a burst. Flows found in conntrack finish at once; a new flow
+/// reads its frontend slot, asks for its Maglev slot and waits; once the
+/// burst has been through, the waiting flows read their backends (asking
+/// for what their inserts touch), then insert, so that the cache misses of
+/// a burst's new flows overlap. A packet that could belong to a waiting flow
+/// (a second packet of it, or in a synthetic burst its reply) first
+/// finishes the waiting ones: the result is always that of one frame at a
+/// time.
 fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
     let mut pending = [None::<Pending>; BURST];
     let mut np = 0;
@@ -115,36 +123,63 @@ fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict],
             verdicts[i] = finish(frames[i], pre[i], t, w);
             continue;
         };
-        let hit = t.conntrack.lookup_hashed(&key, hash);
-        if hit.is_none() && np > 0 {
-            let depends = pending[..np].iter().flatten().any(|q| q.key == key || q.to.reversed() == key);
-            if depends {
-                flush(frames, &mut pending[..np], verdicts, t, w);
-                np = 0;
-                verdicts[i] = finish(frames[i], pre[i], t, w);
-                continue;
-            }
+        if let Some(v) = established(frames[i], &p, &key, hash, t, w) {
+            verdicts[i] = count(v, w);
+            continue;
         }
-        match new_flow_or_finish(frames[i], &p, &key, hash, hit, t, w) {
-            Ok(Step::Done(v)) => verdicts[i] = count(v, w),
-            Ok(Step::Insert { to, service }) => {
-                let reply_hash = t.conntrack.hash(&to.reversed());
-                t.conntrack.prefetch_insert(reply_hash, np);
-                pending[np] = Some(Pending { at: i, p, key, hash, to, reply_hash, service });
-                np += 1;
-            }
-            Err(r) => verdicts[i] = count(Verdict::Drop(r), w),
+        let depends = pending[..np]
+            .iter()
+            .flatten()
+            .any(|q| q.key == key || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto));
+        if depends {
+            flush(frames, &mut pending[..np], verdicts, t, w);
+            np = 0;
+            verdicts[i] = finish(frames[i], pre[i], t, w);
+            continue;
         }
+        let Some(f) = t.services.find(&key) else {
+            w.counters.untracked += 1;
+            verdicts[i] = count(Verdict::Forward, w);
+            continue;
+        };
+        let Some(maglev_at) = t.services.maglev_index(f, &key) else {
+            verdicts[i] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
+            continue;
+        };
+        t.services.prefetch_maglev(maglev_at);
+        pending[np] = Some(Pending {
+            at: i,
+            p,
+            key,
+            hash,
+            service: f.id,
+            backends_off: f.backends_off(),
+            maglev_at,
+            to: key,
+            reply_hash: 0,
+        });
+        np += 1;
     }
     flush(frames, &mut pending[..np], verdicts, t, w);
 }
 
 fn flush(frames: &mut [&mut [u8]], pending: &mut [Option<Pending>], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+    for (k, slot) in pending.iter_mut().enumerate() {
+        let Some(q) = slot else { continue };
+        match t.services.backend_at(q.backends_off, q.maglev_at) {
+            Some(b) => {
+                q.to = FlowKey { dst: b.addr, dport: b.port, ..q.key };
+                q.reply_hash = t.conntrack.hash(&q.to.reversed());
+                t.conntrack.prefetch_insert(q.reply_hash, k);
+            }
+            None => {
+                verdicts[q.at] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
+                *slot = None;
+            }
+        }
+    }
     for q in pending.iter_mut().filter_map(Option::take) {
-        let v = match insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w) {
-            Ok(v) => v,
-            Err(r) => Verdict::Drop(r),
-        };
+        let v = insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w).unwrap_or_else(Verdict::Drop);
         verdicts[q.at] = count(v, w);
     }
 }
@@ -182,17 +217,10 @@ fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
             w.counters.untracked += 1;
             Verdict::Forward
         }
-        Pre::Flow { p, key, hash } => {
-            let hit = t.conntrack.lookup_hashed(&key, hash);
-            match new_flow_or_finish(frame, &p, &key, hash, hit, t, w) {
-                Ok(Step::Done(v)) => v,
-                Ok(Step::Insert { to, service }) => {
-                    let reply_hash = t.conntrack.hash(&to.reversed());
-                    insert(frame, &p, &key, hash, to, reply_hash, service, t, w).unwrap_or_else(Verdict::Drop)
-                }
-                Err(r) => Verdict::Drop(r),
-            }
-        }
+        Pre::Flow { p, key, hash } => match established(frame, &p, &key, hash, t, w) {
+            Some(v) => v,
+            None => new_flow(frame, &p, &key, hash, t, w).unwrap_or_else(Verdict::Drop),
+        },
     };
     count(v, w)
 }
@@ -207,42 +235,37 @@ fn count(v: Verdict, w: &mut Worker) -> Verdict {
     v
 }
 
-/// What a flow packet needs after its conntrack lookup.
-enum Step {
-    Done(Verdict),
-    /// A new flow to a Service: insert it, translated to `to`.
-    Insert { to: FlowKey, service: u32 },
+/// A packet of a flow conntrack knows: refresh, translate. `None` when the
+/// flow is not there (or died under us).
+#[inline]
+fn established(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Option<Verdict> {
+    let hit = t.conntrack.lookup_hashed(key, hash)?;
+    // A TCP later fragment carries no flags: no state change, no refresh.
+    let alive = match (key.proto, p.tcp_flags()) {
+        (Proto::Tcp, None) => Some(hit.record.life.state),
+        (_, flags) => t.conntrack.touch(&hit, flags, w.now_ms),
+    };
+    alive?;
+    w.counters.ct_hits += 1;
+    Some(match apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w) {
+        Ok(()) => Verdict::Forward,
+        Err(r) => Verdict::Drop(r),
+    })
 }
 
+/// A packet conntrack does not know: a new flow if it is aimed at a
+/// Service frontend, untracked otherwise.
 #[inline]
-fn new_flow_or_finish(
-    frame: &mut [u8],
-    p: &Parsed,
-    key: &FlowKey,
-    _hash: u64,
-    hit: Option<crate::conntrack::Hit>,
-    t: &Tables<'_>,
-    w: &mut Worker,
-) -> Result<Step, DropReason> {
-    if let Some(hit) = hit {
-        // A TCP later fragment carries no flags: no state change, no refresh.
-        let alive = match (key.proto, p.tcp_flags()) {
-            (Proto::Tcp, None) => Some(hit.record.life.state),
-            (_, flags) => t.conntrack.touch(&hit, flags, w.now_ms),
-        };
-        if alive.is_some() {
-            w.counters.ct_hits += 1;
-            apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
-            return Ok(Step::Done(Verdict::Forward));
-        }
-    }
-    let Some(id) = t.services.lookup(key) else {
+fn new_flow(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
+    let Some(f) = t.services.find(key) else {
         w.counters.untracked += 1;
-        return Ok(Step::Done(Verdict::Forward));
+        return Ok(Verdict::Forward);
     };
-    let port = t.services.port(id).ok_or(DropReason::ServiceNoBackends)?;
-    let backend = port.select(key).ok_or(DropReason::ServiceNoBackends)?;
-    Ok(Step::Insert { to: FlowKey { dst: backend.addr, dport: backend.port, ..*key }, service: id })
+    let at = t.services.maglev_index(f, key).ok_or(DropReason::ServiceNoBackends)?;
+    let b = t.services.backend_at(f.backends_off(), at).ok_or(DropReason::ServiceNoBackends)?;
+    let to = FlowKey { dst: b.addr, dport: b.port, ..*key };
+    let reply_hash = t.conntrack.hash(&to.reversed());
+    insert(frame, p, key, hash, to, reply_hash, f.id, t, w)
 }
 
 #[allow(clippy::too_many_arguments)]

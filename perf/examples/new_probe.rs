@@ -35,7 +35,7 @@ fn main() {
     let mut sel = Vec::with_capacity(keys.len());
     for k in &keys {
         let id = world.services.lookup(k).unwrap();
-        let b = world.services.port(id).unwrap().select(k).unwrap();
+        let b = world.services.select(id, k).unwrap();
         sel.push((id, FlowKey { dst: b.addr, dport: b.port, ..*k }));
     }
     println!("service lookup + Maglev: {:.0} ns", per(t));

@@ -35,7 +35,7 @@ impl World {
         for i in 0..flows {
             let k = Self::flow_key(i, n_services);
             let id = services.lookup(&k).expect("frontend");
-            let b = services.port(id).unwrap().select(&k).unwrap();
+            let b = services.select(id, &k).unwrap();
             let to = FlowKey { dst: b.addr, dport: b.port, ..k };
             conntrack.insert(k, to, id, FlowState::Established, 0, 0).expect("preload");
         }

@@ -195,14 +195,15 @@ impl Conntrack {
     }
 
     /// Second step: the home slots are in cache by now; ask for the entry
-    /// the first slot with the key's tag points at.
+    /// the first slot with the key's tag points at. Returns false when the
+    /// slots show no such entry: the packet is most likely a new flow.
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
+    pub fn prefetch_entry(&self, hash: u64) -> bool {
         let (tag, mut pos) = self.split(hash);
         for _ in 0..8 {
             let v = self.index[pos].load(Ordering::Relaxed);
             if v == EMPTY {
-                return;
+                return false;
             }
             if v != TOMB && v != FENCE && (v >> 32) as u32 == tag {
                 let (_, _, idx) = slot_parts(v);
@@ -211,10 +212,11 @@ impl Conntrack {
                     crate::prefetch::read(p);
                     crate::prefetch::read(p.wrapping_add(64));
                 }
-                return;
+                return true;
             }
             pos = (pos + 1) & self.mask;
         }
+        true
     }
 
     /// Reads slot value `v` as a reference to a live flow whose key is `key`.

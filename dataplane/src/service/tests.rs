@@ -91,7 +91,7 @@ fn ready_first_then_serving_terminating_fallback() {
 
     let (t, _) = ServiceTable::build(&[web(eps[2..].to_vec())]);
     let id = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
-    assert!(t.port(id).unwrap().select(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).is_none());
+    assert!(t.select(id, &flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).is_none());
 }
 
 #[test]
@@ -117,15 +117,15 @@ fn maglev_disruption_is_about_one_nth() {
         let vip = v4([198, 19, 0, 10]);
         let (pb, pa) = {
             let k = flow(vip, 80, Proto::Tcp, 1);
-            (before.port(before.lookup(&k).unwrap()).unwrap(), after.port(after.lookup(&k).unwrap()).unwrap())
+            (before.lookup(&k).unwrap(), after.lookup(&k).unwrap())
         };
         let flows = 50_000u32;
         let (mut moved, mut on_removed) = (0u32, 0u32);
         for i in 0..flows {
             let mut k = flow(vip, 80, Proto::Tcp, (i % 60000) as u16);
             k.src = Addr::from_v4([198, 18, 1 + (i / 60000) as u8, 2 + (i % 7) as u8]);
-            let b = pb.select(&k).unwrap().addr;
-            let a = pa.select(&k).unwrap().addr;
+            let b = before.select(pb, &k).unwrap().addr;
+            let a = after.select(pa, &k).unwrap().addr;
             if b == removed {
                 on_removed += 1;
             }
