@@ -56,6 +56,21 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// A placeholder for scratch arrays.
+    pub const EMPTY: Parsed = Parsed {
+        vlan: None,
+        family: Family::V4,
+        l3: 0,
+        l4: 0,
+        end: 0,
+        ip_proto: 0,
+        src: Addr(0),
+        dst: Addr(0),
+        ttl: 0,
+        frag: Frag::Whole,
+        transport: Transport::Opaque,
+    };
+
     /// The flow key, when the packet carries its ports. Later fragments get
     /// theirs from the fragment table.
     #[inline]

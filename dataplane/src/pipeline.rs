@@ -32,13 +32,27 @@ pub struct Tables<'a> {
     pub conntrack: &'a Conntrack,
 }
 
-/// What one worker owns: its counters, its fragment table and its clock.
-#[derive(Default)]
+/// What one worker owns: its counters, its fragment table, its clock, and
+/// the scratch of a burst (kept here so that a burst initialises nothing).
 pub struct Worker {
     pub counters: Counters,
     pub frags: FragTable,
     /// Milliseconds on the conntrack clock, read once per burst.
     pub now_ms: u64,
+    pre: [Pre; BURST],
+    pending: [Pending; BURST],
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            counters: Counters::default(),
+            frags: FragTable::default(),
+            now_ms: 0,
+            pre: [Pre::Done(Verdict::Forward); BURST],
+            pending: [Pending::EMPTY; BURST],
+        }
+    }
 }
 
 impl Worker {
@@ -71,23 +85,23 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
     let mut start = 0;
     while start < n {
         let end = (start + BURST).min(n);
-        let mut pre = [Pre::Done(Verdict::Forward); BURST];
         for (i, f) in frames[start..end].iter().enumerate() {
-            pre[i] = prepare(f, t, w);
-            if let Pre::Flow { hash, .. } = pre[i] {
+            let pre = prepare(f, t, w);
+            if let Pre::Flow { hash, .. } = pre {
                 t.conntrack.prefetch_index(hash);
             }
+            w.pre[i] = pre;
         }
-        for p in &pre[..end - start] {
-            if let Pre::Flow { key, hash, .. } = *p {
+        for p in &w.pre[..end - start] {
+            if let Pre::Flow { key, hash, .. } = p {
                 // No entry in sight: most likely a new flow, which will
                 // read its frontend slot next.
-                if !t.conntrack.prefetch_entry(hash) {
-                    t.services.prefetch(&key);
+                if !t.conntrack.prefetch_entry(*hash) {
+                    t.services.prefetch(key);
                 }
             }
         }
-        finish_burst(&mut frames[start..end], &pre[..end - start], &mut verdicts[start..end], t, w);
+        finish_burst(&mut frames[start..end], &mut verdicts[start..end], t, w);
         start = end;
     }
 }
@@ -96,6 +110,7 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
 /// slot, then its backend, each asked for before it is read.
 #[derive(Clone, Copy)]
 struct Pending {
+    live: bool,
     at: usize,
     p: Parsed,
     key: FlowKey,
@@ -115,26 +130,25 @@ struct Pending {
 /// (a second packet of it, or in a synthetic burst its reply) first
 /// finishes the waiting ones: the result is always that of one frame at a
 /// time.
-fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
-    let mut pending = [None::<Pending>; BURST];
+fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
     let mut np = 0;
     for i in 0..frames.len() {
-        let Pre::Flow { p, key, hash } = pre[i] else {
-            verdicts[i] = finish(frames[i], pre[i], t, w);
+        let Pre::Flow { p, key, hash } = &w.pre[i] else {
+            verdicts[i] = finish(frames[i], w.pre[i], t, w);
             continue;
         };
+        let (p, key, hash) = (*p, *key, *hash);
         if let Some(v) = established(frames[i], &p, &key, hash, t, w) {
             verdicts[i] = count(v, w);
             continue;
         }
-        let depends = pending[..np]
+        let depends = w.pending[..np]
             .iter()
-            .flatten()
             .any(|q| q.key == key || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto));
         if depends {
-            flush(frames, &mut pending[..np], verdicts, t, w);
+            flush(frames, np, verdicts, t, w);
             np = 0;
-            verdicts[i] = finish(frames[i], pre[i], t, w);
+            verdicts[i] = finish(frames[i], w.pre[i], t, w);
             continue;
         }
         let Some(f) = t.services.find(&key) else {
@@ -147,7 +161,8 @@ fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict],
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
-        pending[np] = Some(Pending {
+        w.pending[np] = Pending {
+            live: true,
             at: i,
             p,
             key,
@@ -157,15 +172,16 @@ fn finish_burst(frames: &mut [&mut [u8]], pre: &[Pre], verdicts: &mut [Verdict],
             maglev_at,
             to: key,
             reply_hash: 0,
-        });
+        };
         np += 1;
     }
-    flush(frames, &mut pending[..np], verdicts, t, w);
+    flush(frames, np, verdicts, t, w);
 }
 
-fn flush(frames: &mut [&mut [u8]], pending: &mut [Option<Pending>], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
-    for (k, slot) in pending.iter_mut().enumerate() {
-        let Some(q) = slot else { continue };
+/// Finishes the first `np` waiting new flows.
+fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+    for k in 0..np {
+        let q = &mut w.pending[k];
         match t.services.backend_at(q.backends_off, q.maglev_at) {
             Some(b) => {
                 q.to = FlowKey { dst: b.addr, dport: b.port, ..q.key };
@@ -173,15 +189,36 @@ fn flush(frames: &mut [&mut [u8]], pending: &mut [Option<Pending>], verdicts: &m
                 t.conntrack.prefetch_insert(q.reply_hash, k);
             }
             None => {
-                verdicts[q.at] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
-                *slot = None;
+                q.live = false;
+                let at = q.at;
+                verdicts[at] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
             }
         }
     }
-    for q in pending.iter_mut().filter_map(Option::take) {
+    for k in 0..np {
+        let q = w.pending[k];
+        if !q.live {
+            continue;
+        }
+        w.pending[k].live = false;
         let v = insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w).unwrap_or_else(Verdict::Drop);
         verdicts[q.at] = count(v, w);
     }
+}
+
+impl Pending {
+    const EMPTY: Pending = Pending {
+        live: false,
+        at: 0,
+        p: Parsed::EMPTY,
+        key: FlowKey::EMPTY,
+        hash: 0,
+        service: 0,
+        backends_off: 0,
+        maglev_at: 0,
+        to: FlowKey::EMPTY,
+        reply_hash: 0,
+    };
 }
 
 /// Pass 1: decode and find the flow key.
