@@ -40,12 +40,13 @@ pub enum Transport {
 pub struct Parsed {
     pub vlan: Option<u16>,
     pub family: Family,
-    /// Offset of the IP header in the frame.
-    pub l3: usize,
+    /// Offset of the IP header in the frame. Offsets are `u32` to keep
+    /// the summary small: it is copied through the passes of a burst.
+    pub l3: u32,
     /// Offset of the transport header (for a later fragment, of its data).
-    pub l4: usize,
+    pub l4: u32,
     /// End of the IP packet in the frame (Ethernet padding excluded).
-    pub end: usize,
+    pub end: u32,
     /// The IP protocol number of the transport.
     pub ip_proto: u8,
     pub src: Addr,
@@ -160,9 +161,9 @@ fn decode_v4(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReaso
     Ok(Parsed {
         vlan,
         family: Family::V4,
-        l3,
-        l4: l3 + hl,
-        end: l3 + total,
+        l3: l3 as u32,
+        l4: (l3 + hl) as u32,
+        end: (l3 + total) as u32,
         ip_proto: proto,
         src: Addr::from_v4(ip.src()),
         dst: Addr::from_v4(ip.dst()),
@@ -196,9 +197,9 @@ fn decode_v6(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReaso
     Ok(Parsed {
         vlan,
         family: Family::V6,
-        l3,
-        l4: l3 + upper.offset,
-        end: l3 + end,
+        l3: l3 as u32,
+        l4: (l3 + upper.offset) as u32,
+        end: (l3 + end) as u32,
         ip_proto: upper.protocol,
         src: Addr::from_v6(ip.src()),
         dst: Addr::from_v6(ip.dst()),

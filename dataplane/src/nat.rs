@@ -66,12 +66,13 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey) -> Re
         Family::V4 => 20,
         Family::V6 => 40,
     };
-    if p.l3 + min_ip > p.l4 || p.l4 > p.end || p.end > frame.len() {
+    let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.end as usize);
+    if l3 + min_ip > l4 || l4 > end || end > frame.len() {
         return Err(DropReason::RewriteOutOfBounds);
     }
-    let (ip, rest) = frame.split_at_mut(p.l4);
-    let ip = &mut ip[p.l3..];
-    let seg = &mut rest[..p.end - p.l4];
+    let (ip, rest) = frame.split_at_mut(l4);
+    let ip = &mut ip[l3..];
+    let seg = &mut rest[..end - l4];
 
     // Addresses, and what they change in a pseudo-header.
     let mut addr = 0u32;

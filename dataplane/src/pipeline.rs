@@ -39,6 +39,12 @@ pub struct Worker {
     pub frags: FragTable,
     /// Milliseconds on the conntrack clock, read once per burst.
     pub now_ms: u64,
+    /// Taken out for the length of a burst so that the passes can read it
+    /// by reference while they update the rest of the worker.
+    scratch: Option<Box<Scratch>>,
+}
+
+struct Scratch {
     pre: [Pre; BURST],
     pending: [Pending; BURST],
 }
@@ -49,8 +55,10 @@ impl Default for Worker {
             counters: Counters::default(),
             frags: FragTable::default(),
             now_ms: 0,
-            pre: [Pre::Done(Verdict::Forward); BURST],
-            pending: [Pending::EMPTY; BURST],
+            scratch: Some(Box::new(Scratch {
+                pre: [Pre::Done(Verdict::Forward); BURST],
+                pending: [Pending::EMPTY; BURST],
+            })),
         }
     }
 }
@@ -82,17 +90,24 @@ pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
 /// frames past `verdicts.len()` are left alone.
 pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
     let n = frames.len().min(verdicts.len());
+    let Some(mut sc) = w.scratch.take() else {
+        // Only a panic inside an earlier burst leaves it taken; the packet
+        // path has none, but a frame-at-a-time fallback costs nothing here.
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            *v = process(f, t, w);
+        }
+        return;
+    };
     let mut start = 0;
     while start < n {
         let end = (start + BURST).min(n);
         for (i, f) in frames[start..end].iter().enumerate() {
-            let pre = prepare(f, t, w);
-            if let Pre::Flow { hash, .. } = pre {
-                t.conntrack.prefetch_index(hash);
+            sc.pre[i] = prepare(f, t, w);
+            if let Pre::Flow { hash, .. } = &sc.pre[i] {
+                t.conntrack.prefetch_index(*hash);
             }
-            w.pre[i] = pre;
         }
-        for p in &w.pre[..end - start] {
+        for p in &sc.pre[..end - start] {
             if let Pre::Flow { key, hash, .. } = p {
                 // No entry in sight: most likely a new flow, which will
                 // read its frontend slot next.
@@ -101,9 +116,10 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
                 }
             }
         }
-        finish_burst(&mut frames[start..end], &mut verdicts[start..end], t, w);
+        finish_burst(&mut frames[start..end], &mut verdicts[start..end], t, w, &mut sc);
         start = end;
     }
+    w.scratch = Some(sc);
 }
 
 /// A new flow waiting for its insert. Stage by stage it learns its Maglev
@@ -130,25 +146,27 @@ struct Pending {
 /// (a second packet of it, or in a synthetic burst its reply) first
 /// finishes the waiting ones: the result is always that of one frame at a
 /// time.
-fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker, sc: &mut Scratch) {
     let mut np = 0;
     for i in 0..frames.len() {
-        let Pre::Flow { p, key, hash } = &w.pre[i] else {
-            verdicts[i] = finish(frames[i], w.pre[i], t, w);
+        let Pre::Flow { p, key, hash } = &sc.pre[i] else {
+            verdicts[i] = finish(frames[i], sc.pre[i], t, w);
             continue;
         };
-        let (p, key, hash) = (*p, *key, *hash);
-        if let Some(v) = established(frames[i], &p, &key, hash, t, w) {
+        let hash = *hash;
+        if let Some(v) = established(frames[i], p, key, hash, t, w) {
             verdicts[i] = count(v, w);
             continue;
         }
-        let depends = w.pending[..np]
+        // A new flow (the rarer case): copied out of the scratch.
+        let (p, key) = (*p, *key);
+        let depends = sc.pending[..np]
             .iter()
             .any(|q| q.key == key || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto));
         if depends {
-            flush(frames, np, verdicts, t, w);
+            flush(frames, np, verdicts, t, w, sc);
             np = 0;
-            verdicts[i] = finish(frames[i], w.pre[i], t, w);
+            verdicts[i] = finish(frames[i], sc.pre[i], t, w);
             continue;
         }
         let Some(f) = t.services.find(&key) else {
@@ -161,7 +179,7 @@ fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
-        w.pending[np] = Pending {
+        sc.pending[np] = Pending {
             live: true,
             at: i,
             p,
@@ -175,13 +193,13 @@ fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'
         };
         np += 1;
     }
-    flush(frames, np, verdicts, t, w);
+    flush(frames, np, verdicts, t, w, sc);
 }
 
 /// Finishes the first `np` waiting new flows.
-fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker, sc: &mut Scratch) {
     for k in 0..np {
-        let q = &mut w.pending[k];
+        let q = &mut sc.pending[k];
         match t.services.backend_at(q.backends_off, q.maglev_at) {
             Some(b) => {
                 q.to = FlowKey { dst: b.addr, dport: b.port, ..q.key };
@@ -196,11 +214,12 @@ fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tabl
         }
     }
     for k in 0..np {
-        let q = w.pending[k];
+        let q = &mut sc.pending[k];
         if !q.live {
             continue;
         }
-        w.pending[k].live = false;
+        q.live = false;
+        let q = *q;
         let v = insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w).unwrap_or_else(Verdict::Drop);
         verdicts[q.at] = count(v, w);
     }
@@ -276,15 +295,9 @@ fn count(v: Verdict, w: &mut Worker) -> Verdict {
 /// flow is not there (or died under us).
 #[inline]
 fn established(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Option<Verdict> {
-    let hit = t.conntrack.lookup_hashed(key, hash)?;
-    // A TCP later fragment carries no flags: no state change, no refresh.
-    let alive = match (key.proto, p.tcp_flags()) {
-        (Proto::Tcp, None) => Some(hit.record.life.state),
-        (_, flags) => t.conntrack.touch(&hit, flags, w.now_ms),
-    };
-    alive?;
+    let (_dir, to) = t.conntrack.hit(key, hash, p.tcp_flags(), w.now_ms)?;
     w.counters.ct_hits += 1;
-    Some(match apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w) {
+    Some(match apply(frame, p, key, &to, w) {
         Ok(()) => Verdict::Forward,
         Err(r) => Verdict::Drop(r),
     })

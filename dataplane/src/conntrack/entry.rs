@@ -120,6 +120,13 @@ impl Entry {
     /// is lost by calling that a miss).
     #[inline]
     pub fn read(&self) -> Option<FlowRecord> {
+        let (w, life) = self.read_words()?;
+        decode(&w, life)
+    }
+
+    /// The raw words and life word of one consistent version.
+    #[inline]
+    pub fn read_words(&self) -> Option<([u64; WORDS], u64)> {
         for _ in 0..4 {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 0 {
@@ -130,12 +137,75 @@ impl Entry {
                 let life = self.life.load(Ordering::Relaxed);
                 fence(Ordering::Acquire);
                 if self.seq.load(Ordering::Relaxed) == s1 {
-                    return decode(&w, life);
+                    return Some((w, life));
                 }
             }
             std::hint::spin_loop();
         }
         None
+    }
+}
+
+/// A flow key as the words an entry stores, for comparing without decoding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyWords {
+    src: [u64; 2],
+    dst: [u64; 2],
+    /// sport | dport << 16
+    ports: u32,
+    /// proto | family << 8
+    kind: u16,
+}
+
+impl KeyWords {
+    #[inline]
+    pub fn of(k: &FlowKey) -> KeyWords {
+        KeyWords {
+            src: [k.src.0 as u64, (k.src.0 >> 64) as u64],
+            dst: [k.dst.0 as u64, (k.dst.0 >> 64) as u64],
+            ports: u32::from(k.sport) | u32::from(k.dport) << 16,
+            kind: u16::from(k.proto.number()) | (k.family as u16) << 8,
+        }
+    }
+
+    /// The key a packet has in `dir`, straight from an entry's words.
+    #[inline]
+    pub fn from_entry(w: &[u64; WORDS], dir: super::Dir) -> KeyWords {
+        let kind = w[9] as u16;
+        match dir {
+            super::Dir::Original => KeyWords { src: [w[0], w[1]], dst: [w[2], w[3]], ports: w[8] as u32, kind },
+            // The reply comes from the translated destination to the
+            // translated source, ports swapped.
+            super::Dir::Reply => KeyWords {
+                src: [w[6], w[7]],
+                dst: [w[4], w[5]],
+                ports: (w[8] >> 48) as u32 | ((w[8] >> 32) as u32 & 0xffff) << 16,
+                kind,
+            },
+        }
+    }
+}
+
+/// What a packet travelling in `dir` is rewritten to, from an entry's
+/// words: the translated tuple forwards, the original reversed backwards.
+#[inline]
+pub fn rewrite_from_words(w: &[u64; WORDS], dir: super::Dir, key: &FlowKey) -> FlowKey {
+    let addr = |lo: u64, hi: u64| Addr(u128::from(lo) | u128::from(hi) << 64);
+    match dir {
+        super::Dir::Original => FlowKey {
+            src: addr(w[4], w[5]),
+            dst: addr(w[6], w[7]),
+            sport: (w[8] >> 32) as u16,
+            dport: (w[8] >> 48) as u16,
+            ..*key
+        },
+        super::Dir::Reply => FlowKey {
+            src: addr(w[2], w[3]),
+            dst: addr(w[0], w[1]),
+            sport: (w[8] >> 16) as u16,
+            dport: w[8] as u16,
+            ..*key
+        },
     }
 }
 

@@ -33,13 +33,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub use entry::{FlowRecord, Life};
-use entry::Entry;
+use entry::{Entry, KeyWords};
 use freelist::FreeList;
 pub use state::{Dir, FlowState, Timeouts};
 
 use crate::flow::FlowKey;
 use crate::hash::flow_hash;
 use crate::hugemem::HugeSlice;
+use crate::wire::tcp;
 
 /// Slots a key may sit from its home; also the most a lookup reads. At a
 /// load of at most one half, a window this wide is never full in practice,
@@ -260,6 +261,43 @@ impl Conntrack {
         None
     }
 
+    /// The packet path's lookup: finds the flow of a packet with `key`,
+    /// records the packet (state from `tcp_flags`, refresh), and returns
+    /// what the packet must be rewritten to. Compares the entry's raw words
+    /// and decodes only the answer. `None`: no live flow (a miss).
+    #[inline]
+    pub fn hit(&self, key: &FlowKey, hash: u64, tcp_flags: Option<u8>, now_ms: u64) -> Option<(Dir, FlowKey)> {
+        let (tag, mut pos) = self.split(hash);
+        let want = KeyWords::of(key);
+        for _ in 0..WINDOW {
+            let v = self.index[pos].load(Ordering::Acquire);
+            if v == EMPTY {
+                return None;
+            }
+            if v != TOMB && v != FENCE && (v >> 32) as u32 == tag {
+                let (_, dir, idx) = slot_parts(v);
+                if let Some(e) = self.entries.get(idx as usize) {
+                    if let Some((w, life)) = e.read_words() {
+                        if KeyWords::from_entry(&w, dir) == want {
+                            let l = Life::unpack(life);
+                            if l.state == FlowState::Free {
+                                return None;
+                            }
+                            // A TCP later fragment carries no flags: no
+                            // state change, no refresh.
+                            if !(key.proto == crate::flow::Proto::Tcp && tcp_flags.is_none()) {
+                                self.touch_entry(e, dir, tcp_flags, now_ms)?;
+                            }
+                            return Some((dir, entry::rewrite_from_words(&w, dir, key)));
+                        }
+                    }
+                }
+            }
+            pos = (pos + 1) & self.mask;
+        }
+        None
+    }
+
     /// Admits a new flow: `original` as the client sent its first packet,
     /// `translated` what that packet is rewritten to. If the flow already
     /// exists (another worker inserted it first) that flow is returned.
@@ -444,16 +482,31 @@ impl Conntrack {
     /// or `None` if the flow died under the caller (treat as a miss).
     #[inline]
     pub fn touch(&self, hit: &Hit, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
-        let life = &self.entries[hit.entry as usize].life;
+        self.touch_entry(&self.entries[hit.entry as usize], hit.dir, tcp_flags, now_ms)
+    }
+
+    #[inline]
+    fn touch_entry(&self, e: &Entry, dir: Dir, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
+        let life = &e.life;
         let mut old = life.load(Ordering::Relaxed);
         loop {
             let l = Life::unpack(old);
             if l.state == FlowState::Free {
                 return None;
             }
+            // The common case, checked first: an established flow's plain
+            // segment or datagram, seen recently, already marked answered.
+            let plain = tcp_flags.is_none_or(|f| f & (tcp::SYN | tcp::FIN | tcp::RST) == 0);
+            if plain
+                && l.state == FlowState::Established
+                && (dir == Dir::Original || l.flags & state::flags::SEEN_REPLY != 0)
+                && now_ms.saturating_sub(l.last_seen_ms) < TOUCH_GRANULARITY_MS
+            {
+                return Some(l.state);
+            }
             let (state, flags) = match tcp_flags {
-                Some(f) => state::tcp_next(l.state, l.flags, hit.dir, f),
-                None => state::datagram_next(l.state, l.flags, hit.dir),
+                Some(f) => state::tcp_next(l.state, l.flags, dir, f),
+                None => state::datagram_next(l.state, l.flags, dir),
             };
             let last_seen_ms = if now_ms.saturating_sub(l.last_seen_ms) >= TOUCH_GRANULARITY_MS
                 || state != l.state
