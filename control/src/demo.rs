@@ -76,7 +76,10 @@ struct Workers {
 impl Workers {
     fn run(&mut self, tables: &Tables<'_>, frames: &mut [Vec<u8>]) -> Vec<Verdict> {
         let now = tables.conntrack.now_ms();
-        let queue: Vec<usize> = frames.iter().map(|f| tuple(f).map_or(0, |k| (flow_hash(&k, 7) & 1) as usize)).collect();
+        let queue: Vec<usize> = frames
+            .iter()
+            .map(|f| tuple(f).map_or(0, |k| (flow_hash(&k, 7) & 1) as usize))
+            .collect();
         let mut verdicts = vec![Verdict::Forward; frames.len()];
         let [w0, w1] = &mut self.w;
         std::thread::scope(|s| {
@@ -87,13 +90,22 @@ impl Workers {
             let [p0, p1] = parts;
             let h0 = s.spawn(move || {
                 w0.now_ms = now;
-                p0.into_iter().map(|(i, f)| (i, process(f, tables, w0))).collect::<Vec<_>>()
+                p0.into_iter()
+                    .map(|(i, f)| (i, process(f, tables, w0)))
+                    .collect::<Vec<_>>()
             });
             let h1 = s.spawn(move || {
                 w1.now_ms = now;
-                p1.into_iter().map(|(i, f)| (i, process(f, tables, w1))).collect::<Vec<_>>()
+                p1.into_iter()
+                    .map(|(i, f)| (i, process(f, tables, w1)))
+                    .collect::<Vec<_>>()
             });
-            for (i, v) in h0.join().expect("worker 0").into_iter().chain(h1.join().expect("worker 1")) {
+            for (i, v) in h0
+                .join()
+                .expect("worker 0")
+                .into_iter()
+                .chain(h1.join().expect("worker 1"))
+            {
                 verdicts[i] = v;
             }
         });
@@ -114,7 +126,14 @@ struct Conn {
 
 impl Conn {
     fn name(&self) -> String {
-        format!("{} {}:{} -> {}:{}", if self.udp { "UDP" } else { "TCP" }, self.client.0, self.client.1, self.vip.0, self.vip.1)
+        format!(
+            "{} {}:{} -> {}:{}",
+            if self.udp { "UDP" } else { "TCP" },
+            self.client.0,
+            self.client.1,
+            self.vip.0,
+            self.vip.1
+        )
     }
     fn l4(&self, flags: u8) -> L4 {
         if self.udp {
@@ -163,19 +182,37 @@ fn clients(n: usize, udp: bool, first_port: u16) -> Vec<Conn> {
                 c[3] = 2 + host;
                 (Family::V4, Addr::from_v4(c), Addr::from_v4(VIP_V4))
             };
-            Conn { family, client: (client, port), vip: (vip, if udp { 53 } else { 80 }), udp, backend: None }
+            Conn {
+                family,
+                client: (client, port),
+                vip: (vip, if udp { 53 } else { 80 }),
+                udp,
+                backend: None,
+            }
         })
         .collect()
 }
 
 /// Sends one packet from each client through the workers and records (first
 /// time) or checks (later) the backend it reached.
-fn client_step(ws: &mut Workers, t: &Tables<'_>, conns: &mut [Conn], flags: u8, payload: &[u8]) -> Result<(), DemoError> {
-    let mut frames: Vec<Vec<u8>> = conns.iter().map(|c| c.from_client(flags, payload)).collect();
+fn client_step(
+    ws: &mut Workers,
+    t: &Tables<'_>,
+    conns: &mut [Conn],
+    flags: u8,
+    payload: &[u8],
+) -> Result<(), DemoError> {
+    let mut frames: Vec<Vec<u8>> = conns
+        .iter()
+        .map(|c| c.from_client(flags, payload))
+        .collect();
     let verdicts = ws.run(t, &mut frames);
     for ((c, f), v) in conns.iter_mut().zip(&frames).zip(verdicts) {
         if v != Verdict::Forward {
-            return Err(DemoError::Dropped { flow: c.name(), verdict: v });
+            return Err(DemoError::Dropped {
+                flow: c.name(),
+                verdict: v,
+            });
         }
         let k = tuple(f).expect("forwarded frame decodes");
         c.backend.get_or_insert((k.dst, k.dport));
@@ -184,17 +221,32 @@ fn client_step(ws: &mut Workers, t: &Tables<'_>, conns: &mut [Conn], flags: u8, 
 }
 
 /// Each backend answers its client; every client must see the VIP.
-fn backend_step(ws: &mut Workers, t: &Tables<'_>, conns: &[Conn], flags: u8, payload: &[u8]) -> Result<usize, DemoError> {
-    let mut frames: Vec<Vec<u8>> = conns.iter().map(|c| c.from_backend(flags, payload)).collect();
+fn backend_step(
+    ws: &mut Workers,
+    t: &Tables<'_>,
+    conns: &[Conn],
+    flags: u8,
+    payload: &[u8],
+) -> Result<usize, DemoError> {
+    let mut frames: Vec<Vec<u8>> = conns
+        .iter()
+        .map(|c| c.from_backend(flags, payload))
+        .collect();
     let verdicts = ws.run(t, &mut frames);
     let mut ok = 0;
     for ((c, f), v) in conns.iter().zip(&frames).zip(verdicts) {
         if v != Verdict::Forward {
-            return Err(DemoError::Dropped { flow: c.name(), verdict: v });
+            return Err(DemoError::Dropped {
+                flow: c.name(),
+                verdict: v,
+            });
         }
         let k = tuple(f).expect("reply decodes");
         if (k.src, k.sport, k.dst, k.dport) != (c.vip.0, c.vip.1, c.client.0, c.client.1) {
-            return Err(DemoError::WrongView { flow: c.name(), saw: format!("{k}") });
+            return Err(DemoError::WrongView {
+                flow: c.name(),
+                saw: format!("{k}"),
+            });
         }
         ok += 1;
     }
@@ -212,7 +264,11 @@ fn build(specs: &[ServiceSpec]) -> Result<ServiceTable, DemoError> {
 fn print_services(t: &ServiceTable) {
     for p in t.ports() {
         let fe = p.frontend;
-        let addr = if fe.addr.is_v4() { fe.addr.to_string() } else { format!("[{}]", fe.addr) };
+        let addr = if fe.addr.is_v4() {
+            fe.addr.to_string()
+        } else {
+            format!("[{}]", fe.addr)
+        };
         println!(
             "  {:<22} {:<28} {} ready of {} endpoints, Maglev table {} slots",
             p.name,
@@ -228,7 +284,11 @@ fn hits<'a>(conns: impl Iterator<Item = &'a Conn>) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for c in conns {
         if let Some((a, p)) = c.backend {
-            let k = if a.is_v4() { format!("{a}:{p}") } else { format!("[{a}]:{p}") };
+            let k = if a.is_v4() {
+                format!("{a}:{p}")
+            } else {
+                format!("[{a}]:{p}")
+            };
             *m.entry(k).or_insert(0) += 1;
         }
     }
@@ -243,7 +303,9 @@ fn print_hits(m: &BTreeMap<String, usize>) {
 }
 
 pub fn run(o: &Options) -> Result<(), DemoError> {
-    println!("sluice demo: the packet pipeline on generated traffic, two workers, one shared conntrack");
+    println!(
+        "sluice demo: the packet pipeline on generated traffic, two workers, one shared conntrack"
+    );
     println!("(frames in memory: the AF_XDP lab comes with the I/O backends)\n");
     let mut spec = web_service();
     let services = build(std::slice::from_ref(&spec))?;
@@ -251,8 +313,13 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     println!("Services (from the embedded fixture shop/web):");
     print_services(&services);
 
-    let mut ws = Workers { w: [Worker::default(), Worker::default()] };
-    let t = Tables { services: &services, conntrack: &conntrack };
+    let mut ws = Workers {
+        w: [Worker::default(), Worker::default()],
+    };
+    let t = Tables {
+        services: &services,
+        conntrack: &conntrack,
+    };
     let started = Instant::now();
 
     // Phase 1: connections open, exchange data; half of them close.
@@ -260,7 +327,13 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     let mut udp = clients(o.udp, true, 50_000);
     client_step(&mut ws, &t, &mut tcp, SYN, b"")?;
     let mut seen = backend_step(&mut ws, &t, &tcp, SYN | ACK, b"")?;
-    client_step(&mut ws, &t, &mut tcp, ACK | PSH, b"GET / HTTP/1.1\r\nHost: web.shop\r\n\r\n")?;
+    client_step(
+        &mut ws,
+        &t,
+        &mut tcp,
+        ACK | PSH,
+        b"GET / HTTP/1.1\r\nHost: web.shop\r\n\r\n",
+    )?;
     seen += backend_step(&mut ws, &t, &tcp, ACK | PSH, b"HTTP/1.1 200 OK\r\n\r\n")?;
     client_step(&mut ws, &t, &mut udp, 0, b"\x12\x34 A? web.shop")?;
     seen += backend_step(&mut ws, &t, &udp, 0, b"\x12\x34 198.19.0.10")?;
@@ -284,51 +357,110 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     let removed = Addr::from_v4([198, 18, 2, 3]);
     spec.endpoints.retain(|e| e.addr != removed);
     let services2 = build(std::slice::from_ref(&spec))?;
-    let t2 = Tables { services: &services2, conntrack: &conntrack };
+    let t2 = Tables {
+        services: &services2,
+        conntrack: &conntrack,
+    };
     let open_before: Vec<_> = open.iter().map(|c| c.backend).collect();
-    let on_removed = open_before.iter().filter(|b| b.map(|b| b.0) == Some(removed)).count();
-    let mut kept: Vec<Conn> = open.iter().map(|c| Conn { backend: None, ..*c }).collect();
-    client_step(&mut ws, &t2, &mut kept, ACK | PSH, b"GET /again HTTP/1.1\r\n\r\n")?;
-    let stayed = kept.iter().zip(&open_before).filter(|(c, b)| c.backend == **b).count();
+    let on_removed = open_before
+        .iter()
+        .filter(|b| b.map(|b| b.0) == Some(removed))
+        .count();
+    let mut kept: Vec<Conn> = open
+        .iter()
+        .map(|c| Conn {
+            backend: None,
+            ..*c
+        })
+        .collect();
+    client_step(
+        &mut ws,
+        &t2,
+        &mut kept,
+        ACK | PSH,
+        b"GET /again HTTP/1.1\r\n\r\n",
+    )?;
+    let stayed = kept
+        .iter()
+        .zip(&open_before)
+        .filter(|(c, b)| c.backend == **b)
+        .count();
     let mut fresh = clients(o.connections, false, 45_000);
     client_step(&mut ws, &t2, &mut fresh, SYN, b"")?;
     backend_step(&mut ws, &t2, &fresh, SYN | ACK, b"")?;
-    let fresh_on_removed = fresh.iter().filter(|c| c.backend.map(|b| b.0) == Some(removed)).count();
-    println!("\nPhase 2: backend {removed} removed from shop/web, as an EndpointSlice update would");
+    let fresh_on_removed = fresh
+        .iter()
+        .filter(|c| c.backend.map(|b| b.0) == Some(removed))
+        .count();
+    println!(
+        "\nPhase 2: backend {removed} removed from shop/web, as an EndpointSlice update would"
+    );
     println!("  established connections that kept their backend: {stayed} of {} ({on_removed} of them on {removed}: conntrack keeps them, as kube-proxy's does)", open.len());
-    println!("  new connections: {}, sent to {removed}: {fresh_on_removed}", fresh.len());
+    println!(
+        "  new connections: {}, sent to {removed}: {fresh_on_removed}",
+        fresh.len()
+    );
     print_hits(&hits(fresh.iter()));
 
     // Bad input: each kind dropped and counted, nothing else disturbed.
     let mut bad = Vec::new();
-    for (i, c) in tcp.iter().filter(|c| c.family == Family::V4).take(40).enumerate() {
+    for (i, c) in tcp
+        .iter()
+        .filter(|c| c.family == Family::V4)
+        .take(40)
+        .enumerate()
+    {
         let mut f = c.from_client(ACK, b"x");
         match i % 5 {
-            0 => f.truncate(30),                      // cut inside the IPv4 header
-            1 => f[24] ^= 0x5a,                       // header checksum broken
-            2 => f[14] = 0x4f,                        // IHL says 60 bytes
-            3 => f[14 + 20 + 12] = 0x20,              // TCP data offset 8 bytes
+            0 => f.truncate(30),                           // cut inside the IPv4 header
+            1 => f[24] ^= 0x5a,                            // header checksum broken
+            2 => f[14] = 0x4f,                             // IHL says 60 bytes
+            3 => f[14 + 20 + 12] = 0x20,                   // TCP data offset 8 bytes
             _ => f[16..18].copy_from_slice(&[0x05, 0xdc]), // total length 1500
         }
         bad.push(f);
     }
     let nbad = bad.len();
     let verdicts = ws.run(&t2, &mut bad);
-    let dropped = verdicts.iter().filter(|v| matches!(v, Verdict::Drop(_))).count();
+    let dropped = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Drop(_)))
+        .count();
     println!("\nMalformed frames: {nbad} sent, {dropped} dropped and counted");
 
     let elapsed = started.elapsed();
-    println!("\nConntrack: {} live flows of {} ({} bytes a flow, allocated at start)", conntrack.len(), conntrack.capacity(), sluice_dataplane::conntrack::BYTES_PER_FLOW);
+    println!(
+        "\nConntrack: {} live flows of {} ({} bytes a flow, allocated at start)",
+        conntrack.len(),
+        conntrack.capacity(),
+        sluice_dataplane::conntrack::BYTES_PER_FLOW
+    );
     let flows = conntrack.flows(usize::MAX);
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &flows {
         *by_state.entry(f.life.state.label()).or_default() += 1;
     }
-    println!("  by state: {}", by_state.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "  by state: {}",
+        by_state
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for state in [FlowState::Established, FlowState::Closed, FlowState::New] {
-        if let Some(f) = flows.iter().find(|f| f.life.state == state && f.original.family == Family::V4) {
+        if let Some(f) = flows
+            .iter()
+            .find(|f| f.life.state == state && f.original.family == Family::V4)
+        {
             let svc = services.port(f.service).map_or("-", |p| p.name.as_str());
-            println!("  {}  =>  {}:{}  {}  ({svc})", f.original, f.translated.dst, f.translated.dport, state.label());
+            println!(
+                "  {}  =>  {}:{}  {}  ({svc})",
+                f.original,
+                f.translated.dst,
+                f.translated.dport,
+                state.label()
+            );
         }
     }
 
@@ -345,7 +477,10 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
         total.untracked,
         total.total_drops()
     );
-    println!("  per worker: rx {} / {} (replies land on the other worker about half the time)", ws.w[0].counters.rx, ws.w[1].counters.rx);
+    println!(
+        "  per worker: rx {} / {} (replies land on the other worker about half the time)",
+        ws.w[0].counters.rx, ws.w[1].counters.rx
+    );
     for (label, n) in total.drop_breakdown() {
         println!("  drop {label:<24} {n}");
     }

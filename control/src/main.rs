@@ -7,7 +7,11 @@ mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A userspace Kubernetes node dataplane")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A userspace Kubernetes node dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

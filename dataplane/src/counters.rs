@@ -50,6 +50,9 @@ impl Counters {
     }
     /// Non-zero drop counters with their labels.
     pub fn drop_breakdown(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DropReason::ALL.iter().filter(|r| self.drops[**r as usize] != 0).map(|r| (r.label(), self.drops[*r as usize]))
+        DropReason::ALL
+            .iter()
+            .filter(|r| self.drops[**r as usize] != 0)
+            .map(|r| (r.label(), self.drops[*r as usize]))
     }
 }

@@ -24,13 +24,28 @@ pub enum Frag {
 /// The transport header, as far as flows care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
-    Sctp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Sctp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP or ICMPv6 echo: the identifier is the flow's "port".
-    Echo { ident: u16, request: bool },
+    Echo {
+        ident: u16,
+        request: bool,
+    },
     /// ICMP error or informational message: no flow of its own.
-    IcmpOther { kind: icmp::IcmpKind },
+    IcmpOther {
+        kind: icmp::IcmpKind,
+    },
     /// Some other protocol, or a later fragment whose header is elsewhere.
     Opaque,
 }
@@ -97,7 +112,14 @@ impl Parsed {
     }
 
     pub fn key_with_ports(&self, proto: Proto, sport: u16, dport: u16) -> FlowKey {
-        FlowKey { src: self.src, dst: self.dst, sport, dport, proto, family: self.family }
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            sport,
+            dport,
+            proto,
+            family: self.family,
+        }
     }
 
     pub fn tcp_flags(&self) -> Option<u8> {
@@ -113,7 +135,9 @@ impl Parsed {
 pub enum Decoded {
     Ip(Parsed),
     /// A well-formed Ethernet/IPv4 ARP packet at this offset.
-    Arp { offset: usize },
+    Arp {
+        offset: usize,
+    },
 }
 
 /// Reads a frame. Never panics, whatever the bytes.
@@ -152,9 +176,13 @@ fn decode_v4(b: &[u8], l3: usize, vlan: Option<u16>) -> Result<Parsed, DropReaso
     let frag = if !ip.is_fragment() {
         Frag::Whole
     } else if ip.frag_offset() == 0 {
-        Frag::First { ident: u32::from(ip.ident()) }
+        Frag::First {
+            ident: u32::from(ip.ident()),
+        }
     } else {
-        Frag::Later { ident: u32::from(ip.ident()) }
+        Frag::Later {
+            ident: u32::from(ip.ident()),
+        }
     };
     let proto = ip.protocol();
     let transport = transport(&b[hl..total], proto, Family::V4, frag)?;
@@ -219,11 +247,21 @@ fn transport(seg: &[u8], proto: u8, family: Family, frag: Frag) -> Result<Transp
     // A first fragment must carry the whole transport header, or a later
     // fragment could overwrite the ports after policy saw them (RFC 1858's
     // tiny-fragment attack).
-    let short = |r| if first { DropReason::FragmentTooShort } else { r };
+    let short = |r| {
+        if first {
+            DropReason::FragmentTooShort
+        } else {
+            r
+        }
+    };
     Ok(match proto {
         6 => {
             let t = tcp::TcpSegment::new_checked(seg).ok_or(short(DropReason::TcpMalformed))?;
-            Transport::Tcp { sport: t.sport(), dport: t.dport(), flags: t.flags() }
+            Transport::Tcp {
+                sport: t.sport(),
+                dport: t.dport(),
+                flags: t.flags(),
+            }
         }
         17 => {
             // In a first fragment the UDP length covers the whole datagram,
@@ -234,11 +272,17 @@ fn transport(seg: &[u8], proto: u8, family: Family, frag: Frag) -> Result<Transp
                 udp::UdpDatagram::new_checked(seg, seg.len())
             };
             let u = u.ok_or(short(DropReason::UdpMalformed))?;
-            Transport::Udp { sport: u.sport(), dport: u.dport() }
+            Transport::Udp {
+                sport: u.sport(),
+                dport: u.dport(),
+            }
         }
         132 => {
             let s = sctp::SctpPacket::new_checked(seg).ok_or(short(DropReason::SctpMalformed))?;
-            Transport::Sctp { sport: s.sport(), dport: s.dport() }
+            Transport::Sctp {
+                sport: s.sport(),
+                dport: s.dport(),
+            }
         }
         1 | 58 if (proto == 1) == (family == Family::V4) => {
             let m = icmp::IcmpPacket::new_checked(seg).ok_or(short(DropReason::IcmpMalformed))?;
@@ -247,8 +291,14 @@ fn transport(seg: &[u8], proto: u8, family: Family, frag: Frag) -> Result<Transp
                 Family::V6 => icmp::classify_v6(m.msg_type()),
             };
             match kind {
-                icmp::IcmpKind::EchoRequest => Transport::Echo { ident: m.ident(), request: true },
-                icmp::IcmpKind::EchoReply => Transport::Echo { ident: m.ident(), request: false },
+                icmp::IcmpKind::EchoRequest => Transport::Echo {
+                    ident: m.ident(),
+                    request: true,
+                },
+                icmp::IcmpKind::EchoReply => Transport::Echo {
+                    ident: m.ident(),
+                    request: false,
+                },
                 kind => Transport::IcmpOther { kind },
             }
         }

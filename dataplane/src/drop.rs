@@ -109,7 +109,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in DropReason::ALL {
             assert!(seen.insert(r.label()), "duplicate label {}", r.label());
-            assert!(r.label().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            assert!(r
+                .label()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
             assert_eq!(DropReason::ALL[*r as usize], *r);
         }
     }

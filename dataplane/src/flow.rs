@@ -131,8 +131,14 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// A placeholder for scratch arrays.
-    pub const EMPTY: FlowKey =
-        FlowKey { src: Addr(0), dst: Addr(0), sport: 0, dport: 0, proto: Proto::Tcp, family: Family::V4 };
+    pub const EMPTY: FlowKey = FlowKey {
+        src: Addr(0),
+        dst: Addr(0),
+        sport: 0,
+        dport: 0,
+        proto: Proto::Tcp,
+        family: Family::V4,
+    };
 
     /// The key of a packet travelling the other way.
     #[inline]

@@ -42,29 +42,70 @@ pub struct FragTable {
 
 impl Default for FragTable {
     fn default() -> Self {
-        FragTable { slots: vec![None; SLOTS].into_boxed_slice() }
+        FragTable {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+        }
     }
 }
 
 fn index(k: &FragKey) -> usize {
-    let h = (k.src.0 ^ k.dst.0.rotate_left(17)) as u64 ^ u64::from(k.ident).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h = (k.src.0 ^ k.dst.0.rotate_left(17)) as u64
+        ^ u64::from(k.ident).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h ^ (h >> 29)) as usize % SLOTS
 }
 
 impl FragTable {
     /// Remembers a first fragment's ports.
     #[allow(clippy::too_many_arguments)]
-    pub fn record(&mut self, src: Addr, dst: Addr, family: Family, ident: u32, proto: Proto, sport: u16, dport: u16, now_ms: u64) {
-        let key = FragKey { src, dst, ident, proto: proto.number(), family };
+    pub fn record(
+        &mut self,
+        src: Addr,
+        dst: Addr,
+        family: Family,
+        ident: u32,
+        proto: Proto,
+        sport: u16,
+        dport: u16,
+        now_ms: u64,
+    ) {
+        let key = FragKey {
+            src,
+            dst,
+            ident,
+            proto: proto.number(),
+            family,
+        };
         let i = index(&key);
-        self.slots[i] = Some(Slot { key, sport, dport, proto, seen_ms: now_ms });
+        self.slots[i] = Some(Slot {
+            key,
+            sport,
+            dport,
+            proto,
+            seen_ms: now_ms,
+        });
     }
 
     /// The transport protocol and ports of a later fragment's datagram.
-    pub fn find(&self, src: Addr, dst: Addr, family: Family, ident: u32, ip_proto: u8, now_ms: u64) -> Option<(Proto, u16, u16)> {
-        let key = FragKey { src, dst, ident, proto: ip_proto, family };
+    pub fn find(
+        &self,
+        src: Addr,
+        dst: Addr,
+        family: Family,
+        ident: u32,
+        ip_proto: u8,
+        now_ms: u64,
+    ) -> Option<(Proto, u16, u16)> {
+        let key = FragKey {
+            src,
+            dst,
+            ident,
+            proto: ip_proto,
+            family,
+        };
         match self.slots[index(&key)] {
-            Some(s) if s.key == key && now_ms.saturating_sub(s.seen_ms) <= TTL_MS => Some((s.proto, s.sport, s.dport)),
+            Some(s) if s.key == key && now_ms.saturating_sub(s.seen_ms) <= TTL_MS => {
+                Some((s.proto, s.sport, s.dport))
+            }
             _ => None,
         }
     }
@@ -77,9 +118,15 @@ mod tests {
     #[test]
     fn later_fragment_finds_first_and_expires() {
         let mut t = FragTable::default();
-        let (s, d) = (Addr::from_v4([198, 18, 1, 2]), Addr::from_v4([198, 19, 0, 10]));
+        let (s, d) = (
+            Addr::from_v4([198, 18, 1, 2]),
+            Addr::from_v4([198, 19, 0, 10]),
+        );
         t.record(s, d, Family::V4, 77, Proto::Udp, 5000, 53, 0);
-        assert_eq!(t.find(s, d, Family::V4, 77, 17, 1), Some((Proto::Udp, 5000, 53)));
+        assert_eq!(
+            t.find(s, d, Family::V4, 77, 17, 1),
+            Some((Proto::Udp, 5000, 53))
+        );
         assert_eq!(t.find(s, d, Family::V4, 78, 17, 1), None);
         assert_eq!(t.find(d, s, Family::V4, 77, 17, 1), None);
         assert_eq!(t.find(s, d, Family::V4, 77, 17, TTL_MS + 1), None);

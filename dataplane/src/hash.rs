@@ -72,10 +72,22 @@ mod tests {
         let variants = [
             FlowKey { sport: 1001, ..k },
             FlowKey { dport: 81, ..k },
-            FlowKey { proto: Proto::Udp, ..k },
-            FlowKey { src: Addr::from_v4([198, 18, 1, 3]), ..k },
-            FlowKey { dst: Addr::from_v4([198, 19, 0, 2]), ..k },
-            FlowKey { family: Family::V6, ..k },
+            FlowKey {
+                proto: Proto::Udp,
+                ..k
+            },
+            FlowKey {
+                src: Addr::from_v4([198, 18, 1, 3]),
+                ..k
+            },
+            FlowKey {
+                dst: Addr::from_v4([198, 19, 0, 2]),
+                ..k
+            },
+            FlowKey {
+                family: Family::V6,
+                ..k
+            },
         ];
         for v in variants {
             assert_ne!(flow_hash(&v, 1), h, "{v:?}");

@@ -44,7 +44,9 @@ impl<T: ZeroValid> HugeSlice<T> {
     /// `len` zeroed values. Falls back to the global allocator when the
     /// mapping cannot be made (or for small tables, where it is no gain).
     pub fn zeroed(len: usize) -> HugeSlice<T> {
-        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("table size overflows");
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("table size overflows");
         let map_len = bytes.div_ceil(HUGE).max(1) * HUGE;
         // SAFETY: an anonymous private mapping with no address hint; the
         // result is checked against MAP_FAILED before use.
@@ -58,14 +60,25 @@ impl<T: ZeroValid> HugeSlice<T> {
                 0,
             )
         };
-        assert!(p != libc::MAP_FAILED, "mmap of {map_len} bytes for a table failed: {}", std::io::Error::last_os_error());
+        assert!(
+            p != libc::MAP_FAILED,
+            "mmap of {map_len} bytes for a table failed: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: `p` is the start of a mapping of `map_len` bytes just made.
         // A failed madvise only means 4 KiB pages: not an error.
         unsafe {
             libc::madvise(p, map_len, libc::MADV_HUGEPAGE);
         }
-        assert!(std::mem::align_of::<T>() <= 4096, "mmap gives page alignment");
-        HugeSlice { ptr: NonNull::new(p as *mut T).expect("mmap returned null"), len, map_len }
+        assert!(
+            std::mem::align_of::<T>() <= 4096,
+            "mmap gives page alignment"
+        );
+        HugeSlice {
+            ptr: NonNull::new(p as *mut T).expect("mmap returned null"),
+            len,
+            map_len,
+        }
     }
 }
 
@@ -106,7 +119,10 @@ mod tests {
     fn zeroed_and_writable() {
         let s: HugeSlice<AtomicU64> = HugeSlice::zeroed(1 << 20);
         assert_eq!(s.len(), 1 << 20);
-        assert!(s.iter().step_by(4096).all(|a| a.load(Ordering::Relaxed) == 0));
+        assert!(s
+            .iter()
+            .step_by(4096)
+            .all(|a| a.load(Ordering::Relaxed) == 0));
         s[12345].store(7, Ordering::Relaxed);
         assert_eq!(s[12345].load(Ordering::Relaxed), 7);
     }

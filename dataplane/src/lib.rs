@@ -20,6 +20,7 @@ pub mod frag;
 pub mod hash;
 pub mod hugemem;
 pub mod nat;
+pub mod neighbor;
 pub mod pipeline;
 pub mod prefetch;
 pub mod service;

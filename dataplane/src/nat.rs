@@ -36,7 +36,8 @@ mod at {
 fn delta(old: &[u8], new: &[u8]) -> u32 {
     let mut acc = 0u32;
     for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]]));
+        acc += u32::from(!u16::from_be_bytes([o[0], o[1]]))
+            + u32::from(u16::from_be_bytes([n[0], n[1]]));
     }
     acc
 }
@@ -61,7 +62,12 @@ fn put16(buf: &mut [u8], at: usize, v: u16) {
 }
 
 /// Rewrites `frame` from tuple `from` to tuple `to`.
-pub fn rewrite(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey) -> Result<(), DropReason> {
+pub fn rewrite(
+    frame: &mut [u8],
+    p: &Parsed,
+    from: &FlowKey,
+    to: &FlowKey,
+) -> Result<(), DropReason> {
     let min_ip = match p.family {
         Family::V4 => 20,
         Family::V6 => 40,
@@ -143,7 +149,11 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey) -> Re
             }
         }
         Transport::Echo { request, .. } => {
-            let (old, new) = if request { (from.sport, to.sport) } else { (from.dport, to.dport) };
+            let (old, new) = if request {
+                (from.sport, to.sport)
+            } else {
+                (from.dport, to.dport)
+            };
             let mut d = if p.family == Family::V6 { addr } else { 0 };
             if old != new {
                 d += delta16(old, new);

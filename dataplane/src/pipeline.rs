@@ -76,7 +76,11 @@ enum Pre {
     Done(Verdict),
     /// An IP packet without a flow of its own (ICMP errors, other protocols).
     Untracked(Transport),
-    Flow { p: Parsed, key: FlowKey, hash: u64 },
+    Flow {
+        p: Parsed,
+        key: FlowKey,
+        hash: u64,
+    },
 }
 
 /// Processes one frame in place and says what to do with it.
@@ -88,7 +92,12 @@ pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
 
 /// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
 /// frames past `verdicts.len()` are left alone.
-pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker) {
+pub fn process_burst(
+    frames: &mut [&mut [u8]],
+    verdicts: &mut [Verdict],
+    t: &Tables<'_>,
+    w: &mut Worker,
+) {
     let n = frames.len().min(verdicts.len());
     let Some(mut sc) = w.scratch.take() else {
         // Only a panic inside an earlier burst leaves it taken; the packet
@@ -116,7 +125,13 @@ pub fn process_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tab
                 }
             }
         }
-        finish_burst(&mut frames[start..end], &mut verdicts[start..end], t, w, &mut sc);
+        finish_burst(
+            &mut frames[start..end],
+            &mut verdicts[start..end],
+            t,
+            w,
+            &mut sc,
+        );
         start = end;
     }
     w.scratch = Some(sc);
@@ -146,7 +161,13 @@ struct Pending {
 /// (a second packet of it, or in a synthetic burst its reply) first
 /// finishes the waiting ones: the result is always that of one frame at a
 /// time.
-fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker, sc: &mut Scratch) {
+fn finish_burst(
+    frames: &mut [&mut [u8]],
+    verdicts: &mut [Verdict],
+    t: &Tables<'_>,
+    w: &mut Worker,
+    sc: &mut Scratch,
+) {
     let mut np = 0;
     for i in 0..frames.len() {
         let Pre::Flow { p, key, hash } = &sc.pre[i] else {
@@ -160,9 +181,10 @@ fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'
         }
         // A new flow (the rarer case): copied out of the scratch.
         let (p, key) = (*p, *key);
-        let depends = sc.pending[..np]
-            .iter()
-            .any(|q| q.key == key || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto));
+        let depends = sc.pending[..np].iter().any(|q| {
+            q.key == key
+                || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto)
+        });
         if depends {
             flush(frames, np, verdicts, t, w, sc);
             np = 0;
@@ -197,12 +219,23 @@ fn finish_burst(frames: &mut [&mut [u8]], verdicts: &mut [Verdict], t: &Tables<'
 }
 
 /// Finishes the first `np` waiting new flows.
-fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tables<'_>, w: &mut Worker, sc: &mut Scratch) {
+fn flush(
+    frames: &mut [&mut [u8]],
+    np: usize,
+    verdicts: &mut [Verdict],
+    t: &Tables<'_>,
+    w: &mut Worker,
+    sc: &mut Scratch,
+) {
     for k in 0..np {
         let q = &mut sc.pending[k];
         match t.services.backend_at(q.backends_off, q.maglev_at) {
             Some(b) => {
-                q.to = FlowKey { dst: b.addr, dport: b.port, ..q.key };
+                q.to = FlowKey {
+                    dst: b.addr,
+                    dport: b.port,
+                    ..q.key
+                };
                 q.reply_hash = t.conntrack.hash(&q.to.reversed());
                 t.conntrack.prefetch_insert(q.reply_hash, k);
             }
@@ -220,7 +253,18 @@ fn flush(frames: &mut [&mut [u8]], np: usize, verdicts: &mut [Verdict], t: &Tabl
         }
         q.live = false;
         let q = *q;
-        let v = insert(frames[q.at], &q.p, &q.key, q.hash, q.to, q.reply_hash, q.service, t, w).unwrap_or_else(Verdict::Drop);
+        let v = insert(
+            frames[q.at],
+            &q.p,
+            &q.key,
+            q.hash,
+            q.to,
+            q.reply_hash,
+            q.service,
+            t,
+            w,
+        )
+        .unwrap_or_else(Verdict::Drop);
         verdicts[q.at] = count(v, w);
     }
 }
@@ -254,7 +298,11 @@ fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
     match flow_key(&p, w) {
         Err(r) => Pre::Done(Verdict::Drop(r)),
         Ok(None) => Pre::Untracked(p.transport),
-        Ok(Some(key)) => Pre::Flow { p, key, hash: t.conntrack.hash(&key) },
+        Ok(Some(key)) => Pre::Flow {
+            p,
+            key,
+            hash: t.conntrack.hash(&key),
+        },
     }
 }
 
@@ -264,7 +312,10 @@ fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
     let v = match pre {
         Pre::Done(v) => v,
         Pre::Untracked(transport) => {
-            if let Transport::IcmpOther { kind: IcmpKind::Error } = transport {
+            if let Transport::IcmpOther {
+                kind: IcmpKind::Error,
+            } = transport
+            {
                 // The quoted packet inside is not translated yet: a PMTU or
                 // unreachable error about a NATed flow reaches the client
                 // with the backend's address inside. Counted so it shows.
@@ -294,7 +345,14 @@ fn count(v: Verdict, w: &mut Worker) -> Verdict {
 /// A packet of a flow conntrack knows: refresh, translate. `None` when the
 /// flow is not there (or died under us).
 #[inline]
-fn established(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Option<Verdict> {
+fn established(
+    frame: &mut [u8],
+    p: &Parsed,
+    key: &FlowKey,
+    hash: u64,
+    t: &Tables<'_>,
+    w: &mut Worker,
+) -> Option<Verdict> {
     let (_dir, to) = t.conntrack.hit(key, hash, p.tcp_flags(), w.now_ms)?;
     w.counters.ct_hits += 1;
     Some(match apply(frame, p, key, &to, w) {
@@ -306,14 +364,31 @@ fn established(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Table
 /// A packet conntrack does not know: a new flow if it is aimed at a
 /// Service frontend, untracked otherwise.
 #[inline]
-fn new_flow(frame: &mut [u8], p: &Parsed, key: &FlowKey, hash: u64, t: &Tables<'_>, w: &mut Worker) -> Result<Verdict, DropReason> {
+fn new_flow(
+    frame: &mut [u8],
+    p: &Parsed,
+    key: &FlowKey,
+    hash: u64,
+    t: &Tables<'_>,
+    w: &mut Worker,
+) -> Result<Verdict, DropReason> {
     let Some(f) = t.services.find(key) else {
         w.counters.untracked += 1;
         return Ok(Verdict::Forward);
     };
-    let at = t.services.maglev_index(f, key).ok_or(DropReason::ServiceNoBackends)?;
-    let b = t.services.backend_at(f.backends_off(), at).ok_or(DropReason::ServiceNoBackends)?;
-    let to = FlowKey { dst: b.addr, dport: b.port, ..*key };
+    let at = t
+        .services
+        .maglev_index(f, key)
+        .ok_or(DropReason::ServiceNoBackends)?;
+    let b = t
+        .services
+        .backend_at(f.backends_off(), at)
+        .ok_or(DropReason::ServiceNoBackends)?;
+    let to = FlowKey {
+        dst: b.addr,
+        dport: b.port,
+        ..*key
+    };
     let reply_hash = t.conntrack.hash(&to.reversed());
     insert(frame, p, key, hash, to, reply_hash, f.id, t, w)
 }
@@ -335,10 +410,15 @@ fn insert(
         Some(f) => state::tcp_initial(f),
         None => (FlowState::New, 0),
     };
-    let hit = t.conntrack.insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms).map_err(|e| match e {
-        InsertError::ReplyClash => DropReason::ConntrackReplyClash,
-        InsertError::Full | InsertError::WindowFull | InsertError::Contended => DropReason::ConntrackFull,
-    })?;
+    let hit = t
+        .conntrack
+        .insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms)
+        .map_err(|e| match e {
+            InsertError::ReplyClash => DropReason::ConntrackReplyClash,
+            InsertError::Full | InsertError::WindowFull | InsertError::Contended => {
+                DropReason::ConntrackFull
+            }
+        })?;
     if hit.dir == Dir::Original {
         w.counters.ct_new += 1;
     }
@@ -354,7 +434,9 @@ fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
         Frag::First { ident } => {
             let key = p.key();
             if let Some(k) = key {
-                w.frags.record(k.src, k.dst, k.family, ident, k.proto, k.sport, k.dport, w.now_ms);
+                w.frags.record(
+                    k.src, k.dst, k.family, ident, k.proto, k.sport, k.dport, w.now_ms,
+                );
             }
             Ok(key)
         }
@@ -362,7 +444,10 @@ fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
             if Proto::from_number(p.ip_proto).is_none() {
                 return Ok(None);
             }
-            match w.frags.find(p.src, p.dst, p.family, ident, p.ip_proto, w.now_ms) {
+            match w
+                .frags
+                .find(p.src, p.dst, p.family, ident, p.ip_proto, w.now_ms)
+            {
                 Some((proto, sport, dport)) => Ok(Some(p.key_with_ports(proto, sport, dport))),
                 None => Err(DropReason::FragmentUnknown),
             }
@@ -371,7 +456,13 @@ fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
 }
 
 #[inline]
-fn apply(frame: &mut [u8], p: &Parsed, from: &FlowKey, to: &FlowKey, w: &mut Worker) -> Result<(), DropReason> {
+fn apply(
+    frame: &mut [u8],
+    p: &Parsed,
+    from: &FlowKey,
+    to: &FlowKey,
+    w: &mut Worker,
+) -> Result<(), DropReason> {
     if from != to {
         nat::rewrite(frame, p, from, to)?;
         w.counters.nat += 1;

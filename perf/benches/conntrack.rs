@@ -14,7 +14,9 @@ const FLOWS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
     let world = World::new(1_000, FLOWS, 0);
-    let keys: Vec<_> = (0..FLOWS).map(|i| World::flow_key((i * 7919) % FLOWS, 1_000)).collect();
+    let keys: Vec<_> = (0..FLOWS)
+        .map(|i| World::flow_key((i * 7919) % FLOWS, 1_000))
+        .collect();
     let mut g = c.benchmark_group("conntrack_lookup");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
@@ -36,7 +38,8 @@ fn bench(c: &mut Criterion) {
                     s.spawn(move || {
                         let mut found = 0usize;
                         for j in 0..per {
-                            found += ct.lookup(&keys[(half * FLOWS / 2 + j) % FLOWS]).is_some() as usize;
+                            found +=
+                                ct.lookup(&keys[(half * FLOWS / 2 + j) % FLOWS]).is_some() as usize;
                         }
                         assert_eq!(found, per);
                     });

@@ -36,10 +36,22 @@ fn run_bursts(frames: &mut [Vec<u8>], tables: &Tables<'_>, worker: &mut Worker) 
     }
 }
 
-fn established(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, n: usize, hot: usize, world: &World, worker: &mut Worker) {
-    let tables = Tables { services: &world.services, conntrack: &world.conntrack };
+fn established(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    n: usize,
+    hot: usize,
+    world: &World,
+    worker: &mut Worker,
+) {
+    let tables = Tables {
+        services: &world.services,
+        conntrack: &world.conntrack,
+    };
     let stride = LIVE_FLOWS / hot;
-    let templates: Vec<Vec<u8>> = (0..hot).map(|i| world.established_frame(i * stride)).collect();
+    let templates: Vec<Vec<u8>> = (0..hot)
+        .map(|i| world.established_frame(i * stride))
+        .collect();
     let mut scratch: Vec<Vec<u8>> = templates[..BURST].to_vec();
     c.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
         let mut at = 0;
@@ -60,7 +72,10 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     for n in [1usize, 1_000, 100_000] {
         let world = World::new(n, LIVE_FLOWS, NEW_BATCH + 1024);
-        let tables = Tables { services: &world.services, conntrack: &world.conntrack };
+        let tables = Tables {
+            services: &world.services,
+            conntrack: &world.conntrack,
+        };
         let mut worker = Worker::default();
 
         g.throughput(Throughput::Elements(BURST as u64));
@@ -69,7 +84,10 @@ fn bench(c: &mut Criterion) {
             established(&mut g, "established_spread", n, 65_536, &world, &mut worker);
         }
         assert_eq!(worker.counters.total_drops(), 0);
-        assert_eq!(worker.counters.ct_hits, worker.counters.rx, "every established packet hit conntrack");
+        assert_eq!(
+            worker.counters.ct_hits, worker.counters.rx,
+            "every established packet hit conntrack"
+        );
 
         // New flows: each packet a SYN on a 5-tuple never seen, to a random
         // Service. Frames are made, and afterwards expired, outside the
@@ -92,7 +110,16 @@ fn bench(c: &mut Criterion) {
                             let (src, sport) = client(next_client);
                             next_client += 1;
                             let (dst, dport) = bench_frontend(rng as usize % n);
-                            World::frame(&FlowKey { src, dst, sport, dport, ..World::flow_key(0, n) }, tcp::SYN)
+                            World::frame(
+                                &FlowKey {
+                                    src,
+                                    dst,
+                                    sport,
+                                    dport,
+                                    ..World::flow_key(0, n)
+                                },
+                                tcp::SYN,
+                            )
                         })
                         .collect();
                     worker.now_ms = 0;
@@ -101,14 +128,22 @@ fn bench(c: &mut Criterion) {
                     total += t.elapsed();
                     // Expire the SYN-only flows; the preloaded established
                     // ones (24 h timeout) stay.
-                    world.conntrack.sweep(world.conntrack.timeouts().tcp_syn_ms + 1, world.conntrack.capacity());
+                    world.conntrack.sweep(
+                        world.conntrack.timeouts().tcp_syn_ms + 1,
+                        world.conntrack.capacity(),
+                    );
                     left -= batch;
                 }
                 total
             })
         });
         assert!(worker.counters.ct_new > before);
-        assert_eq!(worker.counters.total_drops(), 0, "{:?}", worker.counters.drop_breakdown().collect::<Vec<_>>());
+        assert_eq!(
+            worker.counters.total_drops(),
+            0,
+            "{:?}",
+            worker.counters.drop_breakdown().collect::<Vec<_>>()
+        );
     }
     g.finish();
 }

@@ -1,19 +1,26 @@
 //! Quick look at established-flow cost against the hot-set size (a probe
 //! for tuning, not the benchmark: that is benches/pipeline.rs).
-use std::time::Instant;
 use sluice_dataplane::pipeline::{process_burst, Tables, Worker, BURST};
 use sluice_dataplane::Verdict;
 use sluice_perf::bench_world::World;
+use std::time::Instant;
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(1, |s| s.parse().unwrap());
-    let live: usize = std::env::args().nth(2).map_or(1_000_000, |s| s.parse().unwrap());
+    let live: usize = std::env::args()
+        .nth(2)
+        .map_or(1_000_000, |s| s.parse().unwrap());
     let world = World::new(n, live, 1024);
-    let tables = Tables { services: &world.services, conntrack: &world.conntrack };
+    let tables = Tables {
+        services: &world.services,
+        conntrack: &world.conntrack,
+    };
     let mut worker = Worker::default();
     for hot in [32usize, 1024, 65536] {
         let stride = live / hot;
-        let templates: Vec<Vec<u8>> = (0..hot).map(|i| world.established_frame(i * stride)).collect();
+        let templates: Vec<Vec<u8>> = (0..hot)
+            .map(|i| world.established_frame(i * stride))
+            .collect();
         let mut scratch: Vec<Vec<u8>> = templates[..BURST].to_vec();
         let mut verdicts = [Verdict::Forward; BURST];
         let rounds: usize = std::env::var("ROUNDS").map_or(200_000, |s| s.parse().unwrap());
@@ -53,21 +60,39 @@ pub fn parts(world: &World) {
             }
         }
     }
-    println!("decode: {:.1} ns", t.elapsed().as_nanos() as f64 / (rounds * 32) as f64);
-    let keys: Vec<_> = frames.iter().map(|f| match decode(f) { Ok(Decoded::Ip(p)) => p.key().unwrap(), _ => panic!() }).collect();
+    println!(
+        "decode: {:.1} ns",
+        t.elapsed().as_nanos() as f64 / (rounds * 32) as f64
+    );
+    let keys: Vec<_> = frames
+        .iter()
+        .map(|f| match decode(f) {
+            Ok(Decoded::Ip(p)) => p.key().unwrap(),
+            _ => panic!(),
+        })
+        .collect();
     let t = Instant::now();
     for _ in 0..rounds {
         for k in &keys {
-            acc += world.conntrack.lookup(std::hint::black_box(k)).map_or(0, |h| h.entry as u64);
+            acc += world
+                .conntrack
+                .lookup(std::hint::black_box(k))
+                .map_or(0, |h| h.entry as u64);
         }
     }
-    println!("lookup: {:.1} ns", t.elapsed().as_nanos() as f64 / (rounds * 32) as f64);
+    println!(
+        "lookup: {:.1} ns",
+        t.elapsed().as_nanos() as f64 / (rounds * 32) as f64
+    );
     let t = Instant::now();
     for _ in 0..rounds {
         for k in &keys {
             acc += world.conntrack.hash(std::hint::black_box(k));
         }
     }
-    println!("hash: {:.1} ns", t.elapsed().as_nanos() as f64 / (rounds * 32) as f64);
+    println!(
+        "hash: {:.1} ns",
+        t.elapsed().as_nanos() as f64 / (rounds * 32) as f64
+    );
     std::hint::black_box(acc);
 }

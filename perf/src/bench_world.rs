@@ -36,17 +36,34 @@ impl World {
             let k = Self::flow_key(i, n_services);
             let id = services.lookup(&k).expect("frontend");
             let b = services.select(id, &k).unwrap();
-            let to = FlowKey { dst: b.addr, dport: b.port, ..k };
-            conntrack.insert(k, to, id, FlowState::Established, 0, 0).expect("preload");
+            let to = FlowKey {
+                dst: b.addr,
+                dport: b.port,
+                ..k
+            };
+            conntrack
+                .insert(k, to, id, FlowState::Established, 0, 0)
+                .expect("preload");
         }
-        World { services, conntrack, n_services }
+        World {
+            services,
+            conntrack,
+            n_services,
+        }
     }
 
     /// Flow `i`: client `i` to Service `i % n`.
     pub fn flow_key(i: usize, n_services: usize) -> FlowKey {
         let (src, sport) = client(i);
         let (dst, dport) = bench_frontend(i % n_services);
-        FlowKey { src, dst, sport, dport, proto: Proto::Tcp, family: Family::V4 }
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: Proto::Tcp,
+            family: Family::V4,
+        }
     }
 
     /// The 64-byte-class frame a client sends on flow `key`.

@@ -82,7 +82,11 @@ pub fn frame(s: &Spec<'_>, out: &mut Vec<u8>) -> Result<(), CraftError> {
     let csum_at = match s.l4 {
         L4::Tcp(flags) => {
             out.extend_from_slice(&0x0100_0000u32.to_be_bytes());
-            let ack = if flags & sluice_dataplane::wire::tcp::ACK != 0 { 0x0200_0000u32 } else { 0 };
+            let ack = if flags & sluice_dataplane::wire::tcp::ACK != 0 {
+                0x0200_0000u32
+            } else {
+                0
+            };
             out.extend_from_slice(&ack.to_be_bytes());
             out.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
             l4 + 16
@@ -118,24 +122,69 @@ mod tests {
     #[test]
     fn crafted_frames_decode_with_valid_checksums() {
         let cases = [
-            Spec { src: "198.18.1.2".parse().unwrap(), dst: "198.19.0.10".parse().unwrap(), sport: 1, dport: 80, l4: L4::Tcp(2), payload: b"" },
-            Spec { src: "2001:db8:1::2".parse().unwrap(), dst: "2001:db8:19::a".parse().unwrap(), sport: 1, dport: 53, l4: L4::Udp, payload: b"odd" },
+            Spec {
+                src: "198.18.1.2".parse().unwrap(),
+                dst: "198.19.0.10".parse().unwrap(),
+                sport: 1,
+                dport: 80,
+                l4: L4::Tcp(2),
+                payload: b"",
+            },
+            Spec {
+                src: "2001:db8:1::2".parse().unwrap(),
+                dst: "2001:db8:19::a".parse().unwrap(),
+                sport: 1,
+                dport: 53,
+                l4: L4::Udp,
+                payload: b"odd",
+            },
         ];
         for s in cases {
             let f = build(&s).unwrap();
-            let Ok(Decoded::Ip(p)) = decode(&f) else { panic!("{s:?}") };
-            assert!(matches!(p.transport, Transport::Tcp { .. } | Transport::Udp { .. }));
-            let sum = match s.src {
-                IpAddr::V4(a) => checksum::pseudo_v4(a.octets(), match s.dst { IpAddr::V4(b) => b.octets(), _ => unreachable!() }, p.ip_proto, (p.end - p.l4) as u16),
-                IpAddr::V6(a) => checksum::pseudo_v6(a.octets(), match s.dst { IpAddr::V6(b) => b.octets(), _ => unreachable!() }, p.ip_proto, (p.end - p.l4) as u32),
+            let Ok(Decoded::Ip(p)) = decode(&f) else {
+                panic!("{s:?}")
             };
-            assert_eq!(checksum::fold(sum + checksum::sum(&f[p.l4 as usize..p.end as usize])), 0xffff);
+            assert!(matches!(
+                p.transport,
+                Transport::Tcp { .. } | Transport::Udp { .. }
+            ));
+            let sum = match s.src {
+                IpAddr::V4(a) => checksum::pseudo_v4(
+                    a.octets(),
+                    match s.dst {
+                        IpAddr::V4(b) => b.octets(),
+                        _ => unreachable!(),
+                    },
+                    p.ip_proto,
+                    (p.end - p.l4) as u16,
+                ),
+                IpAddr::V6(a) => checksum::pseudo_v6(
+                    a.octets(),
+                    match s.dst {
+                        IpAddr::V6(b) => b.octets(),
+                        _ => unreachable!(),
+                    },
+                    p.ip_proto,
+                    (p.end - p.l4) as u32,
+                ),
+            };
+            assert_eq!(
+                checksum::fold(sum + checksum::sum(&f[p.l4 as usize..p.end as usize])),
+                0xffff
+            );
         }
     }
 
     #[test]
     fn mixed_families_are_refused() {
-        let s = Spec { src: "198.18.1.2".parse().unwrap(), dst: "2001:db8::1".parse().unwrap(), sport: 1, dport: 1, l4: L4::Udp, payload: b"" };
+        let s = Spec {
+            src: "198.18.1.2".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            sport: 1,
+            dport: 1,
+            l4: L4::Udp,
+            payload: b"",
+        };
         assert_eq!(build(&s), Err(CraftError::MixedFamilies));
     }
 }

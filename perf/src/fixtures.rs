@@ -1,7 +1,9 @@
 //! Service fixtures shared by the tests, the benchmarks and the demo, so
 //! that a benchmark measures the same tables a test checks.
 
-use sluice_dataplane::service::{Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
+use sluice_dataplane::service::{
+    Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
+};
 use sluice_dataplane::{Addr, Proto};
 
 /// Client pods live in 198.18.1.0/24 (node 1), backends in 198.18.2.0/24
@@ -9,7 +11,9 @@ use sluice_dataplane::{Addr, Proto};
 pub const CLIENT_V4: [u8; 4] = [198, 18, 1, 2];
 pub const CLIENT_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 pub const VIP_V4: [u8; 4] = [198, 19, 0, 10];
-pub const VIP_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a];
+pub const VIP_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a,
+];
 
 /// The IPv6 address of backend `i` on node 2.
 pub fn backend_v6(i: u8) -> [u8; 16] {
@@ -24,24 +28,64 @@ pub fn backend_v6(i: u8) -> [u8; 16] {
 /// family and a fourth (.5) terminating.
 pub fn web_service() -> ServiceSpec {
     let mut endpoints = Vec::new();
-    for (i, c) in [(2u8, Conditions::READY), (3, Conditions::READY), (4, Conditions::READY), (5, Conditions::TERMINATING)] {
+    for (i, c) in [
+        (2u8, Conditions::READY),
+        (3, Conditions::READY),
+        (4, Conditions::READY),
+        (5, Conditions::TERMINATING),
+    ] {
         let http = if i == 4 { 9090 } else { 8080 };
         let ports = vec![
-            EndpointPort { name: "http".into(), port: http, proto: Proto::Tcp },
-            EndpointPort { name: "dns".into(), port: 5353, proto: Proto::Udp },
-            EndpointPort { name: "sctp".into(), port: 38412, proto: Proto::Sctp },
+            EndpointPort {
+                name: "http".into(),
+                port: http,
+                proto: Proto::Tcp,
+            },
+            EndpointPort {
+                name: "dns".into(),
+                port: 5353,
+                proto: Proto::Udp,
+            },
+            EndpointPort {
+                name: "sctp".into(),
+                port: 38412,
+                proto: Proto::Sctp,
+            },
         ];
-        endpoints.push(EndpointSpec { addr: Addr::from_v4([198, 18, 2, i]), conditions: c, ports: ports.clone() });
-        endpoints.push(EndpointSpec { addr: Addr::from_v6(backend_v6(i)), conditions: c, ports });
+        endpoints.push(EndpointSpec {
+            addr: Addr::from_v4([198, 18, 2, i]),
+            conditions: c,
+            ports: ports.clone(),
+        });
+        endpoints.push(EndpointSpec {
+            addr: Addr::from_v6(backend_v6(i)),
+            conditions: c,
+            ports,
+        });
     }
     ServiceSpec {
         namespace: "shop".into(),
         name: "web".into(),
         cluster_ips: vec![Addr::from_v4(VIP_V4), Addr::from_v6(VIP_V6)],
         ports: vec![
-            PortSpec { name: "http".into(), port: 80, proto: Proto::Tcp, target: TargetPort::Name("web".into()) },
-            PortSpec { name: "dns".into(), port: 53, proto: Proto::Udp, target: TargetPort::Number(5353) },
-            PortSpec { name: "sctp".into(), port: 38412, proto: Proto::Sctp, target: TargetPort::Number(38412) },
+            PortSpec {
+                name: "http".into(),
+                port: 80,
+                proto: Proto::Tcp,
+                target: TargetPort::Name("web".into()),
+            },
+            PortSpec {
+                name: "dns".into(),
+                port: 53,
+                proto: Proto::Udp,
+                target: TargetPort::Number(5353),
+            },
+            PortSpec {
+                name: "sctp".into(),
+                port: 38412,
+                proto: Proto::Sctp,
+                target: TargetPort::Number(38412),
+            },
         ],
         endpoints,
     }
@@ -65,7 +109,12 @@ pub fn many_services(n: usize) -> Vec<ServiceSpec> {
                 namespace: "bench".into(),
                 name: format!("svc-{i}"),
                 cluster_ips: vec![vip],
-                ports: vec![PortSpec { name: String::new(), port, proto: Proto::Tcp, target: TargetPort::Number(8080) }],
+                ports: vec![PortSpec {
+                    name: String::new(),
+                    port,
+                    proto: Proto::Tcp,
+                    target: TargetPort::Number(8080),
+                }],
                 endpoints,
             }
         })
@@ -79,5 +128,8 @@ pub fn many_services(n: usize) -> Vec<ServiceSpec> {
 pub fn bench_frontend(i: usize) -> (Addr, u16) {
     const PER_PORT: usize = 32768 - 256;
     let a = 256 + i % PER_PORT;
-    (Addr::from_v4([198, 19, (a >> 8) as u8, a as u8]), 80 + (i / PER_PORT) as u16)
+    (
+        Addr::from_v4([198, 19, (a >> 8) as u8, a as u8]),
+        80 + (i / PER_PORT) as u16,
+    )
 }

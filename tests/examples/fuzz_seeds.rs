@@ -7,15 +7,32 @@ use sluice_tests::{CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
     std::fs::create_dir_all(&dir).expect("create the seed directory");
-    let (c4, c6, s4, s6) = (Ip::V4(CLIENT_V4), Ip::V6(CLIENT_V6), Ip::V4(VIP_V4), Ip::V6(VIP_V6));
+    let (c4, c6, s4, s6) = (
+        Ip::V4(CLIENT_V4),
+        Ip::V6(CLIENT_V6),
+        Ip::V4(VIP_V4),
+        Ip::V6(VIP_V6),
+    );
     let b4 = Ip::V4([198, 18, 2, 2]);
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         ("tcp4-syn", frames::tcp(c4, 40000, s4, 80, SYN, b"")),
-        ("tcp4-synack-reply", frames::tcp(b4, 8080, c4, 40000, SYN_ACK, b"")),
-        ("tcp6-ack-data", frames::tcp(c6, 40000, s6, 80, ACK, b"GET / HTTP/1.1\r\n\r\n")),
-        ("tcp4-vlan", frames::tcp_vlan(Some(100), c4, 40001, s4, 80, SYN, b"")),
+        (
+            "tcp4-synack-reply",
+            frames::tcp(b4, 8080, c4, 40000, SYN_ACK, b""),
+        ),
+        (
+            "tcp6-ack-data",
+            frames::tcp(c6, 40000, s6, 80, ACK, b"GET / HTTP/1.1\r\n\r\n"),
+        ),
+        (
+            "tcp4-vlan",
+            frames::tcp_vlan(Some(100), c4, 40001, s4, 80, SYN, b""),
+        ),
         ("udp4", frames::udp(c4, 5000, s4, 53, b"query")),
-        ("udp4-nocsum", frames::udp_v4_no_checksum(CLIENT_V4, 5000, VIP_V4, 53, b"query")),
+        (
+            "udp4-nocsum",
+            frames::udp_v4_no_checksum(CLIENT_V4, 5000, VIP_V4, 53, b"query"),
+        ),
         ("udp6", frames::udp(c6, 5000, s6, 53, b"query")),
         ("sctp4", frames::sctp(c4, 5000, s4, 38412)),
         ("sctp6", frames::sctp(c6, 5000, s6, 38412)),

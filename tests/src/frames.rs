@@ -14,10 +14,30 @@ pub struct Flags {
     pub rst: bool,
 }
 
-pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false };
-pub const SYN_ACK: Flags = Flags { syn: true, ack: true, fin: false, rst: false };
-pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false };
-pub const FIN_ACK: Flags = Flags { syn: false, ack: true, fin: true, rst: false };
+pub const SYN: Flags = Flags {
+    syn: true,
+    ack: false,
+    fin: false,
+    rst: false,
+};
+pub const SYN_ACK: Flags = Flags {
+    syn: true,
+    ack: true,
+    fin: false,
+    rst: false,
+};
+pub const ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+};
+pub const FIN_ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: true,
+    rst: false,
+};
 
 /// Either family's address for the builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,13 +46,21 @@ pub enum Ip {
     V6([u8; 16]),
 }
 
-fn base(src: Ip, dst: Ip, vlan: Option<u16>) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+fn base(
+    src: Ip,
+    dst: Ip,
+    vlan: Option<u16>,
+) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
     let eth = PacketBuilder::ethernet2(POD_MAC, GW_MAC);
     match (vlan, src, dst) {
         (None, Ip::V4(s), Ip::V4(d)) => eth.ipv4(s, d, 64),
         (None, Ip::V6(s), Ip::V6(d)) => eth.ipv6(s, d, 64),
-        (Some(v), Ip::V4(s), Ip::V4(d)) => eth.single_vlan(VlanId::try_new(v).unwrap()).ipv4(s, d, 64),
-        (Some(v), Ip::V6(s), Ip::V6(d)) => eth.single_vlan(VlanId::try_new(v).unwrap()).ipv6(s, d, 64),
+        (Some(v), Ip::V4(s), Ip::V4(d)) => {
+            eth.single_vlan(VlanId::try_new(v).unwrap()).ipv4(s, d, 64)
+        }
+        (Some(v), Ip::V6(s), Ip::V6(d)) => {
+            eth.single_vlan(VlanId::try_new(v).unwrap()).ipv6(s, d, 64)
+        }
         _ => panic!("mixed families"),
     }
 }
@@ -41,7 +69,15 @@ pub fn tcp(src: Ip, sport: u16, dst: Ip, dport: u16, f: Flags, payload: &[u8]) -
     tcp_vlan(None, src, sport, dst, dport, f, payload)
 }
 
-pub fn tcp_vlan(vlan: Option<u16>, src: Ip, sport: u16, dst: Ip, dport: u16, f: Flags, payload: &[u8]) -> Vec<u8> {
+pub fn tcp_vlan(
+    vlan: Option<u16>,
+    src: Ip,
+    sport: u16,
+    dst: Ip,
+    dport: u16,
+    f: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = base(src, dst, vlan).tcp(sport, dport, 0x1000_0000, 64240);
     if f.syn {
         b = b.syn();
@@ -69,7 +105,13 @@ pub fn udp(src: Ip, sport: u16, dst: Ip, dport: u16, payload: &[u8]) -> Vec<u8> 
 
 /// An IPv4 UDP datagram sent with checksum zero ("none"), as some
 /// stacks and tunnels do.
-pub fn udp_v4_no_checksum(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp_v4_no_checksum(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = udp(Ip::V4(src), sport, Ip::V4(dst), dport, payload);
     f[14 + 20 + 6] = 0;
     f[14 + 20 + 7] = 0;
@@ -81,8 +123,14 @@ pub fn echo_request(src: Ip, dst: Ip, id: u16, seq: u16) -> Vec<u8> {
     let payload = b"sluice-ping-payload!";
     let mut out = Vec::new();
     match src {
-        Ip::V4(_) => b.icmpv4_echo_request(id, seq).write(&mut out, payload).unwrap(),
-        Ip::V6(_) => b.icmpv6_echo_request(id, seq).write(&mut out, payload).unwrap(),
+        Ip::V4(_) => b
+            .icmpv4_echo_request(id, seq)
+            .write(&mut out, payload)
+            .unwrap(),
+        Ip::V6(_) => b
+            .icmpv6_echo_request(id, seq)
+            .write(&mut out, payload)
+            .unwrap(),
     }
     out
 }
@@ -94,7 +142,11 @@ pub fn crc32c_reference(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -109,7 +161,9 @@ pub fn sctp(src: Ip, sport: u16, dst: Ip, dport: u16) -> Vec<u8> {
     s.extend_from_slice(&0x1234_5678u32.to_be_bytes());
     s.extend_from_slice(&[0; 4]);
     // DATA chunk: type 0, flags B|E, length 20, TSN 1, stream 0, seq 0, PPID 0, "ping"
-    s.extend_from_slice(&[0, 3, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'p', b'i', b'n', b'g']);
+    s.extend_from_slice(&[
+        0, 3, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'p', b'i', b'n', b'g',
+    ]);
     let crc = crc32c_reference(&s);
     s[8..12].copy_from_slice(&crc.to_le_bytes());
     // IP around it, by hand: etherparse's builder has no raw-protocol step.
@@ -119,7 +173,9 @@ pub fn sctp(src: Ip, sport: u16, dst: Ip, dport: u16) -> Vec<u8> {
     match (src, dst) {
         (Ip::V4(a), Ip::V4(b)) => {
             f.extend_from_slice(&[0x08, 0x00]);
-            let h = etherparse::Ipv4Header::new(s.len() as u16, 64, etherparse::IpNumber(132), a, b).unwrap();
+            let h =
+                etherparse::Ipv4Header::new(s.len() as u16, 64, etherparse::IpNumber(132), a, b)
+                    .unwrap();
             h.write(&mut f).unwrap();
         }
         (Ip::V6(a), Ip::V6(b)) => {

@@ -15,7 +15,9 @@ pub fn ip(s: &str) -> Addr {
     Addr::from(s.parse::<IpAddr>().expect("test address"))
 }
 
-pub use sluice_perf::fixtures::{bench_frontend, many_services, web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
+pub use sluice_perf::fixtures::{
+    bench_frontend, many_services, web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6,
+};
 
 /// A node's tables and one worker, for driving frames through.
 pub struct Node {
@@ -28,7 +30,11 @@ impl Node {
     pub fn new(specs: &[ServiceSpec], ct_capacity: usize) -> Node {
         let (services, problems) = ServiceTable::build(specs);
         assert!(problems.is_empty(), "{problems:?}");
-        Node { services, conntrack: Conntrack::new(ct_capacity, Timeouts::default()), worker: Worker::default() }
+        Node {
+            services,
+            conntrack: Conntrack::new(ct_capacity, Timeouts::default()),
+            worker: Worker::default(),
+        }
     }
 
     pub fn web() -> Node {
@@ -36,7 +42,10 @@ impl Node {
     }
 
     pub fn process(&mut self, frame: &mut [u8]) -> Verdict {
-        let t = Tables { services: &self.services, conntrack: &self.conntrack };
+        let t = Tables {
+            services: &self.services,
+            conntrack: &self.conntrack,
+        };
         process(frame, &t, &mut self.worker)
     }
 }

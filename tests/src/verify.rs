@@ -32,17 +32,34 @@ fn same_csum(a: u16, b: u16) -> bool {
 pub fn check(frame: &[u8]) -> Seen {
     let p = SlicedPacket::from_ethernet(frame).expect("etherparse refuses the emitted frame");
     let net = p.net.as_ref().expect("no IP layer");
-    let (src, dst, ttl, proto, ip_payload): (std::net::IpAddr, std::net::IpAddr, u8, u8, &[u8]) = match net {
-        NetSlice::Ipv4(v4) => {
-            let h = v4.header().to_header();
-            assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
-            (h.source.into(), h.destination.into(), h.time_to_live, h.protocol.0, v4.payload().payload)
-        }
-        NetSlice::Ipv6(v6) => {
-            let h = v6.header().to_header();
-            (h.source.into(), h.destination.into(), h.hop_limit, v6.payload().ip_number.0, v6.payload().payload)
-        }
-    };
+    let (src, dst, ttl, proto, ip_payload): (std::net::IpAddr, std::net::IpAddr, u8, u8, &[u8]) =
+        match net {
+            NetSlice::Ipv4(v4) => {
+                let h = v4.header().to_header();
+                assert_eq!(
+                    h.header_checksum,
+                    h.calc_header_checksum(),
+                    "IPv4 header checksum"
+                );
+                (
+                    h.source.into(),
+                    h.destination.into(),
+                    h.time_to_live,
+                    h.protocol.0,
+                    v4.payload().payload,
+                )
+            }
+            NetSlice::Ipv6(v6) => {
+                let h = v6.header().to_header();
+                (
+                    h.source.into(),
+                    h.destination.into(),
+                    h.hop_limit,
+                    v6.payload().ip_number.0,
+                    v6.payload().payload,
+                )
+            }
+        };
     let (s4, d4) = match (src, dst) {
         (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => (Some(s.octets()), Some(d.octets())),
         _ => (None, None),
@@ -51,14 +68,28 @@ pub fn check(frame: &[u8]) -> Seen {
         (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => (Some(s.octets()), Some(d.octets())),
         _ => (None, None),
     };
-    let mut seen = Seen { src, dst, proto, sport: 0, dport: 0, ident: None, ttl, payload: Vec::new() };
+    let mut seen = Seen {
+        src,
+        dst,
+        proto,
+        sport: 0,
+        dport: 0,
+        ident: None,
+        ttl,
+        payload: Vec::new(),
+    };
     match &p.transport {
         Some(TransportSlice::Tcp(t)) => {
             let want = match (s4, s6) {
                 (Some(_), _) => t.calc_checksum_ipv4(s4.unwrap(), d4.unwrap()).unwrap(),
                 _ => t.calc_checksum_ipv6(s6.unwrap(), d6.unwrap()).unwrap(),
             };
-            assert!(same_csum(t.checksum(), want), "TCP checksum {:#06x}, recomputed {:#06x}", t.checksum(), want);
+            assert!(
+                same_csum(t.checksum(), want),
+                "TCP checksum {:#06x}, recomputed {:#06x}",
+                t.checksum(),
+                want
+            );
             seen.sport = t.source_port();
             seen.dport = t.destination_port();
             seen.payload = t.payload().to_vec();
@@ -69,11 +100,22 @@ pub fn check(frame: &[u8]) -> Seen {
                 // IPv4 "no checksum": must have stayed so.
             } else {
                 let want = match (s4, s6) {
-                    (Some(_), _) => h.calc_checksum_ipv4_raw(s4.unwrap(), d4.unwrap(), u.payload()).unwrap(),
-                    _ => h.calc_checksum_ipv6_raw(s6.unwrap(), d6.unwrap(), u.payload()).unwrap(),
+                    (Some(_), _) => h
+                        .calc_checksum_ipv4_raw(s4.unwrap(), d4.unwrap(), u.payload())
+                        .unwrap(),
+                    _ => h
+                        .calc_checksum_ipv6_raw(s6.unwrap(), d6.unwrap(), u.payload())
+                        .unwrap(),
                 };
-                assert_ne!(h.checksum, 0, "a computed UDP checksum of zero must go out as 0xFFFF");
-                assert!(same_csum(h.checksum, want), "UDP checksum {:#06x}, recomputed {want:#06x}", h.checksum);
+                assert_ne!(
+                    h.checksum, 0,
+                    "a computed UDP checksum of zero must go out as 0xFFFF"
+                );
+                assert!(
+                    same_csum(h.checksum, want),
+                    "UDP checksum {:#06x}, recomputed {want:#06x}",
+                    h.checksum
+                );
             }
             seen.sport = h.source_port;
             seen.dport = h.destination_port;
@@ -82,15 +124,22 @@ pub fn check(frame: &[u8]) -> Seen {
         Some(TransportSlice::Icmpv4(i)) => {
             let want = i.icmp_type().calc_checksum(i.payload());
             assert!(same_csum(i.checksum(), want), "ICMP checksum");
-            if let etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) = i.icmp_type() {
+            if let etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) =
+                i.icmp_type()
+            {
                 seen.ident = Some(e.id);
             }
             seen.payload = i.payload().to_vec();
         }
         Some(TransportSlice::Icmpv6(i)) => {
-            let want = i.icmp_type().calc_checksum(s6.unwrap(), d6.unwrap(), i.payload()).unwrap();
+            let want = i
+                .icmp_type()
+                .calc_checksum(s6.unwrap(), d6.unwrap(), i.payload())
+                .unwrap();
             assert!(same_csum(i.checksum(), want), "ICMPv6 checksum");
-            if let etherparse::Icmpv6Type::EchoRequest(e) | etherparse::Icmpv6Type::EchoReply(e) = i.icmp_type() {
+            if let etherparse::Icmpv6Type::EchoRequest(e) | etherparse::Icmpv6Type::EchoReply(e) =
+                i.icmp_type()
+            {
                 seen.ident = Some(e.id);
             }
             seen.payload = i.payload().to_vec();

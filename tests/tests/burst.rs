@@ -8,7 +8,12 @@ use sluice_tests::frames::{self, Ip, ACK, SYN, SYN_ACK};
 use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
 fn frame(kind: u8, port: u16) -> Vec<u8> {
-    let (c4, c6, s4, s6) = (Ip::V4(CLIENT_V4), Ip::V6(CLIENT_V6), Ip::V4(VIP_V4), Ip::V6(VIP_V6));
+    let (c4, c6, s4, s6) = (
+        Ip::V4(CLIENT_V4),
+        Ip::V6(CLIENT_V6),
+        Ip::V4(VIP_V4),
+        Ip::V6(VIP_V6),
+    );
     match kind % 7 {
         0 => frames::tcp(c4, port, s4, 80, SYN, b""),
         1 => frames::tcp(c4, port, s4, 80, ACK, b"data"),

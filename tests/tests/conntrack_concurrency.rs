@@ -20,7 +20,11 @@ fn key(i: u32) -> FlowKey {
 }
 
 fn dnat(k: FlowKey) -> FlowKey {
-    FlowKey { dst: Addr::from_v4([198, 18, 2, 2]), dport: 8080, ..k }
+    FlowKey {
+        dst: Addr::from_v4([198, 18, 2, 2]),
+        dport: 8080,
+        ..k
+    }
 }
 
 #[test]
@@ -31,25 +35,40 @@ fn two_threads_inserting_the_same_flows_agree_on_one_entry_each() {
         let ct = ct.clone();
         std::thread::spawn(move || {
             let mut got = vec![0u32; N as usize];
-            let order: Vec<u32> = if reverse { (0..N).rev().collect() } else { (0..N).collect() };
+            let order: Vec<u32> = if reverse {
+                (0..N).rev().collect()
+            } else {
+                (0..N).collect()
+            };
             for i in order {
                 let k = key(i);
-                let h = ct.insert(k, dnat(k), 1, FlowState::New, 0, 0).expect("insert");
+                let h = ct
+                    .insert(k, dnat(k), 1, FlowState::New, 0, 0)
+                    .expect("insert");
                 got[i as usize] = h.entry;
                 // Interleave lookups of both directions of what we just got.
                 assert_eq!(ct.lookup(&k).expect("own insert visible").entry, h.entry);
-                assert_eq!(ct.lookup(&dnat(k).reversed()).expect("reply visible").entry, h.entry);
+                assert_eq!(
+                    ct.lookup(&dnat(k).reversed()).expect("reply visible").entry,
+                    h.entry
+                );
             }
             got
         })
     };
     let (a, b) = (run(false), run(true));
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    assert_eq!(a, b, "both threads must end up with the same entry for every flow");
+    assert_eq!(
+        a, b,
+        "both threads must end up with the same entry for every flow"
+    );
     assert_eq!(ct.len(), N as usize);
     let flows = ct.flows(usize::MAX);
     assert_eq!(flows.len(), N as usize, "entries in use");
-    let unique: HashSet<_> = flows.iter().map(|r| (r.original.src, r.original.sport)).collect();
+    let unique: HashSet<_> = flows
+        .iter()
+        .map(|r| (r.original.src, r.original.sport))
+        .collect();
     assert_eq!(unique.len(), N as usize, "a flow is stored twice");
     assert_eq!(ct.stats.inserted.load(Ordering::Relaxed), u64::from(N));
 }
@@ -57,10 +76,14 @@ fn two_threads_inserting_the_same_flows_agree_on_one_entry_each() {
 #[test]
 fn lookups_never_miss_live_flows_during_churn_and_sweeps() {
     const LIVE: u32 = 20_000;
-    let t = Timeouts { tcp_syn_ms: 1, ..Timeouts::default() };
+    let t = Timeouts {
+        tcp_syn_ms: 1,
+        ..Timeouts::default()
+    };
     let ct = Arc::new(Conntrack::new(40_000, t));
     for i in 0..LIVE {
-        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0).unwrap();
+        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0)
+            .unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
     // Churn: short-lived flows inserted and expired by the sweeper, which
@@ -88,7 +111,8 @@ fn lookups_never_miss_live_flows_during_churn_and_sweeps() {
             let mut misses = 0u32;
             for _ in 0..20 {
                 for i in 0..LIVE {
-                    if ct.lookup(&key(i)).is_none() || ct.lookup(&dnat(key(i)).reversed()).is_none() {
+                    if ct.lookup(&key(i)).is_none() || ct.lookup(&dnat(key(i)).reversed()).is_none()
+                    {
                         misses += 1;
                     }
                 }
@@ -101,5 +125,8 @@ fn lookups_never_miss_live_flows_during_churn_and_sweeps() {
     let rounds = churn.join().unwrap();
     assert!(rounds > 0);
     assert_eq!(misses, 0, "live flows missed during {rounds} churn rounds");
-    assert!(ct.stats.tombstones_cleared.load(Ordering::Relaxed) > 0, "the churn left no tombstones to clear");
+    assert!(
+        ct.stats.tombstones_cleared.load(Ordering::Relaxed) > 0,
+        "the churn left no tombstones to clear"
+    );
 }

@@ -7,7 +7,12 @@ use sluice_tests::frames::{self, Ip, ACK, SYN};
 use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
 fn valid_frames() -> Vec<Vec<u8>> {
-    let (c4, c6, s4, s6) = (Ip::V4(CLIENT_V4), Ip::V6(CLIENT_V6), Ip::V4(VIP_V4), Ip::V6(VIP_V6));
+    let (c4, c6, s4, s6) = (
+        Ip::V4(CLIENT_V4),
+        Ip::V6(CLIENT_V6),
+        Ip::V4(VIP_V4),
+        Ip::V6(VIP_V6),
+    );
     vec![
         frames::tcp(c4, 40000, s4, 80, SYN, b""),
         frames::tcp(c6, 40000, s6, 80, ACK, b"data"),
@@ -22,7 +27,11 @@ fn valid_frames() -> Vec<Vec<u8>> {
 
 fn assert_books_balance(node: &Node) {
     let c = &node.worker.counters;
-    assert_eq!(c.rx, c.forwarded + c.to_host + c.total_drops(), "every frame is accounted for: {c:?}");
+    assert_eq!(
+        c.rx,
+        c.forwarded + c.to_host + c.total_drops(),
+        "every frame is accounted for: {c:?}"
+    );
 }
 
 #[test]
@@ -33,7 +42,10 @@ fn every_truncation_is_dropped_with_a_reason() {
             let mut f = frame[..n].to_vec();
             match node.process(&mut f) {
                 Verdict::Drop(_) => {}
-                v => panic!("a {n}-byte prefix of a {}-byte frame was {v:?}", frame.len()),
+                v => panic!(
+                    "a {n}-byte prefix of a {}-byte frame was {v:?}",
+                    frame.len()
+                ),
             }
         }
         assert_eq!(node.worker.counters.total_drops(), frame.len() as u64);
@@ -47,13 +59,27 @@ fn lying_headers_are_refused_by_name() {
     let fix_ip_csum = |f: &mut Vec<u8>| {
         f[24] = 0;
         f[25] = 0;
-        let c = !sluice_dataplane::wire::checksum::fold(sluice_dataplane::wire::checksum::sum(&f[14..34]));
+        let c = !sluice_dataplane::wire::checksum::fold(sluice_dataplane::wire::checksum::sum(
+            &f[14..34],
+        ));
         f[24..26].copy_from_slice(&c.to_be_bytes());
     };
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, DropReason)> = vec![
-        ("version 5", Box::new(|f| f[14] = 0x55), DropReason::Ipv4BadVersion),
-        ("IHL 4", Box::new(|f| f[14] = 0x44), DropReason::Ipv4BadHeaderLen),
-        ("IHL 15", Box::new(|f| f[14] = 0x4f), DropReason::Ipv4BadHeaderLen),
+        (
+            "version 5",
+            Box::new(|f| f[14] = 0x55),
+            DropReason::Ipv4BadVersion,
+        ),
+        (
+            "IHL 4",
+            Box::new(|f| f[14] = 0x44),
+            DropReason::Ipv4BadHeaderLen,
+        ),
+        (
+            "IHL 15",
+            Box::new(|f| f[14] = 0x4f),
+            DropReason::Ipv4BadHeaderLen,
+        ),
         (
             "total length past the frame",
             Box::new(move |f| {
@@ -62,9 +88,21 @@ fn lying_headers_are_refused_by_name() {
             }),
             DropReason::Ipv4BadTotalLen,
         ),
-        ("bad header checksum", Box::new(|f| f[24] ^= 0xff), DropReason::Ipv4BadChecksum),
-        ("UDP length past the datagram", Box::new(|f| f[38..40].copy_from_slice(&200u16.to_be_bytes())), DropReason::UdpMalformed),
-        ("UDP length below 8", Box::new(|f| f[38..40].copy_from_slice(&4u16.to_be_bytes())), DropReason::UdpMalformed),
+        (
+            "bad header checksum",
+            Box::new(|f| f[24] ^= 0xff),
+            DropReason::Ipv4BadChecksum,
+        ),
+        (
+            "UDP length past the datagram",
+            Box::new(|f| f[38..40].copy_from_slice(&200u16.to_be_bytes())),
+            DropReason::UdpMalformed,
+        ),
+        (
+            "UDP length below 8",
+            Box::new(|f| f[38..40].copy_from_slice(&4u16.to_be_bytes())),
+            DropReason::UdpMalformed,
+        ),
     ];
     for (what, mangle, reason) in cases {
         let mut node = Node::web();
@@ -78,26 +116,47 @@ fn lying_headers_are_refused_by_name() {
     let mut node = Node::web();
     let mut f = tcp.clone();
     f[34 + 12] = 0x30; // data offset 12 bytes
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::TcpMalformed));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::TcpMalformed)
+    );
     let mut f = tcp.clone();
     f[34 + 12] = 0xf0; // 60 bytes: past the segment
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::TcpMalformed));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::TcpMalformed)
+    );
 
     let v6 = frames::udp(Ip::V6(CLIENT_V6), 5000, Ip::V6(VIP_V6), 53, b"q");
     let mut f = v6.clone();
     f[18..20].copy_from_slice(&900u16.to_be_bytes());
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::Ipv6BadPayloadLen));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::Ipv6BadPayloadLen)
+    );
     let mut f = v6.clone();
     f[14] = 0x40;
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::Ipv6BadVersion));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::Ipv6BadVersion)
+    );
     assert_books_balance(&node);
 }
 
 #[test]
 fn a_tiny_first_fragment_is_refused() {
     // RFC 1858: a first fragment too short for the TCP header.
-    let full = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, SYN, &[0u8; 64]);
-    let mut h = etherparse::Ipv4HeaderSlice::from_slice(&full[14..]).unwrap().to_header();
+    let full = frames::tcp(
+        Ip::V4(CLIENT_V4),
+        40000,
+        Ip::V4(VIP_V4),
+        80,
+        SYN,
+        &[0u8; 64],
+    );
+    let mut h = etherparse::Ipv4HeaderSlice::from_slice(&full[14..])
+        .unwrap()
+        .to_header();
     h.more_fragments = true;
     h.dont_fragment = false;
     h.total_len = 20 + 8;
@@ -106,7 +165,10 @@ fn a_tiny_first_fragment_is_refused() {
     h.write(&mut f).unwrap();
     f.extend_from_slice(&full[34..42]);
     let mut node = Node::web();
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::FragmentTooShort));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::FragmentTooShort)
+    );
 }
 
 proptest! {

@@ -32,11 +32,21 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn the_packet_path_allocates_nothing() {
-    let mut node = Node::new(&sluice_tests::many_services(1000).into_iter().chain([sluice_tests::web_service()]).collect::<Vec<_>>(), 1 << 16);
+    let mut node = Node::new(
+        &sluice_tests::many_services(1000)
+            .into_iter()
+            .chain([sluice_tests::web_service()])
+            .collect::<Vec<_>>(),
+        1 << 16,
+    );
     // Frames are made before counting starts: a NIC hands them over ready.
     let mut batch = Vec::new();
     for i in 0..2000u16 {
-        let (c, s) = if i % 2 == 0 { (Ip::V4(CLIENT_V4), Ip::V4(VIP_V4)) } else { (Ip::V6(CLIENT_V6), Ip::V6(VIP_V6)) };
+        let (c, s) = if i % 2 == 0 {
+            (Ip::V4(CLIENT_V4), Ip::V4(VIP_V4))
+        } else {
+            (Ip::V6(CLIENT_V6), Ip::V6(VIP_V6))
+        };
         batch.push(frames::tcp(c, 20000 + i, s, 80, SYN, b""));
         batch.push(frames::tcp(c, 20000 + i, s, 80, ACK, b"hello"));
         batch.push(frames::udp(c, 20000 + i, s, 53, b"q"));
@@ -52,7 +62,11 @@ fn the_packet_path_allocates_nothing() {
     let _ = node.process(&mut bad);
     COUNTING.store(false, Ordering::SeqCst);
     assert_eq!(forwarded, 6000);
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations on the packet path");
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the packet path"
+    );
 
     // Replies too.
     let mut replies = Vec::new();
@@ -62,12 +76,23 @@ fn the_packet_path_allocates_nothing() {
             std::net::IpAddr::V4(a) => Ip::V4(a.octets()),
             std::net::IpAddr::V6(a) => Ip::V6(a.octets()),
         };
-        replies.push(frames::tcp(to(s.dst), s.dport, to(s.src), s.sport, SYN_ACK, b""));
+        replies.push(frames::tcp(
+            to(s.dst),
+            s.dport,
+            to(s.src),
+            s.sport,
+            SYN_ACK,
+            b"",
+        ));
     }
     COUNTING.store(true, Ordering::SeqCst);
     for f in replies.iter_mut() {
         assert_eq!(node.process(f), Verdict::Forward);
     }
     COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations on the reply path");
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the reply path"
+    );
 }

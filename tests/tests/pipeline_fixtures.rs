@@ -47,26 +47,61 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let (c4, c6, s4, s6) = (Ip::V4(CLIENT_V4), Ip::V6(CLIENT_V6), Ip::V4(VIP_V4), Ip::V6(VIP_V6));
+    let (c4, c6, s4, s6) = (
+        Ip::V4(CLIENT_V4),
+        Ip::V6(CLIENT_V6),
+        Ip::V4(VIP_V4),
+        Ip::V6(VIP_V6),
+    );
     vec![
-        Case { what: "TCP SYN, IPv4", frame: frames::tcp(c4, 40000, s4, 80, SYN, b""), family: Family::V4, service_port: 80 },
-        Case { what: "TCP SYN, IPv6", frame: frames::tcp(c6, 40000, s6, 80, SYN, b""), family: Family::V6, service_port: 80 },
+        Case {
+            what: "TCP SYN, IPv4",
+            frame: frames::tcp(c4, 40000, s4, 80, SYN, b""),
+            family: Family::V4,
+            service_port: 80,
+        },
+        Case {
+            what: "TCP SYN, IPv6",
+            frame: frames::tcp(c6, 40000, s6, 80, SYN, b""),
+            family: Family::V6,
+            service_port: 80,
+        },
         Case {
             what: "TCP data on a VLAN",
             frame: frames::tcp_vlan(Some(100), c4, 40001, s4, 80, SYN, b"GET / HTTP/1.1\r\n\r\n"),
             family: Family::V4,
             service_port: 80,
         },
-        Case { what: "UDP, IPv4", frame: frames::udp(c4, 5000, s4, 53, b"\x12\x34query"), family: Family::V4, service_port: 53 },
-        Case { what: "UDP, IPv6", frame: frames::udp(c6, 5000, s6, 53, b"\x12\x34query"), family: Family::V6, service_port: 53 },
+        Case {
+            what: "UDP, IPv4",
+            frame: frames::udp(c4, 5000, s4, 53, b"\x12\x34query"),
+            family: Family::V4,
+            service_port: 53,
+        },
+        Case {
+            what: "UDP, IPv6",
+            frame: frames::udp(c6, 5000, s6, 53, b"\x12\x34query"),
+            family: Family::V6,
+            service_port: 53,
+        },
         Case {
             what: "UDP, IPv4, checksum zero",
             frame: frames::udp_v4_no_checksum(CLIENT_V4, 5001, VIP_V4, 53, b"none"),
             family: Family::V4,
             service_port: 53,
         },
-        Case { what: "SCTP, IPv4", frame: frames::sctp(c4, 5000, s4, 38412), family: Family::V4, service_port: 38412 },
-        Case { what: "SCTP, IPv6", frame: frames::sctp(c6, 5000, s6, 38412), family: Family::V6, service_port: 38412 },
+        Case {
+            what: "SCTP, IPv4",
+            frame: frames::sctp(c4, 5000, s4, 38412),
+            family: Family::V4,
+            service_port: 38412,
+        },
+        Case {
+            what: "SCTP, IPv6",
+            frame: frames::sctp(c6, 5000, s6, 38412),
+            family: Family::V6,
+            service_port: 38412,
+        },
     ]
 }
 
@@ -79,11 +114,30 @@ fn new_flows_to_a_clusterip_are_dnated_to_a_ready_backend_and_replies_come_back_
         assert_eq!(node.process(&mut f), Verdict::Forward, "{}", case.what);
         let out = check(&f);
         let backends = ready_backends(case.family, case.service_port);
-        assert!(backends.contains(&(out.dst, out.dport)), "{}: went to {}:{}", case.what, out.dst, out.dport);
-        assert_eq!((out.src, out.sport), (sent.src, sent.sport), "{}: source untouched", case.what);
-        assert_eq!(out.payload, sent.payload, "{}: payload untouched", case.what);
+        assert!(
+            backends.contains(&(out.dst, out.dport)),
+            "{}: went to {}:{}",
+            case.what,
+            out.dst,
+            out.dport
+        );
+        assert_eq!(
+            (out.src, out.sport),
+            (sent.src, sent.sport),
+            "{}: source untouched",
+            case.what
+        );
+        assert_eq!(
+            out.payload, sent.payload,
+            "{}: payload untouched",
+            case.what
+        );
         if case.what.contains("checksum zero") {
-            assert_eq!(&f[14 + 20 + 6..14 + 20 + 8], &[0, 0], "zero UDP checksum stays zero");
+            assert_eq!(
+                &f[14 + 20 + 6..14 + 20 + 8],
+                &[0, 0],
+                "zero UDP checksum stays zero"
+            );
         }
 
         // The backend answers from where the packet arrived.
@@ -95,7 +149,12 @@ fn new_flows_to_a_clusterip_are_dnated_to_a_ready_backend_and_replies_come_back_
             p => panic!("proto {p}"),
         };
         let backend_sent = check(&reply);
-        assert_eq!(node.process(&mut reply), Verdict::Forward, "{}: reply", case.what);
+        assert_eq!(
+            node.process(&mut reply),
+            Verdict::Forward,
+            "{}: reply",
+            case.what
+        );
         let back = check(&reply);
         assert_eq!(
             (back.src, back.sport, back.dst, back.dport),
@@ -139,13 +198,27 @@ fn flows_spread_over_ready_backends_only_and_named_ports_resolve_per_backend() {
     let mut node = Node::web();
     let mut hits = std::collections::HashMap::new();
     for sport in 0..3000u16 {
-        let mut f = frames::tcp(Ip::V4(CLIENT_V4), 10000 + sport, Ip::V4(VIP_V4), 80, SYN, b"");
+        let mut f = frames::tcp(
+            Ip::V4(CLIENT_V4),
+            10000 + sport,
+            Ip::V4(VIP_V4),
+            80,
+            SYN,
+            b"",
+        );
         assert_eq!(node.process(&mut f), Verdict::Forward);
         let s = check(&f);
         *hits.entry((s.dst, s.dport)).or_insert(0u32) += 1;
     }
-    assert!(!hits.contains_key(&(v4([198, 18, 2, 5]), 8080)), "terminating backend took new flows");
-    assert_eq!(hits.get(&(v4([198, 18, 2, 4]), 9090)).is_some(), true, "named port resolved to 9090 on .4");
+    assert!(
+        !hits.contains_key(&(v4([198, 18, 2, 5]), 8080)),
+        "terminating backend took new flows"
+    );
+    assert_eq!(
+        hits.get(&(v4([198, 18, 2, 4]), 9090)).is_some(),
+        true,
+        "named port resolved to 9090 on .4"
+    );
     assert_eq!(hits.len(), 3, "{hits:?}");
     for (b, n) in &hits {
         assert!((800..=1200).contains(n), "{b:?} got {n} of 3000");
@@ -155,7 +228,14 @@ fn flows_spread_over_ready_backends_only_and_named_ports_resolve_per_backend() {
 #[test]
 fn traffic_that_is_no_services_passes_untouched() {
     let mut node = Node::web();
-    let pod_to_pod = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4([198, 18, 2, 2]), 8080, SYN, b"");
+    let pod_to_pod = frames::tcp(
+        Ip::V4(CLIENT_V4),
+        40000,
+        Ip::V4([198, 18, 2, 2]),
+        8080,
+        SYN,
+        b"",
+    );
     let other_port = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 81, SYN, b"");
     let wrong_proto = frames::udp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, b"x");
     let ping = frames::echo_request(Ip::V6(CLIENT_V6), Ip::V6(VIP_V6), 7, 1);
@@ -182,8 +262,16 @@ fn arp_goes_to_the_host_and_junk_ethertypes_are_dropped_and_counted() {
     let mut lldp = vec![0u8; 60];
     lldp[12] = 0x88;
     lldp[13] = 0xcc;
-    assert_eq!(node.process(&mut lldp), Verdict::Drop(DropReason::EthertypeUnsupported));
-    assert_eq!(node.worker.counters.dropped(DropReason::EthertypeUnsupported), 1);
+    assert_eq!(
+        node.process(&mut lldp),
+        Verdict::Drop(DropReason::EthertypeUnsupported)
+    );
+    assert_eq!(
+        node.worker
+            .counters
+            .dropped(DropReason::EthertypeUnsupported),
+        1
+    );
 }
 
 #[test]
@@ -192,7 +280,9 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     // IPv4 with a 4-byte option (NOP NOP NOP EOL): IHL 6.
     let base = frames::tcp(Ip::V4(CLIENT_V4), 42000, Ip::V4(VIP_V4), 80, SYN, b"opt");
     let mut f = base[..14].to_vec();
-    let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&base[14..]).unwrap().to_header();
+    let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&base[14..])
+        .unwrap()
+        .to_header();
     ip.options = [1u8, 1, 1, 0][..].try_into().unwrap();
     ip.total_len = (ip.header_len() + base.len() - 34) as u16;
     ip.header_checksum = ip.calc_header_checksum();
@@ -206,7 +296,9 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     // IPv6 with hop-by-hop and destination options before UDP.
     let base = frames::udp(Ip::V6(CLIENT_V6), 6000, Ip::V6(VIP_V6), 53, b"ext");
     let mut f = base[..14].to_vec();
-    let mut h = etherparse::Ipv6HeaderSlice::from_slice(&base[14..]).unwrap().to_header();
+    let mut h = etherparse::Ipv6HeaderSlice::from_slice(&base[14..])
+        .unwrap()
+        .to_header();
     h.next_header = etherparse::IpNumber(0);
     h.payload_length += 16;
     h.write(&mut f).unwrap();
@@ -215,14 +307,19 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     f.extend_from_slice(&base[54..]);
     assert_eq!(node.process(&mut f), Verdict::Forward);
     let seen = check(&f);
-    assert!(ready_backends(Family::V6, 53).contains(&(seen.dst, seen.dport)), "{seen:?}");
+    assert!(
+        ready_backends(Family::V6, 53).contains(&(seen.dst, seen.dport)),
+        "{seen:?}"
+    );
     assert_eq!(seen.payload, b"ext");
 }
 
 /// Splits an IPv4 frame's payload at `at` (a multiple of 8) into two
 /// fragments.
 fn fragment_v4(frame: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
-    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).unwrap().to_header();
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+        .unwrap()
+        .to_header();
     let payload = &frame[34..];
     let mk = |data: &[u8], offset: usize, more: bool| {
         let mut h = ip.clone();
@@ -255,7 +352,9 @@ fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     reassembled.extend_from_slice(&a[34..]);
     reassembled.extend_from_slice(&b[34..]);
     let total = (reassembled.len() - 14) as u16;
-    let mut h = etherparse::Ipv4HeaderSlice::from_slice(&a[14..]).unwrap().to_header();
+    let mut h = etherparse::Ipv4HeaderSlice::from_slice(&a[14..])
+        .unwrap()
+        .to_header();
     h.more_fragments = false;
     h.total_len = total;
     h.header_checksum = h.calc_header_checksum();
@@ -267,11 +366,20 @@ fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     assert_eq!(seen.payload, data);
 
     // A later fragment with no first fragment seen.
-    let (_, mut orphan) = fragment_v4(&frames::udp(Ip::V4(CLIENT_V4), 7001, Ip::V4(VIP_V4), 53, &data), 64);
+    let (_, mut orphan) = fragment_v4(
+        &frames::udp(Ip::V4(CLIENT_V4), 7001, Ip::V4(VIP_V4), 53, &data),
+        64,
+    );
     orphan[18] = 0x99; // another datagram id
-    let csum = etherparse::Ipv4HeaderSlice::from_slice(&orphan[14..]).unwrap().to_header().calc_header_checksum();
+    let csum = etherparse::Ipv4HeaderSlice::from_slice(&orphan[14..])
+        .unwrap()
+        .to_header()
+        .calc_header_checksum();
     orphan[24..26].copy_from_slice(&csum.to_be_bytes());
-    assert_eq!(node.process(&mut orphan), Verdict::Drop(DropReason::FragmentUnknown));
+    assert_eq!(
+        node.process(&mut orphan),
+        Verdict::Drop(DropReason::FragmentUnknown)
+    );
 }
 
 #[test]
@@ -309,7 +417,11 @@ fn tcp_states_follow_the_handshake_and_the_close() {
     // A closed flow lingers only for the short closed timeout.
     let t = Timeouts::default();
     let now = node.worker.now_ms;
-    assert_eq!(node.conntrack.sweep(now + t.tcp_closed_ms + 1, node.conntrack.capacity()), 1);
+    assert_eq!(
+        node.conntrack
+            .sweep(now + t.tcp_closed_ms + 1, node.conntrack.capacity()),
+        1
+    );
 }
 
 #[test]
@@ -322,10 +434,20 @@ fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
         first.push(check(&f));
     }
     let mut f = frames::tcp(Ip::V4(CLIENT_V4), 45000, Ip::V4(VIP_V4), 80, SYN, b"");
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::ConntrackFull));
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::ConntrackFull)
+    );
     assert_eq!(node.worker.counters.dropped(DropReason::ConntrackFull), 1);
     for (i, seen) in first.iter().enumerate() {
-        let mut f = frames::tcp(Ip::V4(CLIENT_V4), 44000 + i as u16, Ip::V4(VIP_V4), 80, ACK, b"more");
+        let mut f = frames::tcp(
+            Ip::V4(CLIENT_V4),
+            44000 + i as u16,
+            Ip::V4(VIP_V4),
+            80,
+            ACK,
+            b"more",
+        );
         assert_eq!(node.process(&mut f), Verdict::Forward);
         assert_eq!(check(&f).dst, seen.dst);
     }
@@ -339,8 +461,14 @@ fn a_service_without_usable_backends_drops_and_counts() {
     }
     let mut node = Node::new(&[spec], 64);
     let mut f = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
-    assert_eq!(node.process(&mut f), Verdict::Drop(DropReason::ServiceNoBackends));
-    assert_eq!(node.worker.counters.dropped(DropReason::ServiceNoBackends), 1);
+    assert_eq!(
+        node.process(&mut f),
+        Verdict::Drop(DropReason::ServiceNoBackends)
+    );
+    assert_eq!(
+        node.worker.counters.dropped(DropReason::ServiceNoBackends),
+        1
+    );
 }
 
 #[test]
@@ -367,10 +495,27 @@ fn icmp_echo_identifiers_are_tracked_and_translated_like_ports() {
             Ip::V4(a) => Addr::from_v4(a),
             Ip::V6(a) => Addr::from_v6(a),
         };
-        let proto = if family == Family::V4 { Proto::Icmp } else { Proto::Icmp6 };
-        let orig = FlowKey { src: addr(client), dst: addr(server), sport: 7, dport: 0, proto, family };
-        let xlat = FlowKey { src: addr(snat), sport: 9000, ..orig };
-        node.conntrack.insert(orig, xlat, u32::MAX, FlowState::New, 0, 0).unwrap();
+        let proto = if family == Family::V4 {
+            Proto::Icmp
+        } else {
+            Proto::Icmp6
+        };
+        let orig = FlowKey {
+            src: addr(client),
+            dst: addr(server),
+            sport: 7,
+            dport: 0,
+            proto,
+            family,
+        };
+        let xlat = FlowKey {
+            src: addr(snat),
+            sport: 9000,
+            ..orig
+        };
+        node.conntrack
+            .insert(orig, xlat, u32::MAX, FlowState::New, 0, 0)
+            .unwrap();
 
         let mut req = frames::echo_request(client, server, 7, 1);
         assert_eq!(node.process(&mut req), Verdict::Forward);
@@ -385,7 +530,11 @@ fn icmp_echo_identifiers_are_tracked_and_translated_like_ports() {
         rep.extend_from_slice(&reply_bytes);
         assert_eq!(node.process(&mut rep), Verdict::Forward);
         let back = check(&rep);
-        assert_eq!((back.dst, back.ident), (addr(client).to_ip(family), Some(7)), "{family:?}");
+        assert_eq!(
+            (back.dst, back.ident),
+            (addr(client).to_ip(family), Some(7)),
+            "{family:?}"
+        );
     }
 }
 
@@ -393,8 +542,16 @@ fn echo_reply(src: Ip, dst: Ip, id: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let eth = etherparse::PacketBuilder::ethernet2(frames::GW_MAC, frames::POD_MAC);
     match (src, dst) {
-        (Ip::V4(s), Ip::V4(d)) => eth.ipv4(s, d, 64).icmpv4_echo_reply(id, 1).write(&mut out, payload).unwrap(),
-        (Ip::V6(s), Ip::V6(d)) => eth.ipv6(s, d, 64).icmpv6_echo_reply(id, 1).write(&mut out, payload).unwrap(),
+        (Ip::V4(s), Ip::V4(d)) => eth
+            .ipv4(s, d, 64)
+            .icmpv4_echo_reply(id, 1)
+            .write(&mut out, payload)
+            .unwrap(),
+        (Ip::V6(s), Ip::V6(d)) => eth
+            .ipv6(s, d, 64)
+            .icmpv6_echo_reply(id, 1)
+            .write(&mut out, payload)
+            .unwrap(),
         _ => unreachable!(),
     }
     out

@@ -30,7 +30,9 @@ impl Life {
     pub const FREE: u64 = 0;
 
     pub fn pack(self) -> u64 {
-        (self.last_seen_ms & TS_MASK) | u64::from(self.state as u8) << 40 | u64::from(self.flags) << 48
+        (self.last_seen_ms & TS_MASK)
+            | u64::from(self.state as u8) << 40
+            | u64::from(self.flags) << 48
     }
     pub fn unpack(w: u64) -> Life {
         Life {
@@ -173,7 +175,12 @@ impl KeyWords {
     pub fn from_entry(w: &[u64; WORDS], dir: super::Dir) -> KeyWords {
         let kind = w[9] as u16;
         match dir {
-            super::Dir::Original => KeyWords { src: [w[0], w[1]], dst: [w[2], w[3]], ports: w[8] as u32, kind },
+            super::Dir::Original => KeyWords {
+                src: [w[0], w[1]],
+                dst: [w[2], w[3]],
+                ports: w[8] as u32,
+                kind,
+            },
             // The reply comes from the translated destination to the
             // translated source, ports swapped.
             super::Dir::Reply => KeyWords {
@@ -221,7 +228,10 @@ fn encode(r: &FlowRecord) -> [u64; WORDS] {
         (t.src.0 >> 64) as u64,
         t.dst.0 as u64,
         (t.dst.0 >> 64) as u64,
-        u64::from(o.sport) | u64::from(o.dport) << 16 | u64::from(t.sport) << 32 | u64::from(t.dport) << 48,
+        u64::from(o.sport)
+            | u64::from(o.dport) << 16
+            | u64::from(t.sport) << 32
+            | u64::from(t.dport) << 48,
         u64::from(o.proto.number()) | (o.family as u64) << 8 | u64::from(r.service) << 32,
     ]
 }
@@ -266,7 +276,9 @@ mod tests {
         let e = Entry::new();
         let k = FlowKey {
             src: Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
-            dst: Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]),
+            dst: Addr::from_v6([
+                0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10,
+            ]),
             sport: 40000,
             dport: 443,
             proto: Proto::Sctp,
@@ -276,7 +288,11 @@ mod tests {
             original: k,
             translated: FlowKey { dport: 8443, ..k },
             service: 77,
-            life: Life { last_seen_ms: 123_456, state: FlowState::Established, flags: 5 },
+            life: Life {
+                last_seen_ms: 123_456,
+                state: FlowState::Established,
+                flags: 5,
+            },
         };
         e.write(&rec);
         assert_eq!(e.read(), Some(rec));

@@ -20,10 +20,16 @@ impl FreeList {
         let next: HugeSlice<AtomicU32> = HugeSlice::zeroed(capacity as usize);
         for (i, n) in next.iter().enumerate() {
             let i = i as u32;
-            n.store(if i + 1 < capacity { i + 1 } else { NIL }, Ordering::Relaxed);
+            n.store(
+                if i + 1 < capacity { i + 1 } else { NIL },
+                Ordering::Relaxed,
+            );
         }
         let top = if capacity == 0 { NIL } else { 0 };
-        FreeList { head: AtomicU64::new(u64::from(top)), next }
+        FreeList {
+            head: AtomicU64::new(u64::from(top)),
+            next,
+        }
     }
 
     /// The index a pop would return now (for prefetching; it may be gone
@@ -42,7 +48,10 @@ impl FreeList {
             }
             let next = self.next[top as usize].load(Ordering::Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Some(top),
                 Err(h) => head = h,
             }
@@ -54,7 +63,10 @@ impl FreeList {
         loop {
             self.next[idx as usize].store(head as u32, Ordering::Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(idx);
-            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }

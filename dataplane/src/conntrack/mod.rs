@@ -32,8 +32,8 @@ pub mod state;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub use entry::{FlowRecord, Life};
 use entry::{Entry, KeyWords};
+pub use entry::{FlowRecord, Life};
 use freelist::FreeList;
 pub use state::{Dir, FlowState, Timeouts};
 
@@ -114,7 +114,11 @@ fn slot_value(tag: u32, dir: Dir, entry: u32) -> u64 {
 
 #[inline]
 fn slot_parts(v: u64) -> (u32, Dir, u32) {
-    let dir = if v >> 31 & 1 == 1 { Dir::Reply } else { Dir::Original };
+    let dir = if v >> 31 & 1 == 1 {
+        Dir::Reply
+    } else {
+        Dir::Original
+    };
     ((v >> 32) as u32, dir, ((v as u32) & 0x7fff_ffff) - 1)
 }
 
@@ -266,7 +270,13 @@ impl Conntrack {
     /// what the packet must be rewritten to. Compares the entry's raw words
     /// and decodes only the answer. `None`: no live flow (a miss).
     #[inline]
-    pub fn hit(&self, key: &FlowKey, hash: u64, tcp_flags: Option<u8>, now_ms: u64) -> Option<(Dir, FlowKey)> {
+    pub fn hit(
+        &self,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        now_ms: u64,
+    ) -> Option<(Dir, FlowKey)> {
         let (tag, mut pos) = self.split(hash);
         let want = KeyWords::of(key);
         for _ in 0..WINDOW {
@@ -357,7 +367,11 @@ impl Conntrack {
                 original,
                 translated,
                 service,
-                life: Life { last_seen_ms: now_ms, state, flags },
+                life: Life {
+                    last_seen_ms: now_ms,
+                    state,
+                    flags,
+                },
             };
             self.entries[idx as usize].write(&record);
             match self.claim(&original, orig_hash, Dir::Original, idx) {
@@ -386,7 +400,11 @@ impl Conntrack {
                 }
             }
             self.stats.inserted.fetch_add(1, Ordering::Relaxed);
-            return Ok(Hit { entry: idx, dir: Dir::Original, record });
+            return Ok(Hit {
+                entry: idx,
+                dir: Dir::Original,
+                record,
+            });
         }
         Err(InsertError::Contended)
     }
@@ -472,7 +490,9 @@ impl Conntrack {
 
     /// Returns an entry to the free list; it is in no index slot.
     fn release(&self, idx: u32) {
-        self.entries[idx as usize].life.store(Life::FREE, Ordering::Release);
+        self.entries[idx as usize]
+            .life
+            .store(Life::FREE, Ordering::Release);
         self.free.push(idx);
     }
 
@@ -482,11 +502,22 @@ impl Conntrack {
     /// or `None` if the flow died under the caller (treat as a miss).
     #[inline]
     pub fn touch(&self, hit: &Hit, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
-        self.touch_entry(&self.entries[hit.entry as usize], hit.dir, tcp_flags, now_ms)
+        self.touch_entry(
+            &self.entries[hit.entry as usize],
+            hit.dir,
+            tcp_flags,
+            now_ms,
+        )
     }
 
     #[inline]
-    fn touch_entry(&self, e: &Entry, dir: Dir, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
+    fn touch_entry(
+        &self,
+        e: &Entry,
+        dir: Dir,
+        tcp_flags: Option<u8>,
+        now_ms: u64,
+    ) -> Option<FlowState> {
         let life = &e.life;
         let mut old = life.load(Ordering::Relaxed);
         loop {
@@ -515,7 +546,12 @@ impl Conntrack {
             } else {
                 l.last_seen_ms
             };
-            let new = Life { last_seen_ms, state, flags }.pack();
+            let new = Life {
+                last_seen_ms,
+                state,
+                flags,
+            }
+            .pack();
             if new == old {
                 return Some(state);
             }
@@ -544,14 +580,17 @@ impl Conntrack {
                 expired += 1;
             }
         }
-        self.sweep_cursor.store((start + n) % cap, Ordering::Relaxed);
+        self.sweep_cursor
+            .store((start + n) % cap, Ordering::Relaxed);
         // The index share of this step: slots proportional to entries.
         let slots = self.index.len();
         let per = slots.div_ceil(cap);
         let from = start * per;
         self.clear_tombstones(from, n * per);
         self.sweeping.store(false, Ordering::Release);
-        self.stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        self.stats
+            .expired
+            .fetch_add(expired as u64, Ordering::Relaxed);
         expired
     }
 
@@ -607,7 +646,9 @@ impl Conntrack {
             }
             self.index[next].store(EMPTY, Ordering::Release);
         }
-        self.stats.tombstones_cleared.fetch_add(cleared, Ordering::Relaxed);
+        self.stats
+            .tombstones_cleared
+            .fetch_add(cleared, Ordering::Relaxed);
     }
 
     /// A consistent copy of up to `limit` live flows, for inspection. Walks

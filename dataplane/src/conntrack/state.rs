@@ -98,7 +98,8 @@ pub fn tcp_next(state: FlowState, f: u8, dir: Dir, tcp_flags: u8) -> (FlowState,
             Dir::Reply => flags::FIN_REPLY,
         };
     }
-    let both_fin = f & (flags::FIN_ORIGINAL | flags::FIN_REPLY) == flags::FIN_ORIGINAL | flags::FIN_REPLY;
+    let both_fin =
+        f & (flags::FIN_ORIGINAL | flags::FIN_REPLY) == flags::FIN_ORIGINAL | flags::FIN_REPLY;
     let next = match state {
         // A new SYN on a closed flow's tuple is a new connection reusing the
         // port (TIME_WAIT reuse); start over.
@@ -212,7 +213,16 @@ mod tests {
         ]);
         assert_eq!(
             states,
-            [New, SynReceived, Established, Established, Established, Closing, Closing, Closed]
+            [
+                New,
+                SynReceived,
+                Established,
+                Established,
+                Established,
+                Closing,
+                Closing,
+                Closed
+            ]
         );
     }
 
@@ -235,6 +245,8 @@ mod tests {
         let t = Timeouts::default();
         use crate::flow::Proto::Tcp;
         assert!(t.for_flow(Tcp, FlowState::New) < t.for_flow(Tcp, FlowState::Established) / 100);
-        assert!(t.for_flow(Tcp, FlowState::Closing) < t.for_flow(Tcp, FlowState::Established) / 100);
+        assert!(
+            t.for_flow(Tcp, FlowState::Closing) < t.for_flow(Tcp, FlowState::Established) / 100
+        );
     }
 }

@@ -13,7 +13,11 @@ fn key(i: u32) -> FlowKey {
 }
 
 fn dnat(k: FlowKey) -> FlowKey {
-    FlowKey { dst: Addr::from_v4([198, 18, 2, 7]), dport: 8080, ..k }
+    FlowKey {
+        dst: Addr::from_v4([198, 18, 2, 7]),
+        dport: 8080,
+        ..k
+    }
 }
 
 #[test]
@@ -30,7 +34,10 @@ fn both_directions_find_the_flow() {
     assert_eq!(rep.entry, fwd.entry);
     assert_eq!(rep.record.rewrite_to(Dir::Reply), k.reversed());
     assert_eq!(rep.record.service, 3);
-    assert!(ct.lookup(&k.reversed()).is_none(), "the un-NATed reverse is not the flow");
+    assert!(
+        ct.lookup(&k.reversed()).is_none(),
+        "the un-NATed reverse is not the flow"
+    );
     assert_eq!(ct.len(), 1);
 }
 
@@ -39,9 +46,25 @@ fn inserting_an_existing_flow_returns_it() {
     let ct = Conntrack::with_seed(16, Timeouts::default(), 7);
     let k = key(5);
     let a = ct.insert(k, dnat(k), 1, FlowState::New, 0, 0).unwrap();
-    let b = ct.insert(k, FlowKey { dport: 9999, ..dnat(k) }, 1, FlowState::New, 0, 0).unwrap();
+    let b = ct
+        .insert(
+            k,
+            FlowKey {
+                dport: 9999,
+                ..dnat(k)
+            },
+            1,
+            FlowState::New,
+            0,
+            0,
+        )
+        .unwrap();
     assert_eq!(a.entry, b.entry);
-    assert_eq!(b.record.translated, dnat(k), "the first insert's NAT stands");
+    assert_eq!(
+        b.record.translated,
+        dnat(k),
+        "the first insert's NAT stands"
+    );
     assert_eq!(ct.len(), 1);
 }
 
@@ -49,9 +72,14 @@ fn inserting_an_existing_flow_returns_it() {
 fn full_table_refuses_new_flows_and_keeps_established_ones() {
     let ct = Conntrack::with_seed(100, Timeouts::default(), 7);
     for i in 0..100 {
-        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0).unwrap();
+        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0)
+            .unwrap();
     }
-    assert_eq!(ct.insert(key(100), dnat(key(100)), 0, FlowState::New, 0, 0).err(), Some(InsertError::Full));
+    assert_eq!(
+        ct.insert(key(100), dnat(key(100)), 0, FlowState::New, 0, 0)
+            .err(),
+        Some(InsertError::Full)
+    );
     for i in 0..100 {
         assert!(ct.lookup(&key(i)).is_some(), "flow {i} was evicted");
     }
@@ -63,8 +91,14 @@ fn reply_tuple_clash_is_refused() {
     let k = key(1);
     ct.insert(k, dnat(k), 0, FlowState::New, 0, 0).unwrap();
     // Same client tuple to another VIP that maps to the same backend.
-    let other = FlowKey { dst: Addr::from_v4([198, 19, 0, 11]), ..k };
-    assert_eq!(ct.insert(other, dnat(k), 1, FlowState::New, 0, 0).err(), Some(InsertError::ReplyClash));
+    let other = FlowKey {
+        dst: Addr::from_v4([198, 19, 0, 11]),
+        ..k
+    };
+    assert_eq!(
+        ct.insert(other, dnat(k), 1, FlowState::New, 0, 0).err(),
+        Some(InsertError::ReplyClash)
+    );
     assert_eq!(ct.len(), 1);
 }
 
@@ -75,7 +109,8 @@ fn sweep_expires_by_age_and_state() {
     let syn = key(1);
     let est = key(2);
     ct.insert(syn, dnat(syn), 0, FlowState::New, 0, 0).unwrap();
-    ct.insert(est, dnat(est), 0, FlowState::Established, 0, 0).unwrap();
+    ct.insert(est, dnat(est), 0, FlowState::Established, 0, 0)
+        .unwrap();
     assert_eq!(ct.sweep(t.tcp_syn_ms, 64), 0, "not past the timeout yet");
     assert_eq!(ct.sweep(t.tcp_syn_ms + 1, 64), 1);
     assert!(ct.lookup(&syn).is_none());
@@ -93,19 +128,29 @@ fn touch_refreshes_and_tracks_tcp() {
     let k = key(9);
     let h = ct.insert(k, dnat(k), 0, FlowState::New, 0, 0).unwrap();
     let reply = ct.lookup(&dnat(k).reversed()).unwrap();
-    assert_eq!(ct.touch(&reply, Some(SYN | ACK), 10), Some(FlowState::SynReceived));
+    assert_eq!(
+        ct.touch(&reply, Some(SYN | ACK), 10),
+        Some(FlowState::SynReceived)
+    );
     assert_eq!(ct.touch(&h, Some(ACK), 20), Some(FlowState::Established));
     // Refreshed at 20 ms: alive at 20 + established timeout, gone after.
     assert_eq!(ct.sweep(t.tcp_established_ms + 20, 64), 0);
     assert_eq!(ct.sweep(t.tcp_established_ms + 21, 64), 1);
-    assert_eq!(ct.touch(&h, Some(ACK), 30), None, "a dead flow reads as a miss");
+    assert_eq!(
+        ct.touch(&h, Some(ACK), 30),
+        None,
+        "a dead flow reads as a miss"
+    );
 }
 
 #[test]
 fn churn_keeps_every_live_flow_reachable() {
     // Many insert/expire rounds through a small table: tombstones pile up
     // and the sweeper clears them; no live flow may become unreachable.
-    let t = Timeouts { tcp_syn_ms: 5, ..Timeouts::default() };
+    let t = Timeouts {
+        tcp_syn_ms: 5,
+        ..Timeouts::default()
+    };
     let ct = Conntrack::with_seed(256, t, 99);
     let mut now = 0;
     for round in 0..200u32 {

@@ -69,7 +69,10 @@ pub fn build(ids: &[&[u8]]) -> Box<[u16]> {
     if n == 0 {
         return Box::new([]);
     }
-    assert!(n <= usize::from(u16::MAX), "more backends than a u16 slot can name");
+    assert!(
+        n <= usize::from(u16::MAX),
+        "more backends than a u16 slot can name"
+    );
     build_sized(ids, table_size(n))
 }
 
@@ -112,7 +115,9 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("198.18.2.{}:8080", i + 2).into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("198.18.2.{}:8080", i + 2).into_bytes())
+            .collect()
     }
 
     #[test]
@@ -162,10 +167,17 @@ mod tests {
             let removed = fewer.remove(n / 2);
             let (a, b) = (build(&all), build(&fewer));
             assert_eq!(a.len(), b.len(), "n={n}: same size class");
-            let moved = (0..a.len()).filter(|&i| all[a[i] as usize] != fewer[b[i] as usize]).count();
-            let was_removed = (0..a.len()).filter(|&i| all[a[i] as usize] == removed).count();
+            let moved = (0..a.len())
+                .filter(|&i| all[a[i] as usize] != fewer[b[i] as usize])
+                .count();
+            let was_removed = (0..a.len())
+                .filter(|&i| all[a[i] as usize] == removed)
+                .count();
             let extra = (moved - was_removed) as f64 / a.len() as f64;
-            assert!(extra < 0.011, "n={n}: {extra:.4} of flows moved besides the removed backend's");
+            assert!(
+                extra < 0.011,
+                "n={n}: {extra:.4} of flows moved besides the removed backend's"
+            );
         }
     }
 }

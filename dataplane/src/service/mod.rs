@@ -32,7 +32,11 @@ pub struct Frontend {
 
 impl Frontend {
     pub fn of(key: &FlowKey) -> Frontend {
-        Frontend { addr: key.dst, port: key.dport, proto: key.proto }
+        Frontend {
+            addr: key.dst,
+            port: key.dport,
+            proto: key.proto,
+        }
     }
 }
 
@@ -92,7 +96,11 @@ unsafe impl ZeroValid for FrontSlot {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuildProblem {
     /// Two Services claim the same frontend; the first keeps it.
-    DuplicateFrontend { service: String, frontend: String, owner: String },
+    DuplicateFrontend {
+        service: String,
+        frontend: String,
+        owner: String,
+    },
     /// A Service port that no endpoint could resolve a target port for.
     UnresolvedTargetPort { service: String, port: String },
 }
@@ -100,8 +108,15 @@ pub enum BuildProblem {
 impl std::fmt::Display for BuildProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BuildProblem::DuplicateFrontend { service, frontend, owner } => {
-                write!(f, "Service {service}: frontend {frontend} already belongs to {owner}; ignored")
+            BuildProblem::DuplicateFrontend {
+                service,
+                frontend,
+                owner,
+            } => {
+                write!(
+                    f,
+                    "Service {service}: frontend {frontend} already belongs to {owner}; ignored"
+                )
             }
             BuildProblem::UnresolvedTargetPort { service, port } => {
                 write!(f, "Service {service}: port {port} has a named targetPort that no endpoint resolves")
@@ -114,7 +129,14 @@ const FRONT_SEED: u64 = 0xf407_7e4d_0000_0001;
 
 #[inline]
 fn front_hash(addr: Addr, port: u16, proto: Proto) -> u64 {
-    let k = FlowKey { src: Addr(0), dst: addr, sport: 0, dport: port, proto, family: Family::V4 };
+    let k = FlowKey {
+        src: Addr(0),
+        dst: addr,
+        sport: 0,
+        dport: port,
+        proto,
+        family: Family::V4,
+    };
     flow_hash(&k, FRONT_SEED)
 }
 
@@ -152,7 +174,8 @@ impl ServiceTable {
         }
         let slots_len = (drafts.len() * 2).next_power_of_two().max(64);
         let mut slots: HugeSlice<FrontSlot> = HugeSlice::zeroed(slots_len);
-        let mut maglev: HugeSlice<u16> = HugeSlice::zeroed(drafts.iter().map(|d| d.maglev.len()).sum::<usize>().max(1));
+        let mut maglev: HugeSlice<u16> =
+            HugeSlice::zeroed(drafts.iter().map(|d| d.maglev.len()).sum::<usize>().max(1));
         let mut backends = Vec::with_capacity(drafts.iter().map(|d| d.eligible.len()).sum());
         let mut ports = Vec::with_capacity(drafts.len());
         let mask = slots_len - 1;
@@ -179,7 +202,11 @@ impl ServiceTable {
                 addr: fe.addr.0,
                 port: fe.port,
                 proto: fe.proto.number(),
-                used: if fe.addr.is_v4() { Family::V4 as u8 } else { Family::V6 as u8 },
+                used: if fe.addr.is_v4() {
+                    Family::V4 as u8
+                } else {
+                    Family::V6 as u8
+                },
                 id: id as u32,
                 maglev_off: p.maglev_off,
                 maglev_len: p.maglev_len,
@@ -187,7 +214,16 @@ impl ServiceTable {
             };
             ports.push(p);
         }
-        (ServiceTable { slots, mask, maglev, backends, ports }, problems)
+        (
+            ServiceTable {
+                slots,
+                mask,
+                maglev,
+                backends,
+                ports,
+            },
+            problems,
+        )
     }
 
     /// Asks for the frontend slot a new flow's packet will read.
@@ -206,7 +242,11 @@ impl ServiceTable {
             if s.used == 0 {
                 return None;
             }
-            if s.addr == key.dst.0 && s.port == key.dport && s.proto == key.proto.number() && s.used == key.family as u8 {
+            if s.addr == key.dst.0
+                && s.port == key.dport
+                && s.proto == key.proto.number()
+                && s.used == key.family as u8
+            {
                 return Some(s);
             }
             pos = (pos + 1) & self.mask;
@@ -252,7 +292,10 @@ impl ServiceTable {
             return None;
         }
         let h = flow_hash(key, SELECT_SEED);
-        self.backend_at(p.backends_off, p.maglev_off as usize + (h % u64::from(p.maglev_len)) as usize)
+        self.backend_at(
+            p.backends_off,
+            p.maglev_off as usize + (h % u64::from(p.maglev_len)) as usize,
+        )
     }
 
     pub fn port(&self, id: u32) -> Option<&ServicePort> {
@@ -278,21 +321,40 @@ impl FrontSlot {
     }
 }
 
-fn draft(s: &ServiceSpec, owners: &mut HashMap<Frontend, usize>, drafts: &mut Vec<Draft>, problems: &mut Vec<BuildProblem>) {
+fn draft(
+    s: &ServiceSpec,
+    owners: &mut HashMap<Frontend, usize>,
+    drafts: &mut Vec<Draft>,
+    problems: &mut Vec<BuildProblem>,
+) {
     let svc = format!("{}/{}", s.namespace, s.name);
     for p in &s.ports {
         let mut resolved_any = false;
         for &vip in &s.cluster_ips {
             let family = if vip.is_v4() { Family::V4 } else { Family::V6 };
-            let frontend = Frontend { addr: vip, port: p.port, proto: p.proto };
+            let frontend = Frontend {
+                addr: vip,
+                port: p.port,
+                proto: p.proto,
+            };
             let endpoints: Vec<Backend> = s
                 .endpoints
                 .iter()
                 .filter(|e| e.addr.is_v4() == (family == Family::V4))
-                .filter_map(|e| e.port_for(p).map(|port| Backend { addr: e.addr, port, conditions: e.conditions }))
+                .filter_map(|e| {
+                    e.port_for(p).map(|port| Backend {
+                        addr: e.addr,
+                        port,
+                        conditions: e.conditions,
+                    })
+                })
                 .collect();
             resolved_any |= !endpoints.is_empty();
-            let name = if p.name.is_empty() { format!("{svc}:{}", p.port) } else { format!("{svc}:{}", p.name) };
+            let name = if p.name.is_empty() {
+                format!("{svc}:{}", p.port)
+            } else {
+                format!("{svc}:{}", p.name)
+            };
             if let Some(&owner) = owners.get(&frontend) {
                 problems.push(BuildProblem::DuplicateFrontend {
                     service: svc.clone(),
@@ -302,22 +364,42 @@ fn draft(s: &ServiceSpec, owners: &mut HashMap<Frontend, usize>, drafts: &mut Ve
                 continue;
             }
             owners.insert(frontend, drafts.len());
-            let ready: Vec<Backend> = endpoints.iter().copied().filter(|b| b.conditions.ready).collect();
+            let ready: Vec<Backend> = endpoints
+                .iter()
+                .copied()
+                .filter(|b| b.conditions.ready)
+                .collect();
             let mut eligible = if ready.is_empty() {
-                endpoints.iter().copied().filter(|b| b.conditions.serving && b.conditions.terminating).collect()
+                endpoints
+                    .iter()
+                    .copied()
+                    .filter(|b| b.conditions.serving && b.conditions.terminating)
+                    .collect()
             } else {
                 ready
             };
             // One backend per address:port even if two slices list it.
             eligible.sort_by_key(|b| (b.addr, b.port));
             eligible.dedup_by_key(|b| (b.addr, b.port));
-            let ids: Vec<Vec<u8>> = eligible.iter().map(|b| format!("{}:{}", b.addr, b.port).into_bytes()).collect();
+            let ids: Vec<Vec<u8>> = eligible
+                .iter()
+                .map(|b| format!("{}:{}", b.addr, b.port).into_bytes())
+                .collect();
             let refs: Vec<&[u8]> = ids.iter().map(|v| v.as_slice()).collect();
             let maglev = maglev::build(&refs);
-            drafts.push(Draft { name, frontend, endpoints, eligible, maglev });
+            drafts.push(Draft {
+                name,
+                frontend,
+                endpoints,
+                eligible,
+                maglev,
+            });
         }
         if !resolved_any && matches!(p.target, TargetPort::Name(_)) && !s.endpoints.is_empty() {
-            problems.push(BuildProblem::UnresolvedTargetPort { service: svc.clone(), port: p.name.clone() });
+            problems.push(BuildProblem::UnresolvedTargetPort {
+                service: svc.clone(),
+                port: p.name.clone(),
+            });
         }
     }
 }

@@ -42,9 +42,21 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    pub const READY: Conditions = Conditions { ready: true, serving: true, terminating: false };
-    pub const TERMINATING: Conditions = Conditions { ready: false, serving: true, terminating: true };
-    pub const NOT_READY: Conditions = Conditions { ready: false, serving: false, terminating: false };
+    pub const READY: Conditions = Conditions {
+        ready: true,
+        serving: true,
+        terminating: false,
+    };
+    pub const TERMINATING: Conditions = Conditions {
+        ready: false,
+        serving: true,
+        terminating: true,
+    };
+    pub const NOT_READY: Conditions = Conditions {
+        ready: false,
+        serving: false,
+        terminating: false,
+    };
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +87,9 @@ impl EndpointSpec {
                 TargetPort::Name(_) => None,
             };
         }
-        self.ports.iter().find(|e| e.name == p.name && e.proto == p.proto).map(|e| e.port)
+        self.ports
+            .iter()
+            .find(|e| e.name == p.name && e.proto == p.proto)
+            .map(|e| e.port)
     }
 }

@@ -8,10 +8,23 @@ fn web(endpoints: Vec<EndpointSpec>) -> ServiceSpec {
     ServiceSpec {
         namespace: "shop".into(),
         name: "web".into(),
-        cluster_ips: vec![v4([198, 19, 0, 10]), Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10])],
+        cluster_ips: vec![
+            v4([198, 19, 0, 10]),
+            Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]),
+        ],
         ports: vec![
-            PortSpec { name: "http".into(), port: 80, proto: Proto::Tcp, target: TargetPort::Name("web".into()) },
-            PortSpec { name: "dns".into(), port: 53, proto: Proto::Udp, target: TargetPort::Number(5353) },
+            PortSpec {
+                name: "http".into(),
+                port: 80,
+                proto: Proto::Tcp,
+                target: TargetPort::Name("web".into()),
+            },
+            PortSpec {
+                name: "dns".into(),
+                port: 53,
+                proto: Proto::Udp,
+                target: TargetPort::Number(5353),
+            },
         ],
         endpoints,
     }
@@ -22,41 +35,77 @@ fn ep(a: [u8; 4], c: Conditions, http_port: u16) -> EndpointSpec {
         addr: v4(a),
         conditions: c,
         ports: vec![
-            EndpointPort { name: "http".into(), port: http_port, proto: Proto::Tcp },
-            EndpointPort { name: "dns".into(), port: 5353, proto: Proto::Udp },
+            EndpointPort {
+                name: "http".into(),
+                port: http_port,
+                proto: Proto::Tcp,
+            },
+            EndpointPort {
+                name: "dns".into(),
+                port: 5353,
+                proto: Proto::Udp,
+            },
         ],
     }
 }
 
 fn flow(dst: Addr, dport: u16, proto: Proto, sport: u16) -> FlowKey {
     let family = if dst.is_v4() { Family::V4 } else { Family::V6 };
-    let src = if dst.is_v4() { v4([198, 18, 1, 2]) } else { Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]) };
-    FlowKey { src, dst, sport, dport, proto, family }
+    let src = if dst.is_v4() {
+        v4([198, 18, 1, 2])
+    } else {
+        Addr::from_v6([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])
+    };
+    FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        family,
+    }
 }
 
 #[test]
 fn frontends_per_port_protocol_and_family() {
-    let (t, problems) = ServiceTable::build(&[web(vec![ep([198, 18, 2, 2], Conditions::READY, 8080)])]);
+    let (t, problems) =
+        ServiceTable::build(&[web(vec![ep([198, 18, 2, 2], Conditions::READY, 8080)])]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(t.len(), 4, "2 ports x 2 families");
     let vip = v4([198, 19, 0, 10]);
     assert!(t.lookup(&flow(vip, 80, Proto::Tcp, 1)).is_some());
     assert!(t.lookup(&flow(vip, 53, Proto::Udp, 1)).is_some());
-    assert!(t.lookup(&flow(vip, 80, Proto::Udp, 1)).is_none(), "protocol is part of the frontend");
+    assert!(
+        t.lookup(&flow(vip, 80, Proto::Udp, 1)).is_none(),
+        "protocol is part of the frontend"
+    );
     assert!(t.lookup(&flow(vip, 81, Proto::Tcp, 1)).is_none());
-    let v6 = t.lookup(&flow(t.ports()[1].frontend.addr, 80, Proto::Tcp, 1)).unwrap();
-    assert!(t.port(v6).unwrap().eligible.is_empty(), "no IPv6 endpoint: the v6 frontend has no backend");
+    let v6 = t
+        .lookup(&flow(t.ports()[1].frontend.addr, 80, Proto::Tcp, 1))
+        .unwrap();
+    assert!(
+        t.port(v6).unwrap().eligible.is_empty(),
+        "no IPv6 endpoint: the v6 frontend has no backend"
+    );
 }
 
 #[test]
 fn named_target_port_resolves_per_endpoint() {
-    let eps = vec![ep([198, 18, 2, 2], Conditions::READY, 8080), ep([198, 18, 2, 3], Conditions::READY, 9090)];
+    let eps = vec![
+        ep([198, 18, 2, 2], Conditions::READY, 8080),
+        ep([198, 18, 2, 3], Conditions::READY, 9090),
+    ];
     let (t, _) = ServiceTable::build(&[web(eps)]);
-    let id = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
+    let id = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .unwrap();
     let p = t.port(id).unwrap();
     let mut got: Vec<(Addr, u16)> = p.eligible.iter().map(|b| (b.addr, b.port)).collect();
     got.sort();
-    assert_eq!(got, [(v4([198, 18, 2, 2]), 8080), (v4([198, 18, 2, 3]), 9090)]);
+    assert_eq!(
+        got,
+        [(v4([198, 18, 2, 2]), 8080), (v4([198, 18, 2, 3]), 9090)]
+    );
 }
 
 #[test]
@@ -64,11 +113,21 @@ fn hand_written_endpoints_take_numeric_targets_only() {
     let mut e = ep([198, 18, 2, 2], Conditions::READY, 0);
     e.ports.clear();
     let (t, problems) = ServiceTable::build(&[web(vec![e])]);
-    let dns = t.lookup(&flow(v4([198, 19, 0, 10]), 53, Proto::Udp, 1)).unwrap();
+    let dns = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 53, Proto::Udp, 1))
+        .unwrap();
     assert_eq!(t.port(dns).unwrap().eligible[0].port, 5353);
-    let http = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
+    let http = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .unwrap();
     assert!(t.port(http).unwrap().eligible.is_empty());
-    assert_eq!(problems, [BuildProblem::UnresolvedTargetPort { service: "shop/web".into(), port: "http".into() }]);
+    assert_eq!(
+        problems,
+        [BuildProblem::UnresolvedTargetPort {
+            service: "shop/web".into(),
+            port: "http".into()
+        }]
+    );
 }
 
 #[test]
@@ -79,19 +138,31 @@ fn ready_first_then_serving_terminating_fallback() {
         ep([198, 18, 2, 4], Conditions::NOT_READY, 8080),
     ];
     let (t, _) = ServiceTable::build(&[web(eps.clone())]);
-    let id = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
+    let id = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .unwrap();
     assert_eq!(t.port(id).unwrap().eligible.len(), 1);
     assert_eq!(t.port(id).unwrap().endpoints.len(), 3);
 
     let (t, _) = ServiceTable::build(&[web(eps[1..].to_vec())]);
-    let id = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
+    let id = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .unwrap();
     let p = t.port(id).unwrap();
     assert_eq!(p.eligible.len(), 1);
-    assert_eq!(p.eligible[0].addr, v4([198, 18, 2, 3]), "terminating but serving takes over");
+    assert_eq!(
+        p.eligible[0].addr,
+        v4([198, 18, 2, 3]),
+        "terminating but serving takes over"
+    );
 
     let (t, _) = ServiceTable::build(&[web(eps[2..].to_vec())]);
-    let id = t.lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).unwrap();
-    assert!(t.select(id, &flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1)).is_none());
+    let id = t
+        .lookup(&flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .unwrap();
+    assert!(t
+        .select(id, &flow(v4([198, 19, 0, 10]), 80, Proto::Tcp, 1))
+        .is_none());
 }
 
 #[test]
@@ -109,7 +180,15 @@ fn duplicate_frontend_keeps_the_first_owner() {
 #[test]
 fn maglev_disruption_is_about_one_nth() {
     for n in [3usize, 10, 50] {
-        let eps: Vec<EndpointSpec> = (0..n).map(|i| ep([198, 18, 2 + (i / 200) as u8, (i % 200) as u8 + 2], Conditions::READY, 8080)).collect();
+        let eps: Vec<EndpointSpec> = (0..n)
+            .map(|i| {
+                ep(
+                    [198, 18, 2 + (i / 200) as u8, (i % 200) as u8 + 2],
+                    Conditions::READY,
+                    8080,
+                )
+            })
+            .collect();
         let (before, _) = ServiceTable::build(&[web(eps.clone())]);
         let mut fewer = eps.clone();
         let removed = fewer.remove(n / 2).addr;
@@ -135,9 +214,16 @@ fn maglev_disruption_is_about_one_nth() {
         }
         let frac = f64::from(moved) / f64::from(flows);
         let bound = 1.0 / n as f64;
-        assert!(moved >= on_removed, "the removed backend's flows must all move");
+        assert!(
+            moved >= on_removed,
+            "the removed backend's flows must all move"
+        );
         // About 1/N: the removed backend's share, plus Maglev's small
         // reshuffle (under 1.1% of flows, see maglev.rs), plus sampling noise.
-        assert!(frac <= bound + 0.015, "n={n}: {:.4} of flows moved, 1/n = {bound:.4}", frac);
+        assert!(
+            frac <= bound + 0.015,
+            "n={n}: {:.4} of flows moved, 1/n = {bound:.4}",
+            frac
+        );
     }
 }

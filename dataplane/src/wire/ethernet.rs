@@ -80,7 +80,11 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
             at += VLAN_TAG_LEN;
             tags += 1;
         }
-        Ok(L2 { vlan, ethertype, payload_offset: at })
+        Ok(L2 {
+            vlan,
+            ethertype,
+            payload_offset: at,
+        })
     }
 }
 
@@ -96,7 +100,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
 /// Reads the link layer of `frame`.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<L2, L2Error> {
-    EthernetFrame::new_checked(frame).ok_or(L2Error::Truncated)?.l2()
+    EthernetFrame::new_checked(frame)
+        .ok_or(L2Error::Truncated)?
+        .l2()
 }
 
 #[cfg(test)]
@@ -111,7 +117,14 @@ mod tests {
     #[test]
     fn walks_one_tag() {
         let l2 = parse(&TAGGED).unwrap();
-        assert_eq!(l2, L2 { vlan: Some(100), ethertype: ETHERTYPE_IPV4, payload_offset: 18 });
+        assert_eq!(
+            l2,
+            L2 {
+                vlan: Some(100),
+                ethertype: ETHERTYPE_IPV4,
+                payload_offset: 18
+            }
+        );
         let f = EthernetFrame::new_checked(&TAGGED[..]).unwrap();
         assert_eq!(f.src(), [2, 0, 0, 0, 0, 1]);
         assert_eq!(f.dst(), [2, 0, 0, 0, 0, 2]);
@@ -135,6 +148,9 @@ mod tests {
         let mut f = EthernetFrame::new_checked(&mut b[..]).unwrap();
         f.set_dst([0xaa; 6]);
         f.set_src([0xbb; 6]);
-        assert_eq!(&b[..12], &[0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb]);
+        assert_eq!(
+            &b[..12],
+            &[0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb]
+        );
     }
 }

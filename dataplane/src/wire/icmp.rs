@@ -93,7 +93,9 @@ mod tests {
 
     // `ping` echo request, id 0x1c2b, seq 1, 8 bytes of payload.
     fn echo() -> [u8; 16] {
-        let mut m = [8, 0, 0, 0, 0x1c, 0x2b, 0, 1, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68];
+        let mut m = [
+            8, 0, 0, 0, 0x1c, 0x2b, 0, 1, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
+        ];
         let c = checksum::checksum(&m);
         m[2..4].copy_from_slice(&c.to_be_bytes());
         m

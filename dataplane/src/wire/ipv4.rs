@@ -106,11 +106,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     pub fn src(&self) -> [u8; 4] {
         let b = self.b();
-        [b[field::SRC], b[field::SRC + 1], b[field::SRC + 2], b[field::SRC + 3]]
+        [
+            b[field::SRC],
+            b[field::SRC + 1],
+            b[field::SRC + 2],
+            b[field::SRC + 3],
+        ]
     }
     pub fn dst(&self) -> [u8; 4] {
         let b = self.b();
-        [b[field::DST], b[field::DST + 1], b[field::DST + 2], b[field::DST + 3]]
+        [
+            b[field::DST],
+            b[field::DST + 1],
+            b[field::DST + 2],
+            b[field::DST + 3],
+        ]
     }
 }
 
@@ -181,16 +191,31 @@ mod tests {
     #[test]
     fn refuses_inconsistent_headers() {
         let h = header();
-        assert_eq!(Ipv4Packet::new_checked(&h[..19]).err(), Some(Ipv4Error::Truncated));
-        assert_eq!(Ipv4Packet::new_checked(&h[..27]).err(), Some(Ipv4Error::BadTotalLen));
+        assert_eq!(
+            Ipv4Packet::new_checked(&h[..19]).err(),
+            Some(Ipv4Error::Truncated)
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&h[..27]).err(),
+            Some(Ipv4Error::BadTotalLen)
+        );
         let mut bad = h;
         bad[0] = 0x44;
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).err(), Some(Ipv4Error::BadHeaderLen));
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).err(),
+            Some(Ipv4Error::BadHeaderLen)
+        );
         bad[0] = 0x65;
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).err(), Some(Ipv4Error::BadVersion));
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).err(),
+            Some(Ipv4Error::BadVersion)
+        );
         let mut bad = h;
         bad[11] ^= 1;
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).err(), Some(Ipv4Error::BadChecksum));
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).err(),
+            Some(Ipv4Error::BadChecksum)
+        );
     }
 
     #[test]

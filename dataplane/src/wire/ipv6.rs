@@ -147,7 +147,13 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     });
                     8
                 }
-                _ => return Ok(Ipv6Upper { protocol: nh, offset: at, fragment }),
+                _ => {
+                    return Ok(Ipv6Upper {
+                        protocol: nh,
+                        offset: at,
+                        fragment,
+                    })
+                }
             };
             if at + len > end {
                 return Err(Ipv6Error::ExtTruncated);
@@ -158,7 +164,11 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             // not headers.
             if let Some(f) = fragment {
                 if f.offset != 0 {
-                    return Ok(Ipv6Upper { protocol: nh, offset: at, fragment });
+                    return Ok(Ipv6Upper {
+                        protocol: nh,
+                        offset: at,
+                        fragment,
+                    });
                 }
             }
         }
@@ -188,7 +198,9 @@ mod tests {
     fn with_exts() -> Vec<u8> {
         let mut p = vec![0x60, 0, 0, 0, 0, 0, NH_HOP_BY_HOP, 64];
         p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+        p.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a,
+        ]);
         p.extend_from_slice(&[NH_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0]); // HbH, PadN
         p.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // DstOpts, PadN
         p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00]); // UDP
@@ -201,14 +213,24 @@ mod tests {
     fn walks_to_udp() {
         let p = with_exts();
         let v = Ipv6Packet::new_checked(&p[..]).unwrap();
-        assert_eq!(v.upper().unwrap(), Ipv6Upper { protocol: 17, offset: 56, fragment: None });
+        assert_eq!(
+            v.upper().unwrap(),
+            Ipv6Upper {
+                protocol: 17,
+                offset: 56,
+                fragment: None
+            }
+        );
         assert_eq!(v.hop_limit(), 64);
     }
 
     #[test]
     fn truncated_and_too_long_chains() {
         let p = with_exts();
-        assert_eq!(Ipv6Packet::new_checked(&p[..50]).err(), Some(Ipv6Error::BadPayloadLen));
+        assert_eq!(
+            Ipv6Packet::new_checked(&p[..50]).err(),
+            Some(Ipv6Error::BadPayloadLen)
+        );
         let mut short = p.clone();
         short[4..6].copy_from_slice(&10u16.to_be_bytes());
         let v = Ipv6Packet::new_checked(&short[..]).unwrap();
@@ -240,6 +262,13 @@ mod tests {
         let u = Ipv6Packet::new_checked(&p[..]).unwrap().upper().unwrap();
         assert_eq!(u.protocol, 17);
         assert_eq!(u.offset, 48);
-        assert_eq!(u.fragment, Some(Ipv6Fragment { ident: 0xdead_beef, offset: 1448, more: true }));
+        assert_eq!(
+            u.fragment,
+            Some(Ipv6Fragment {
+                ident: 0xdead_beef,
+                offset: 1448,
+                more: true
+            })
+        );
     }
 }

@@ -67,7 +67,9 @@ mod tests {
     fn ports_and_checksum() {
         // An SCTP INIT header: 5000 -> 38412 (the NGAP port), vtag 0.
         let mut p = vec![0x13, 0x88, 0x96, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0];
-        p.extend_from_slice(&[1, 0, 0, 20, 0xde, 0xad, 0xbe, 0xef, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1]);
+        p.extend_from_slice(&[
+            1, 0, 0, 20, 0xde, 0xad, 0xbe, 0xef, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1,
+        ]);
         patch_ports(&mut p, None, None);
         let v = SctpPacket::new_checked(&p[..]).unwrap();
         assert_eq!((v.sport(), v.dport()), (5000, 38412));

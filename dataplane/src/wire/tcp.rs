@@ -49,11 +49,7 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
 /// Only the first bytes that hold the ports and the checksum are needed to
 /// rewrite a segment, so the setters take any buffer of 18 bytes or more
 /// (an IPv4 first fragment may carry no more than that).
-pub fn patch_ports(
-    seg: &mut [u8],
-    new_sport: Option<u16>,
-    new_dport: Option<u16>,
-) {
+pub fn patch_ports(seg: &mut [u8], new_sport: Option<u16>, new_dport: Option<u16>) {
     let mut csum = be16(seg, field::CHECKSUM);
     if let Some(p) = new_sport {
         csum = checksum::update16(csum, be16(seg, field::SPORT), p);

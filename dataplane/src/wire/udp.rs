@@ -26,7 +26,8 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
             return None;
         }
         let len = usize::from(be16(b, field::LEN));
-        (len >= HEADER_LEN && len <= ip_payload_len && len <= b.len()).then_some(UdpDatagram { buf })
+        (len >= HEADER_LEN && len <= ip_payload_len && len <= b.len())
+            .then_some(UdpDatagram { buf })
     }
     /// For a first fragment: the UDP length covers the whole datagram,
     /// which this piece is not, so only the header's presence is checked.
@@ -66,7 +67,12 @@ fn finish(csum: u16) -> u16 {
     }
 }
 
-pub fn patch_ports(dgram: &mut [u8], mode: UdpChecksumMode, sport: Option<u16>, dport: Option<u16>) {
+pub fn patch_ports(
+    dgram: &mut [u8],
+    mode: UdpChecksumMode,
+    sport: Option<u16>,
+    dport: Option<u16>,
+) {
     let mut csum = be16(dgram, field::CHECKSUM);
     let keep_zero = mode == UdpChecksumMode::V4 && csum == 0;
     if let Some(p) = sport {
@@ -87,7 +93,11 @@ pub fn patch_pseudo(dgram: &mut [u8], mode: UdpChecksumMode, old: &[u8], new: &[
     if mode == UdpChecksumMode::V4 && csum == 0 {
         return;
     }
-    put16(dgram, field::CHECKSUM, finish(checksum::update_bytes(csum, old, new)));
+    put16(
+        dgram,
+        field::CHECKSUM,
+        finish(checksum::update_bytes(csum, old, new)),
+    );
 }
 
 #[cfg(test)]
@@ -101,7 +111,10 @@ mod tests {
     fn reads_and_checks_length() {
         let d = UdpDatagram::new_checked(&DGRAM[..], 12).unwrap();
         assert_eq!((d.sport(), d.dport(), d.len()), (12345, 53, 12));
-        assert!(UdpDatagram::new_checked(&DGRAM[..], 11).is_none(), "longer than the IP payload");
+        assert!(
+            UdpDatagram::new_checked(&DGRAM[..], 11).is_none(),
+            "longer than the IP payload"
+        );
         assert!(UdpDatagram::new_checked(&DGRAM[..7], 12).is_none());
     }
 
