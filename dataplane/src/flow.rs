@@ -119,7 +119,7 @@ impl Proto {
 /// For ICMP echo the identifier is the source "port" of a request and the
 /// destination "port" of a reply, so that a reply's key is exactly the
 /// reverse of its request's.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, Eq, Hash, Debug)]
 pub struct FlowKey {
     pub src: Addr,
     pub dst: Addr,
@@ -129,7 +129,22 @@ pub struct FlowKey {
     pub family: Family,
 }
 
+/// Compared as three words without branches: the derived comparison,
+/// field by field with early exits, was a measurable share of an insert.
+impl PartialEq for FlowKey {
+    #[inline]
+    fn eq(&self, o: &FlowKey) -> bool {
+        ((self.src.0 ^ o.src.0) | (self.dst.0 ^ o.dst.0)) == 0 && self.tail() == o.tail()
+    }
+}
+
 impl FlowKey {
+    /// Ports, protocol and family in one word.
+    #[inline]
+    fn tail(&self) -> u64 {
+        u64::from(self.sport) | u64::from(self.dport) << 16 | u64::from(self.proto as u8) << 32 | (self.family as u64) << 40
+    }
+
     /// A placeholder for scratch arrays.
     pub const EMPTY: FlowKey = FlowKey {
         src: Addr(0),

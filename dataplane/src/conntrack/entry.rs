@@ -127,7 +127,7 @@ impl Entry {
     }
 
     /// The raw words and life word of one consistent version.
-    #[inline]
+    #[inline(always)]
     pub fn read_words(&self) -> Option<([u64; WORDS], u64)> {
         for _ in 0..4 {
             let s1 = self.seq.load(Ordering::Acquire);

@@ -510,7 +510,7 @@ impl Conntrack {
         )
     }
 
-    #[inline]
+    #[inline(always)]
     fn touch_entry(
         &self,
         e: &Entry,

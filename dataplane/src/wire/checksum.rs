@@ -7,6 +7,7 @@
 /// Ones'-complement sum of `data` as big-endian 16-bit words, folded to
 /// 16 bits (returned as `u32` so that a few sums can be added before the
 /// final `fold`). An odd trailing byte is padded with zero (RFC 1071).
+#[inline(always)]
 pub fn sum(data: &[u8]) -> u32 {
     // 32-bit words into a 64-bit accumulator: the ones'-complement sum is
     // the same whatever the word size once folded (RFC 1071 section 2), and
@@ -23,22 +24,24 @@ pub fn sum(data: &[u8]) -> u32 {
     u32::from(fold(fold64(acc)))
 }
 
-fn fold64(mut acc: u64) -> u32 {
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
+#[inline]
+fn fold64(acc: u64) -> u32 {
+    // Two end-around carries take any u64 to 32 bits: the first leaves at
+    // most 0x1_FFFF_FFFE, the second at most 0xFFFF_FFFF.
+    let a = (acc & 0xffff_ffff) + (acc >> 32);
+    ((a & 0xffff_ffff) + (a >> 32)) as u32
 }
 
 /// Folds a 32-bit accumulator into 16 bits with end-around carry.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+#[inline]
+pub fn fold(acc: u32) -> u16 {
+    // As in `fold64`: two carries always suffice, no loop.
+    let a = (acc & 0xffff) + (acc >> 16);
+    ((a & 0xffff) + (a >> 16)) as u16
 }
 
 /// The checksum of `data`: the complement of its folded sum.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
 }
@@ -124,5 +127,8 @@ mod tests {
         assert_eq!(sum(&[0x01]), 0x0100);
         assert_eq!(sum(&[0x01, 0x02, 0x03]), 0x0102 + 0x0300);
         assert_eq!(sum(&[0xff, 0xff, 0x00, 0x01]), 0x0001, "end-around carry");
+        assert_eq!(fold(0xffff_ffff), 0xffff);
+        assert_eq!(fold(0x0001_fffe), 0xffff);
+        assert_eq!(fold64(u64::MAX), 0xffff_ffff);
     }
 }
