@@ -174,15 +174,21 @@ fn fast_v4(f: &[u8]) -> Option<Parsed> {
     let proto = f[L3 + 9];
     let transport = match proto {
         6 => {
-            let off = usize::from(seg.get(12)? >> 4) * 4;
-            if seg.len() < tcp::MIN_HEADER_LEN || off < tcp::MIN_HEADER_LEN || off > seg.len() {
+            if seg.len() < tcp::MIN_HEADER_LEN {
+                return None;
+            }
+            let off = usize::from(seg[12] >> 4) * 4;
+            if off < tcp::MIN_HEADER_LEN || off > seg.len() {
                 return None;
             }
             Transport::Tcp { sport: be(0), dport: be(2), flags: seg[13] }
         }
         17 => {
+            if seg.len() < udp::HEADER_LEN {
+                return None;
+            }
             let len = usize::from(be(4));
-            if seg.len() < udp::HEADER_LEN || len < udp::HEADER_LEN || len > seg.len() {
+            if len < udp::HEADER_LEN || len > seg.len() {
                 return None;
             }
             Transport::Udp { sport: be(0), dport: be(2) }
@@ -383,6 +389,27 @@ mod tests {
         assert_eq!(decode(&f), Ok(Decoded::Arp { offset: 14 }));
         for n in 0..f.len() {
             assert!(decode(&f[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn fast_path_never_reads_past_a_short_ip_payload() {
+        // IPv4 total length 20 (no transport at all) with a valid header
+        // checksum, padded to 60 bytes as Ethernet pads: the straight-line
+        // decoder must step aside, and the general one refuses it.
+        for proto in [6u8, 17] {
+            let mut f = vec![0u8; 60];
+            f[12] = 0x08;
+            f[14] = 0x45;
+            f[17] = 20;
+            f[22] = 64;
+            f[23] = proto;
+            f[26..30].copy_from_slice(&[198, 18, 1, 2]);
+            f[30..34].copy_from_slice(&[198, 19, 0, 10]);
+            let c = crate::wire::checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            assert!(fast_v4(&f).is_none());
+            assert!(decode(&f).is_err());
         }
     }
 
