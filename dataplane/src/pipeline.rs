@@ -169,6 +169,7 @@ fn finish_burst(
     sc: &mut Scratch,
 ) {
     let mut np = 0;
+    let mut client_mask = 0u64;
     for i in 0..frames.len() {
         let Pre::Flow { p, key, hash } = &sc.pre[i] else {
             verdicts[i] = finish(frames[i], sc.pre[i], t, w);
@@ -181,13 +182,20 @@ fn finish_burst(
         }
         // A new flow (the rarer case): copied out of the scratch.
         let (p, key) = (*p, *key);
-        let depends = sc.pending[..np].iter().any(|q| {
-            q.key == key
-                || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto)
-        });
+        // Could it belong to a waiting flow? A second packet of one has its
+        // client end as source, a reply as destination. A 64-bit mask of
+        // the waiting flows' client ends answers "no" for almost every
+        // packet without walking the list.
+        let maybe = client_mask & (end_bit(&key.src, key.sport) | end_bit(&key.dst, key.dport)) != 0;
+        let depends = maybe
+            && sc.pending[..np].iter().any(|q| {
+                q.key == key
+                    || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto)
+            });
         if depends {
             flush(frames, np, verdicts, t, w, sc);
             np = 0;
+            client_mask = 0;
             verdicts[i] = finish(frames[i], sc.pre[i], t, w);
             continue;
         }
@@ -214,8 +222,16 @@ fn finish_burst(
             reply_hash: 0,
         };
         np += 1;
+        client_mask |= end_bit(&key.src, key.sport);
     }
     flush(frames, np, verdicts, t, w, sc);
+}
+
+/// One bit of 64 for an (address, port) end of a flow.
+#[inline]
+fn end_bit(addr: &crate::flow::Addr, port: u16) -> u64 {
+    let h = (addr.0 as u64 ^ (addr.0 >> 64) as u64).wrapping_add(u64::from(port)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    1 << (h >> 58)
 }
 
 /// Finishes the first `np` waiting new flows.
