@@ -243,6 +243,11 @@ fn flush(
     w: &mut Worker,
     sc: &mut Scratch,
 ) {
+    // The Maglev entries were asked for while the burst went on: read them
+    // and ask for the backends they name; then read those.
+    for q in &sc.pending[..np] {
+        t.services.prefetch_backend(q.backends_off, q.maglev_at);
+    }
     for k in 0..np {
         let q = &mut sc.pending[k];
         match t.services.backend_at(q.backends_off, q.maglev_at) {

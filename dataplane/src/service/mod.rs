@@ -91,6 +91,12 @@ pub struct FrontSlot {
 #[allow(unsafe_code)]
 unsafe impl ZeroValid for FrontSlot {}
 
+// SAFETY: an integer address, an integer port and three bools: all-zero is
+// 0.0.0.0:0 with every condition false, a valid (if useless) value, and
+// every backend is written before it is read.
+#[allow(unsafe_code)]
+unsafe impl ZeroValid for Backend {}
+
 /// A problem with the specs given to `build`; the offending part is left
 /// out and the rest of the table is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,7 +150,7 @@ pub struct ServiceTable {
     slots: HugeSlice<FrontSlot>,
     mask: usize,
     maglev: HugeSlice<u16>,
-    backends: Vec<Backend>,
+    backends: HugeSlice<Backend>,
     ports: Vec<ServicePort>,
 }
 
@@ -176,7 +182,9 @@ impl ServiceTable {
         let mut slots: HugeSlice<FrontSlot> = HugeSlice::zeroed(slots_len);
         let mut maglev: HugeSlice<u16> =
             HugeSlice::zeroed(drafts.iter().map(|d| d.maglev.len()).sum::<usize>().max(1));
-        let mut backends = Vec::with_capacity(drafts.iter().map(|d| d.eligible.len()).sum());
+        let mut backends: HugeSlice<Backend> =
+            HugeSlice::zeroed(drafts.iter().map(|d| d.eligible.len()).sum::<usize>().max(1));
+        let mut boff = 0usize;
         let mut ports = Vec::with_capacity(drafts.len());
         let mask = slots_len - 1;
         let mut moff = 0usize;
@@ -188,10 +196,11 @@ impl ServiceTable {
                 endpoints: d.endpoints,
                 maglev_off: moff as u32,
                 maglev_len: d.maglev.len() as u32,
-                backends_off: backends.len() as u32,
+                backends_off: boff as u32,
                 eligible: d.eligible,
             };
-            backends.extend_from_slice(&p.eligible);
+            backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
+            boff += p.eligible.len();
             moff += d.maglev.len();
             let fe = p.frontend;
             let mut pos = front_hash(fe.addr, fe.port, fe.proto) as usize & mask;
@@ -268,6 +277,17 @@ impl ServiceTable {
     pub fn prefetch_maglev(&self, at: usize) {
         if let Some(m) = self.maglev.get(at) {
             crate::prefetch::read(m);
+        }
+    }
+
+    /// Asks for the backend that Maglev slot `at` names (the slot itself
+    /// has been read into cache by now).
+    #[inline]
+    pub fn prefetch_backend(&self, f_backends_off: u32, at: usize) {
+        if let Some(&i) = self.maglev.get(at) {
+            if let Some(b) = self.backends.get(f_backends_off as usize + usize::from(i)) {
+                crate::prefetch::read(b);
+            }
         }
     }
 
