@@ -433,7 +433,7 @@ fn insert(
     };
     let hit = t
         .conntrack
-        .insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms)
+        .insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms, true)
         .map_err(|e| match e {
             InsertError::ReplyClash => DropReason::ConntrackReplyClash,
             InsertError::Full | InsertError::WindowFull | InsertError::Contended => {

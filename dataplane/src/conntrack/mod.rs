@@ -9,8 +9,9 @@
 //! - An index slot is EMPTY, a TOMBstone, a FENCE (held for an instant by
 //!   the sweeper), or `tag | dir | entry`. Lookups probe linearly from the
 //!   key's home slot and stop at EMPTY or after `WINDOW` slots.
-//! - An insert fills its entry first, then claims the first free slot of the
-//!   window by compare-and-swap, then rescans the window. If the rescan
+//! - An insert fills its entry first, then claims, for the reply key and
+//!   then for the original key, the first free slot of the window by
+//!   compare-and-swap, and rescans the window after each claim. If the rescan
 //!   finds the same key elsewhere (another worker inserting the same flow at
 //!   the same instant), it withdraws and starts over; of any set of racing
 //!   inserts at least the last to claim sees the others, so no two copies
@@ -321,7 +322,7 @@ impl Conntrack {
         now_ms: u64,
     ) -> Result<Hit, InsertError> {
         let hashes = (self.hash(&original), self.hash(&translated.reversed()));
-        self.insert_hashed(original, translated, hashes, service, state, flags, now_ms)
+        self.insert_hashed(original, translated, hashes, service, state, flags, now_ms, false)
     }
 
     /// Asks for what an insert of a flow whose reply key hashes to
@@ -342,7 +343,9 @@ impl Conntrack {
         }
     }
 
-    /// `insert` with the hashes of the original and reply keys computed.
+    /// `insert` with the hashes of the original and reply keys computed;
+    /// `after_miss` says the caller looked the original key up an instant
+    /// ago and found nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn insert_hashed(
         &self,
@@ -353,14 +356,18 @@ impl Conntrack {
         state: FlowState,
         flags: u8,
         now_ms: u64,
+        after_miss: bool,
     ) -> Result<Hit, InsertError> {
         let reply = translated.reversed();
-        for _ in 0..16 {
-            // Cheap right after the caller's miss (the lines are cached);
-            // it finds the flow when another worker inserted it since. The
-            // reply key needs no look first: claiming it below finds a clash.
-            if let Some(hit) = self.lookup_hashed(&original, orig_hash) {
-                return Ok(hit);
+        for attempt in 0..16 {
+            // The caller has just missed, so the first attempt goes straight
+            // to claiming: a copy inserted meanwhile by another worker shows
+            // in the claim's scan, and the next attempt's look finds it. The
+            // reply key needs no look either: claiming it finds a clash.
+            if attempt > 0 || !after_miss {
+                if let Some(hit) = self.lookup_hashed(&original, orig_hash) {
+                    return Ok(hit);
+                }
             }
             let idx = self.free.pop().ok_or(InsertError::Full)?;
             let record = FlowRecord {
@@ -374,29 +381,51 @@ impl Conntrack {
                 },
             };
             self.entries[idx as usize].write(&record);
+            // The reply key first, so that whoever finds the original key
+            // (a racing insert's loser, a lookup) finds a flow whose reply
+            // is already in place.
+            if original != reply {
+                match self.claim(&reply, reply_hash, Dir::Reply, idx) {
+                    Claim::Done => {}
+                    Claim::NoRoom => {
+                        self.release(idx);
+                        return Err(InsertError::WindowFull);
+                    }
+                    Claim::Duplicate => {
+                        self.release(idx);
+                        // The same flow, inserted by another worker this
+                        // instant (its original key is on its way): look
+                        // again. Another flow's reply: a clash.
+                        let same = self
+                            .lookup_hashed(&reply, reply_hash)
+                            .is_some_and(|o| o.record.original == original);
+                        if same {
+                            self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
+                            if let Some(hit) = self.await_original(&original, orig_hash, &reply, reply_hash) {
+                                return Ok(hit);
+                            }
+                            continue;
+                        }
+                        return Err(InsertError::ReplyClash);
+                    }
+                }
+            }
             match self.claim(&original, orig_hash, Dir::Original, idx) {
                 Claim::Done => {}
                 Claim::Duplicate => {
+                    if original != reply {
+                        self.unlink(&reply, Dir::Reply, idx);
+                    }
                     self.release(idx);
                     self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Claim::NoRoom => {
+                    if original != reply {
+                        self.unlink(&reply, Dir::Reply, idx);
+                    }
                     self.release(idx);
                     return Err(InsertError::WindowFull);
-                }
-            }
-            if original != reply {
-                match self.claim(&reply, reply_hash, Dir::Reply, idx) {
-                    Claim::Done => {}
-                    other => {
-                        self.unlink(&original, Dir::Original, idx);
-                        self.release(idx);
-                        return Err(match other {
-                            Claim::NoRoom => InsertError::WindowFull,
-                            _ => InsertError::ReplyClash,
-                        });
-                    }
                 }
             }
             self.stats.inserted.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +436,34 @@ impl Conntrack {
             });
         }
         Err(InsertError::Contended)
+    }
+
+    /// Another worker is inserting this very flow and has placed its reply
+    /// key: its original key follows within nanoseconds. Waits for it, a
+    /// bounded while, rather than racing it again; `None` if the other
+    /// insert gave up (its reply key is gone). Only two inserts of one new
+    /// flow at the same instant come here, never a lookup: readers never
+    /// wait. After a short spin it yields, so that a descheduled winner
+    /// (unpinned threads, as in tests) can finish.
+    #[cold]
+    fn await_original(&self, original: &FlowKey, orig_hash: u64, reply: &FlowKey, reply_hash: u64) -> Option<Hit> {
+        for round in 0..10_000u32 {
+            if let Some(hit) = self.lookup_hashed(original, orig_hash) {
+                return Some(hit);
+            }
+            let pending = self
+                .lookup_hashed(reply, reply_hash)
+                .is_some_and(|o| o.record.original == *original);
+            if !pending {
+                return None;
+            }
+            if round % 64 == 63 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        None
     }
 
     /// Puts `key -> (dir, idx)` into the index (see the module comment).

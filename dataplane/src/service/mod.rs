@@ -135,15 +135,11 @@ const FRONT_SEED: u64 = 0xf407_7e4d_0000_0001;
 
 #[inline]
 fn front_hash(addr: Addr, port: u16, proto: Proto) -> u64 {
-    let k = FlowKey {
-        src: Addr(0),
-        dst: addr,
-        sport: 0,
-        dport: port,
-        proto,
-        family: Family::V4,
-    };
-    flow_hash(&k, FRONT_SEED)
+    // Frontends are chosen by the control plane, not by clients, so a
+    // multiply-shift mix is enough (no seed against flooding needed).
+    let x = (addr.0 as u64) ^ ((addr.0 >> 64) as u64).rotate_left(17) ^ (u64::from(port) << 48) ^ (u64::from(proto.number()) << 40);
+    let h = (x ^ FRONT_SEED).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 29)
 }
 
 pub struct ServiceTable {
