@@ -166,7 +166,9 @@ fn fast_v4(f: &[u8]) -> Option<Parsed> {
     if total < ipv4::MIN_HEADER_LEN || end > f.len() || (f[L3 + 6] & 0x3f) | f[L3 + 7] != 0 {
         return None;
     }
-    if !cfg!(fuzzing) && crate::wire::checksum::fold(crate::wire::checksum::sum(&f[L3..L4])) != 0xffff {
+    if !cfg!(fuzzing)
+        && crate::wire::checksum::fold(crate::wire::checksum::sum(&f[L3..L4])) != 0xffff
+    {
         return None;
     }
     let seg = &f[L4..end];
@@ -181,7 +183,11 @@ fn fast_v4(f: &[u8]) -> Option<Parsed> {
             if off < tcp::MIN_HEADER_LEN || off > seg.len() {
                 return None;
             }
-            Transport::Tcp { sport: be(0), dport: be(2), flags: seg[13] }
+            Transport::Tcp {
+                sport: be(0),
+                dport: be(2),
+                flags: seg[13],
+            }
         }
         17 => {
             if seg.len() < udp::HEADER_LEN {
@@ -191,7 +197,10 @@ fn fast_v4(f: &[u8]) -> Option<Parsed> {
             if len < udp::HEADER_LEN || len > seg.len() {
                 return None;
             }
-            Transport::Udp { sport: be(0), dport: be(2) }
+            Transport::Udp {
+                sport: be(0),
+                dport: be(2),
+            }
         }
         _ => return None,
     };

@@ -142,7 +142,10 @@ impl FlowKey {
     /// Ports, protocol and family in one word.
     #[inline]
     fn tail(&self) -> u64 {
-        u64::from(self.sport) | u64::from(self.dport) << 16 | u64::from(self.proto as u8) << 32 | (self.family as u64) << 40
+        u64::from(self.sport)
+            | u64::from(self.dport) << 16
+            | u64::from(self.proto as u8) << 32
+            | (self.family as u64) << 40
     }
 
     /// A placeholder for scratch arrays.

@@ -23,6 +23,7 @@ pub mod nat;
 pub mod neighbor;
 pub mod pipeline;
 pub mod prefetch;
+pub mod route;
 pub mod service;
 pub mod wire;
 

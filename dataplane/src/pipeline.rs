@@ -186,11 +186,14 @@ fn finish_burst(
         // client end as source, a reply as destination. A 64-bit mask of
         // the waiting flows' client ends answers "no" for almost every
         // packet without walking the list.
-        let maybe = client_mask & (end_bit(&key.src, key.sport) | end_bit(&key.dst, key.dport)) != 0;
+        let maybe =
+            client_mask & (end_bit(&key.src, key.sport) | end_bit(&key.dst, key.dport)) != 0;
         let depends = maybe
             && sc.pending[..np].iter().any(|q| {
                 q.key == key
-                    || (key.dst == q.key.src && key.dport == q.key.sport && key.proto == q.key.proto)
+                    || (key.dst == q.key.src
+                        && key.dport == q.key.sport
+                        && key.proto == q.key.proto)
             });
         if depends {
             flush(frames, np, verdicts, t, w, sc);
@@ -230,7 +233,9 @@ fn finish_burst(
 /// One bit of 64 for an (address, port) end of a flow.
 #[inline]
 fn end_bit(addr: &crate::flow::Addr, port: u16) -> u64 {
-    let h = (addr.0 as u64 ^ (addr.0 >> 64) as u64).wrapping_add(u64::from(port)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h = (addr.0 as u64 ^ (addr.0 >> 64) as u64)
+        .wrapping_add(u64::from(port))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     1 << (h >> 58)
 }
 
@@ -433,7 +438,16 @@ fn insert(
     };
     let hit = t
         .conntrack
-        .insert_hashed(*key, to, (hash, reply_hash), service, st, flags, w.now_ms, true)
+        .insert_hashed(
+            *key,
+            to,
+            (hash, reply_hash),
+            service,
+            st,
+            flags,
+            w.now_ms,
+            true,
+        )
         .map_err(|e| match e {
             InsertError::ReplyClash => DropReason::ConntrackReplyClash,
             InsertError::Full | InsertError::WindowFull | InsertError::Contended => {

@@ -322,7 +322,9 @@ impl Conntrack {
         now_ms: u64,
     ) -> Result<Hit, InsertError> {
         let hashes = (self.hash(&original), self.hash(&translated.reversed()));
-        self.insert_hashed(original, translated, hashes, service, state, flags, now_ms, false)
+        self.insert_hashed(
+            original, translated, hashes, service, state, flags, now_ms, false,
+        )
     }
 
     /// Asks for what an insert of a flow whose reply key hashes to
@@ -401,7 +403,9 @@ impl Conntrack {
                             .is_some_and(|o| o.record.original == original);
                         if same {
                             self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
-                            if let Some(hit) = self.await_original(&original, orig_hash, &reply, reply_hash) {
+                            if let Some(hit) =
+                                self.await_original(&original, orig_hash, &reply, reply_hash)
+                            {
                                 return Ok(hit);
                             }
                             continue;
@@ -446,7 +450,13 @@ impl Conntrack {
     /// wait. After a short spin it yields, so that a descheduled winner
     /// (unpinned threads, as in tests) can finish.
     #[cold]
-    fn await_original(&self, original: &FlowKey, orig_hash: u64, reply: &FlowKey, reply_hash: u64) -> Option<Hit> {
+    fn await_original(
+        &self,
+        original: &FlowKey,
+        orig_hash: u64,
+        reply: &FlowKey,
+        reply_hash: u64,
+    ) -> Option<Hit> {
         for round in 0..10_000u32 {
             if let Some(hit) = self.lookup_hashed(original, orig_hash) {
                 return Some(hit);

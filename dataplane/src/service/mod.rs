@@ -137,7 +137,10 @@ const FRONT_SEED: u64 = 0xf407_7e4d_0000_0001;
 fn front_hash(addr: Addr, port: u16, proto: Proto) -> u64 {
     // Frontends are chosen by the control plane, not by clients, so a
     // multiply-shift mix is enough (no seed against flooding needed).
-    let x = (addr.0 as u64) ^ ((addr.0 >> 64) as u64).rotate_left(17) ^ (u64::from(port) << 48) ^ (u64::from(proto.number()) << 40);
+    let x = (addr.0 as u64)
+        ^ ((addr.0 >> 64) as u64).rotate_left(17)
+        ^ (u64::from(port) << 48)
+        ^ (u64::from(proto.number()) << 40);
     let h = (x ^ FRONT_SEED).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h ^ (h >> 29)
 }
@@ -178,8 +181,13 @@ impl ServiceTable {
         let mut slots: HugeSlice<FrontSlot> = HugeSlice::zeroed(slots_len);
         let mut maglev: HugeSlice<u16> =
             HugeSlice::zeroed(drafts.iter().map(|d| d.maglev.len()).sum::<usize>().max(1));
-        let mut backends: HugeSlice<Backend> =
-            HugeSlice::zeroed(drafts.iter().map(|d| d.eligible.len()).sum::<usize>().max(1));
+        let mut backends: HugeSlice<Backend> = HugeSlice::zeroed(
+            drafts
+                .iter()
+                .map(|d| d.eligible.len())
+                .sum::<usize>()
+                .max(1),
+        );
         let mut boff = 0usize;
         let mut ports = Vec::with_capacity(drafts.len());
         let mask = slots_len - 1;

@@ -1,0 +1,249 @@
+//! Stage 6: where a packet goes once NAT is done, and the hop's duties on
+//! the way: TTL (hop limit) decremented, ICMP time-exceeded when it runs
+//! out, and the Ethernet header of the next hop.
+//!
+//! The node's pods are reached by their /32 (/128) route, as Calico does:
+//! each pod's interface has exactly its address behind it. Other nodes' pod
+//! CIDRs go to their VTEP over VXLAN; the node's own addresses to the host
+//! through the exception path; anything else out of the uplink.
+
+use hashbrown::HashMap;
+
+use crate::drop::DropReason;
+use crate::flow::{Addr, Family};
+use crate::neighbor::Gateway;
+use crate::wire::{checksum, ipv4};
+
+/// An interface the dataplane owns (a pod's host-side veth, the uplink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortId(pub u16);
+
+/// Where a packet leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Egress {
+    /// A local pod, on this port, with this MAC.
+    Pod { port: PortId, mac: [u8; 6] },
+    /// Another node's pod: VXLAN to that node's tunnel endpoint.
+    Tunnel { vtep: Addr },
+    /// The node itself: the exception path to the host kernel.
+    Host,
+    /// Everything else: out of the uplink.
+    Uplink,
+}
+
+/// An address prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Addr,
+    pub len: u8,
+    pub family: Family,
+}
+
+impl Cidr {
+    /// Whether `a` (of `family`) lies inside.
+    pub fn contains(&self, a: Addr, family: Family) -> bool {
+        if family != self.family {
+            return false;
+        }
+        // IPv4 prefixes count from bit 96 of the mapped form.
+        let bits = match family {
+            Family::V4 => 96 + u32::from(self.len.min(32)),
+            Family::V6 => u32::from(self.len.min(128)),
+        };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - bits)
+        };
+        (a.0 & mask) == (self.addr.0 & mask)
+    }
+}
+
+/// The node's routes: immutable, built by the control plane.
+#[derive(Default)]
+pub struct Routes {
+    pods: HashMap<Addr, (PortId, [u8; 6])>,
+    tunnels: Vec<(Cidr, Addr)>,
+    host: Vec<Addr>,
+}
+
+impl Routes {
+    pub fn add_pod(&mut self, addr: Addr, port: PortId, mac: [u8; 6]) {
+        self.pods.insert(addr, (port, mac));
+    }
+    pub fn add_tunnel(&mut self, cidr: Cidr, vtep: Addr) {
+        self.tunnels.push((cidr, vtep));
+        // Longest prefix first: a node's /24 inside a cluster /16.
+        self.tunnels.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+    }
+    pub fn add_host(&mut self, addr: Addr) {
+        self.host.push(addr);
+    }
+
+    #[inline]
+    pub fn lookup(&self, dst: Addr, family: Family) -> Egress {
+        if let Some(&(port, mac)) = self.pods.get(&dst) {
+            return Egress::Pod { port, mac };
+        }
+        if self.host.contains(&dst) {
+            return Egress::Host;
+        }
+        for (cidr, vtep) in &self.tunnels {
+            if cidr.contains(dst, family) {
+                return Egress::Tunnel { vtep: *vtep };
+            }
+        }
+        Egress::Uplink
+    }
+}
+
+/// What routing decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Send the frame, now ready for its next hop, here.
+    Transmit(Egress),
+    /// The TTL ran out: send the ICMP error written to `out` (this many
+    /// bytes) back where the frame came from, and drop the frame.
+    TimeExceeded(usize),
+    Drop(DropReason),
+}
+
+/// Bytes of the offending packet an ICMPv4 error quotes, at most: RFC 1812
+/// 4.3.2.3, the error no longer than 576 bytes.
+const V4_QUOTE: usize = 576 - 20 - 8;
+/// The same for ICMPv6 within the minimum MTU (RFC 4443 2.4 (c)).
+const V6_QUOTE: usize = 1280 - 40 - 8;
+
+/// Routes one IP frame whose network header starts at `l3`: decrements its
+/// TTL, rewrites its Ethernet header for a local pod, or writes the ICMP
+/// time-exceeded reply into `out`.
+pub fn forward(
+    frame: &mut [u8],
+    l3: usize,
+    family: Family,
+    routes: &Routes,
+    gw: &Gateway,
+    out: &mut [u8],
+) -> Routed {
+    let Some(ip) = frame.get(l3..) else {
+        return Routed::Drop(DropReason::RewriteOutOfBounds);
+    };
+    let (ttl, dst) = match family {
+        Family::V4 if ip.len() >= 20 => (ip[8], Addr::from_v4([ip[16], ip[17], ip[18], ip[19]])),
+        Family::V6 if ip.len() >= 40 => {
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&ip[24..40]);
+            (ip[7], Addr::from_v6(d))
+        }
+        _ => return Routed::Drop(DropReason::RewriteOutOfBounds),
+    };
+    let egress = routes.lookup(dst, family);
+    // Traffic for the node itself is not forwarded by us: the host's stack
+    // does its own TTL accounting.
+    if egress == Egress::Host {
+        return Routed::Transmit(egress);
+    }
+    if ttl <= 1 {
+        return match time_exceeded(frame, l3, family, gw, out) {
+            Some(n) => Routed::TimeExceeded(n),
+            None => Routed::Drop(DropReason::TtlExceeded),
+        };
+    }
+    let ip = &mut frame[l3..];
+    match family {
+        Family::V4 => {
+            if let Ok(mut h) = ipv4::Ipv4Packet::new_header(&mut *ip) {
+                h.decrement_ttl();
+            }
+        }
+        Family::V6 => ip[7] -= 1,
+    }
+    if let Egress::Pod { mac, .. } = egress {
+        frame[0..6].copy_from_slice(&mac);
+        frame[6..12].copy_from_slice(&gw.mac);
+    }
+    Routed::Transmit(egress)
+}
+
+/// Writes the ICMP time-exceeded error for the frame into `out`; `None` when
+/// none is due (RFC 1812 4.3.2.7: not for an ICMP error, a non-first
+/// fragment, or a multicast or unspecified source) or `out` is too small.
+fn time_exceeded(
+    frame: &[u8],
+    l3: usize,
+    family: Family,
+    gw: &Gateway,
+    out: &mut [u8],
+) -> Option<usize> {
+    let ip = &frame[l3..];
+    match family {
+        Family::V4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            let is_icmp_error =
+                ip[9] == 1 && ip.get(ihl).is_some_and(|&t| !matches!(t, 0 | 8 | 13 | 14));
+            let src = [ip[12], ip[13], ip[14], ip[15]];
+            if frag_offset != 0 || is_icmp_error || src[0] >= 224 || src == [0; 4] {
+                return None;
+            }
+            let quote = &ip[..ip
+                .len()
+                .min(V4_QUOTE)
+                .min(usize::from(u16::from_be_bytes([ip[2], ip[3]])))];
+            let len = l3 + 20 + 8 + quote.len();
+            let out = out.get_mut(..len)?;
+            ether_reply(frame, l3, gw, out);
+            let h = &mut out[l3..l3 + 20];
+            h.copy_from_slice(&[
+                0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ]);
+            h[2..4].copy_from_slice(&((20 + 8 + quote.len()) as u16).to_be_bytes());
+            h[12..16].copy_from_slice(&gw.v4);
+            h[16..20].copy_from_slice(&src);
+            let c = checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let m = &mut out[l3 + 20..len];
+            m[..8].copy_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]);
+            m[8..].copy_from_slice(quote);
+            let c = checksum::checksum(m);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            Some(len)
+        }
+        Family::V6 => {
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&ip[8..24]);
+            let is_icmp_error = ip[6] == 58 && ip.get(40).is_some_and(|&t| t < 128);
+            if is_icmp_error || src[0] == 0xff || src == [0; 16] {
+                return None;
+            }
+            let quote = &ip[..ip
+                .len()
+                .min(V6_QUOTE)
+                .min(40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])))];
+            let plen = 8 + quote.len();
+            let len = l3 + 40 + plen;
+            let out = out.get_mut(..len)?;
+            ether_reply(frame, l3, gw, out);
+            let h = &mut out[l3..l3 + 40];
+            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, 58, 64]);
+            h[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+            h[8..24].copy_from_slice(&gw.v6);
+            h[24..40].copy_from_slice(&src);
+            let m = &mut out[l3 + 40..len];
+            m[..8].copy_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
+            m[8..].copy_from_slice(quote);
+            let sum = checksum::pseudo_v6(gw.v6, src, 58, plen as u32) + checksum::sum(m);
+            let c = !checksum::fold(sum);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            Some(len)
+        }
+    }
+}
+
+/// The reply's Ethernet header (and VLAN tag, if any): back to the sender,
+/// from the gateway.
+fn ether_reply(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) {
+    out[..l3].copy_from_slice(&frame[..l3]);
+    out[0..6].copy_from_slice(&frame[6..12]);
+    out[6..12].copy_from_slice(&gw.mac);
+}
