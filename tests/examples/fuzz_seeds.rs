@@ -4,6 +4,18 @@
 use sluice_tests::frames::{self, Ip, ACK, SYN, SYN_ACK};
 use sluice_tests::{CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
+/// "Who has 169.254.1.1? Tell 198.18.1.2", as a pod sends it.
+fn arp_for_gateway() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&frames::POD_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&frames::POD_MAC);
+    f.extend_from_slice(&CLIENT_V4);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[169, 254, 1, 1]);
+    f
+}
+
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
     std::fs::create_dir_all(&dir).expect("create the seed directory");
@@ -38,6 +50,16 @@ fn main() {
         ("sctp6", frames::sctp(c6, 5000, s6, 38412)),
         ("icmp4-echo", frames::echo_request(c4, s4, 7, 1)),
         ("icmp6-echo", frames::echo_request(c6, s6, 7, 1)),
+        ("arp-gateway", arp_for_gateway()),
+        ("udp4-ttl1", {
+            let mut f = frames::udp(c4, 33434, Ip::V4([198, 18, 2, 2]), 33435, b"trace");
+            f[22] = 1;
+            f[24] = 0;
+            f[25] = 0;
+            let c = sluice_dataplane::wire::checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        }),
     ];
     for (name, bytes) in seeds {
         std::fs::write(format!("{dir}/{name}"), bytes).expect("write a seed");
