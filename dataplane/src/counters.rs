@@ -20,6 +20,10 @@ pub struct Counters {
     /// ICMP errors forwarded without translating the packet they quote
     /// (expected 0 in a cluster without Path MTU trouble; see `pipeline`).
     pub icmp_error_passthrough: u64,
+    /// ARP and NDP answers for the pod gateway.
+    pub neighbor_replies: u64,
+    /// ICMP time-exceeded errors sent for packets whose TTL ran out.
+    pub time_exceeded: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -44,6 +48,8 @@ impl Counters {
         self.nat += o.nat;
         self.untracked += o.untracked;
         self.icmp_error_passthrough += o.icmp_error_passthrough;
+        self.neighbor_replies += o.neighbor_replies;
+        self.time_exceeded += o.time_exceeded;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -21,6 +21,7 @@ pub mod hash;
 pub mod hugemem;
 pub mod nat;
 pub mod neighbor;
+pub mod node;
 pub mod pipeline;
 pub mod prefetch;
 pub mod route;

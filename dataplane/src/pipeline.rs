@@ -16,7 +16,7 @@ use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError};
 use crate::counters::Counters;
 use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
 use crate::drop::{DropReason, Verdict};
-use crate::flow::{FlowKey, Proto};
+use crate::flow::{Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::nat;
 use crate::service::ServiceTable;
@@ -75,7 +75,11 @@ impl Worker {
 enum Pre {
     Done(Verdict),
     /// An IP packet without a flow of its own (ICMP errors, other protocols).
-    Untracked(Transport),
+    Untracked {
+        transport: Transport,
+        l3: u32,
+        family: Family,
+    },
     Flow {
         p: Parsed,
         key: FlowKey,
@@ -88,6 +92,22 @@ enum Pre {
 pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
     let pre = prepare(frame, t, w);
     finish(frame, pre, t, w)
+}
+
+/// `process`, also saying where the IP header is and its family, which the
+/// route stage needs for a forwarded frame (`None` when there is no IP).
+pub fn process_ip(
+    frame: &mut [u8],
+    t: &Tables<'_>,
+    w: &mut Worker,
+) -> (Verdict, Option<(usize, Family)>) {
+    let pre = prepare(frame, t, w);
+    let ip = match &pre {
+        Pre::Flow { p, .. } => Some((p.l3 as usize, p.family)),
+        Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
+        Pre::Done(_) => None,
+    };
+    (finish(frame, pre, t, w), ip)
 }
 
 /// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
@@ -323,7 +343,11 @@ fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
     };
     match flow_key(&p, w) {
         Err(r) => Pre::Done(Verdict::Drop(r)),
-        Ok(None) => Pre::Untracked(p.transport),
+        Ok(None) => Pre::Untracked {
+            transport: p.transport,
+            l3: p.l3,
+            family: p.family,
+        },
         Ok(Some(key)) => Pre::Flow {
             p,
             key,
@@ -337,7 +361,7 @@ fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
 fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
     let v = match pre {
         Pre::Done(v) => v,
-        Pre::Untracked(transport) => {
+        Pre::Untracked { transport, .. } => {
             if let Transport::IcmpOther {
                 kind: IcmpKind::Error,
             } = transport

@@ -46,7 +46,10 @@ fn own_mac(ifname: &str) -> [u8; 6] {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn ip_checksum(hdr: &[u8]) -> u16 {
@@ -111,7 +114,11 @@ fn report_attached_prog(ifname: &str) {
                 return "<none>".into();
             }
             let n = libxdp_sys::xdp_program__name(p);
-            let n = if n.is_null() { "<?>".into() } else { CStr::from_ptr(n).to_string_lossy().into_owned() };
+            let n = if n.is_null() {
+                "<?>".into()
+            } else {
+                CStr::from_ptr(n).to_string_lossy().into_owned()
+            };
             format!("{n} (id {})", libxdp_sys::xdp_program__id(p))
         };
         println!(
@@ -131,14 +138,23 @@ fn report_attached_prog(ifname: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: {} <ifname> <rx_seconds> [<peer_mac> [<src_ip> <dst_ip> <dst_port>]]", args[0]);
+        eprintln!(
+            "usage: {} <ifname> <rx_seconds> [<peer_mac> [<src_ip> <dst_ip> <dst_port>]]",
+            args[0]
+        );
         std::process::exit(2);
     }
     let ifname = args[1].clone();
     let rx_secs: f64 = args[2].parse().expect("rx_seconds");
     let peer_mac = args.get(3).map(|s| parse_mac(s));
-    let src_ip: Ipv4Addr = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(Ipv4Addr::new(198, 18, 250, 2));
-    let dst_ip: Ipv4Addr = args.get(5).map(|s| s.parse().unwrap()).unwrap_or(Ipv4Addr::new(198, 18, 250, 1));
+    let src_ip: Ipv4Addr = args
+        .get(4)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(Ipv4Addr::new(198, 18, 250, 2));
+    let dst_ip: Ipv4Addr = args
+        .get(5)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(Ipv4Addr::new(198, 18, 250, 1));
     let dst_port: u16 = args.get(6).map(|s| s.parse().unwrap()).unwrap_or(5000);
 
     // ---- UMEM ----
@@ -148,8 +164,8 @@ fn main() {
         .comp_queue_size(QueueSize::new(64).unwrap())
         .build()
         .expect("umem config");
-    let (umem, mut descs) = Umem::new(umem_cfg, FRAME_COUNT.try_into().unwrap(), false)
-        .expect("Umem::new failed");
+    let (umem, mut descs) =
+        Umem::new(umem_cfg, FRAME_COUNT.try_into().unwrap(), false).expect("Umem::new failed");
     let mut tx_descs: Vec<FrameDesc> = descs.split_off(RX_FRAMES);
     let rx_descs: Vec<FrameDesc> = descs; // the RX half
 
@@ -159,9 +175,18 @@ fn main() {
     // "auto" = no XDP/bind mode flags at all.
     let mode = std::env::var("XSKPROBE_MODE").unwrap_or_else(|_| "skb".into());
     let (xdp_flags, bind_flags) = match mode.as_str() {
-        "skb" => (XdpFlags::XDP_FLAGS_SKB_MODE, BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP),
-        "drv" => (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP),
-        "zc" => (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP),
+        "skb" => (
+            XdpFlags::XDP_FLAGS_SKB_MODE,
+            BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP,
+        ),
+        "drv" => (
+            XdpFlags::XDP_FLAGS_DRV_MODE,
+            BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP,
+        ),
+        "zc" => (
+            XdpFlags::XDP_FLAGS_DRV_MODE,
+            BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP,
+        ),
         "auto" => (XdpFlags::empty(), BindFlags::XDP_USE_NEED_WAKEUP),
         m => panic!("unknown XSKPROBE_MODE {m}"),
     };
@@ -219,7 +244,8 @@ fn main() {
         // Give the frames straight back to the kernel via the fill ring.
         let mut put = 0;
         while put < cnt {
-            put += unsafe { fq.produce_and_wakeup(&batch[put..cnt], rx_q.fd_mut(), 0) }.expect("fq produce");
+            put += unsafe { fq.produce_and_wakeup(&batch[put..cnt], rx_q.fd_mut(), 0) }
+                .expect("fq produce");
         }
     }
     println!("[rx] total frames received via XSK: {got}");
@@ -227,16 +253,31 @@ fn main() {
     // ---- TX one frame ----
     if let Some(dst_mac) = peer_mac {
         let src_mac = own_mac(&ifname);
-        let frame = build_udp_frame(dst_mac, src_mac, src_ip, dst_ip, 4000, dst_port, b"hello from xsk-rs tx");
+        let frame = build_udp_frame(
+            dst_mac,
+            src_mac,
+            src_ip,
+            dst_ip,
+            4000,
+            dst_port,
+            b"hello from xsk-rs tx",
+        );
         unsafe {
             umem.data_mut(&mut tx_descs[0])
                 .cursor()
                 .write_all(&frame)
                 .expect("write frame to umem");
         }
-        println!("[tx] sending {} byte frame: {}", frame.len(), hex(&frame[..42]));
+        println!(
+            "[tx] sending {} byte frame: {}",
+            frame.len(),
+            hex(&frame[..42])
+        );
         let sent = unsafe { tx_q.produce_and_wakeup(&tx_descs[..1]) }.expect("tx produce");
-        println!("[tx] produced {sent} desc(s) on tx ring; needs_wakeup={}", tx_q.needs_wakeup());
+        println!(
+            "[tx] produced {sent} desc(s) on tx ring; needs_wakeup={}",
+            tx_q.needs_wakeup()
+        );
         // Wait for completion.
         let mut comp = vec![FrameDesc::default(); 4];
         let t0 = Instant::now();

@@ -1,0 +1,205 @@
+//! A node's whole decision for a frame, stages 1 to 6, on real frames: the
+//! pod asks for its gateway, opens a connection to a ClusterIP, the backend
+//! pod on the same node answers, a backend on another node is reached by
+//! its VTEP, and an expiring TTL comes back as ICMP.
+
+use sluice_dataplane::conntrack::{Conntrack, Timeouts};
+use sluice_dataplane::neighbor::Gateway;
+use sluice_dataplane::node::{handle, Action, NodeTables};
+use sluice_dataplane::pipeline::{Tables, Worker};
+use sluice_dataplane::route::{Cidr, Egress, PortId, Routes};
+use sluice_dataplane::service::ServiceTable;
+use sluice_dataplane::{Addr, Family};
+use sluice_tests::frames::{self, Ip, SYN, SYN_ACK};
+use sluice_tests::verify::check;
+use sluice_tests::{web_service, CLIENT_V4, VIP_V4};
+use std::net::IpAddr;
+
+const CLIENT_PORT: PortId = PortId(1);
+
+fn backend_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x02, i]
+}
+
+/// Node 1 holds the client pod (198.18.1.2) and backends .2 and .3 of
+/// shop/web as if they were local; backend .4 lives on node 2, whose pod
+/// CIDR goes through its VTEP.
+fn node_routes() -> Routes {
+    let mut r = Routes::default();
+    r.add_pod(Addr::from_v4(CLIENT_V4), CLIENT_PORT, frames::POD_MAC);
+    for i in [2u8, 3] {
+        r.add_pod(
+            Addr::from_v4([198, 18, 2, i]),
+            PortId(u16::from(i) + 10),
+            backend_mac(i),
+        );
+    }
+    r.add_tunnel(
+        Cidr {
+            addr: Addr::from_v4([198, 18, 2, 4]),
+            len: 32,
+            family: Family::V4,
+        },
+        Addr::from_v4([198, 18, 0, 2]),
+    );
+    r.add_host(Addr::from_v4([198, 18, 0, 1]));
+    r
+}
+
+struct Node {
+    services: ServiceTable,
+    conntrack: Conntrack,
+    routes: Routes,
+    worker: Worker,
+}
+
+impl Node {
+    fn new() -> Node {
+        let (services, problems) = ServiceTable::build(&[web_service()]);
+        assert!(problems.is_empty());
+        Node {
+            services,
+            conntrack: Conntrack::new(1024, Timeouts::default()),
+            routes: node_routes(),
+            worker: Worker::default(),
+        }
+    }
+    fn handle(&mut self, frame: &mut [u8], reply: &mut [u8]) -> Action {
+        let t = NodeTables {
+            pipeline: Tables {
+                services: &self.services,
+                conntrack: &self.conntrack,
+            },
+            routes: &self.routes,
+            gateway: Gateway::DEFAULT,
+        };
+        handle(frame, &t, &mut self.worker, reply)
+    }
+    fn books_balance(&self) {
+        let c = &self.worker.counters;
+        assert_eq!(
+            c.rx,
+            c.forwarded + c.to_host + c.total_drops() + c.neighbor_replies + c.time_exceeded,
+            "{c:?}"
+        );
+    }
+}
+
+fn to_ip(a: IpAddr) -> Ip {
+    match a {
+        IpAddr::V4(a) => Ip::V4(a.octets()),
+        IpAddr::V6(a) => Ip::V6(a.octets()),
+    }
+}
+
+#[test]
+fn a_pod_reaches_a_clusterip_and_the_answer_comes_back_through_the_gateway() {
+    let mut node = Node::new();
+    let mut reply = [0u8; 1600];
+
+    // 1. The pod asks who 169.254.1.1 is, and is told.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&frames::POD_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&frames::POD_MAC);
+    arp.extend_from_slice(&CLIENT_V4);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[169, 254, 1, 1]);
+    let Action::Reply(n) = node.handle(&mut arp, &mut reply) else {
+        panic!("no ARP answer")
+    };
+    assert_eq!(
+        &reply[22..28],
+        &Gateway::DEFAULT.mac,
+        "sender MAC of the answer is the gateway's"
+    );
+    assert_eq!(n, 42);
+
+    // 2. Many connections to the ClusterIP: each leaves toward its backend.
+    let mut seen_local = 0;
+    let mut seen_tunnel = 0;
+    for sport in 40000..40300u16 {
+        let mut syn = frames::tcp(Ip::V4(CLIENT_V4), sport, Ip::V4(VIP_V4), 80, SYN, b"");
+        let action = node.handle(&mut syn, &mut reply);
+        let out = check(&syn);
+        assert_eq!(out.ttl, 63, "one hop");
+        match action {
+            Action::Transmit(Egress::Pod { port, mac }) => {
+                let IpAddr::V4(b) = out.dst else { panic!() };
+                let i = b.octets()[3];
+                assert_eq!((port, mac), (PortId(u16::from(i) + 10), backend_mac(i)));
+                assert_eq!(&syn[0..6], &mac, "to the backend pod's MAC");
+                assert_eq!(&syn[6..12], &Gateway::DEFAULT.mac, "from the gateway's");
+                seen_local += 1;
+
+                // 3. The backend pod answers; the client sees the VIP.
+                let mut back = frames::tcp(
+                    to_ip(out.dst),
+                    out.dport,
+                    Ip::V4(CLIENT_V4),
+                    sport,
+                    SYN_ACK,
+                    b"",
+                );
+                assert_eq!(
+                    node.handle(&mut back, &mut reply),
+                    Action::Transmit(Egress::Pod {
+                        port: CLIENT_PORT,
+                        mac: frames::POD_MAC
+                    })
+                );
+                let seen = check(&back);
+                assert_eq!((seen.src, seen.sport), (IpAddr::from(VIP_V4), 80));
+            }
+            Action::Transmit(Egress::Tunnel { vtep }) => {
+                assert_eq!(vtep, Addr::from_v4([198, 18, 0, 2]));
+                assert_eq!((out.dst, out.dport), (IpAddr::from([198, 18, 2, 4]), 9090));
+                seen_tunnel += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        seen_local > 150 && seen_tunnel > 60,
+        "{seen_local} local, {seen_tunnel} by tunnel"
+    );
+    node.books_balance();
+}
+
+#[test]
+fn an_expiring_ttl_comes_back_as_time_exceeded_and_node_traffic_goes_to_the_host() {
+    let mut node = Node::new();
+    let mut reply = [0u8; 1600];
+    let mut f = frames::udp(
+        Ip::V4(CLIENT_V4),
+        33434,
+        Ip::V4([198, 18, 2, 3]),
+        33435,
+        b"trace",
+    );
+    f[22] = 1;
+    f[24] = 0;
+    f[25] = 0;
+    let c = sluice_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let Action::Reply(n) = node.handle(&mut f, &mut reply) else {
+        panic!("no time exceeded")
+    };
+    let err = check(&reply[..n]);
+    assert_eq!(
+        (err.src, err.dst),
+        (IpAddr::from(Gateway::DEFAULT.v4), IpAddr::from(CLIENT_V4))
+    );
+    assert_eq!(node.worker.counters.time_exceeded, 1);
+
+    let mut ssh = frames::tcp(
+        Ip::V4(CLIENT_V4),
+        40000,
+        Ip::V4([198, 18, 0, 1]),
+        22,
+        SYN,
+        b"",
+    );
+    assert_eq!(node.handle(&mut ssh, &mut reply), Action::ToHost);
+    node.books_balance();
+}
