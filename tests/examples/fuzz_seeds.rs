@@ -4,18 +4,6 @@
 use sluice_tests::frames::{self, Ip, ACK, SYN, SYN_ACK};
 use sluice_tests::{CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
-/// "Who has 169.254.1.1? Tell 198.18.1.2", as a pod sends it.
-fn arp_for_gateway() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&frames::POD_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&frames::POD_MAC);
-    f.extend_from_slice(&CLIENT_V4);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&[169, 254, 1, 1]);
-    f
-}
-
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
     std::fs::create_dir_all(&dir).expect("create the seed directory");
@@ -50,7 +38,10 @@ fn main() {
         ("sctp6", frames::sctp(c6, 5000, s6, 38412)),
         ("icmp4-echo", frames::echo_request(c4, s4, 7, 1)),
         ("icmp6-echo", frames::echo_request(c6, s6, 7, 1)),
-        ("arp-gateway", arp_for_gateway()),
+        (
+            "arp-gateway",
+            frames::arp_request(CLIENT_V4, [169, 254, 1, 1]),
+        ),
         ("udp4-ttl1", {
             let mut f = frames::udp(c4, 33434, Ip::V4([198, 18, 2, 2]), 33435, b"trace");
             f[22] = 1;

@@ -135,6 +135,18 @@ pub fn echo_request(src: Ip, dst: Ip, id: u16, seq: u16) -> Vec<u8> {
     out
 }
 
+/// "Who has `target`? Tell `sender`", as a pod's kernel sends it.
+pub fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&POD_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&POD_MAC);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
 /// A bit-at-a-time CRC-32C (Castagnoli, reflected 0x82F63B78): the
 /// reference algorithm, independent of the crate the dataplane uses.
 pub fn crc32c_reference(data: &[u8]) -> u32 {

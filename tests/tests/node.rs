@@ -98,13 +98,7 @@ fn a_pod_reaches_a_clusterip_and_the_answer_comes_back_through_the_gateway() {
     let mut reply = [0u8; 1600];
 
     // 1. The pod asks who 169.254.1.1 is, and is told.
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&frames::POD_MAC);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&frames::POD_MAC);
-    arp.extend_from_slice(&CLIENT_V4);
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&[169, 254, 1, 1]);
+    let mut arp = frames::arp_request(CLIENT_V4, [169, 254, 1, 1]);
     let Action::Reply(n) = node.handle(&mut arp, &mut reply) else {
         panic!("no ARP answer")
     };

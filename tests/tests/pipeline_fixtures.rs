@@ -251,13 +251,7 @@ fn traffic_that_is_no_services_passes_untouched() {
 #[test]
 fn arp_goes_to_the_host_and_junk_ethertypes_are_dropped_and_counted() {
     let mut node = Node::web();
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&frames::POD_MAC);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&frames::POD_MAC);
-    arp.extend_from_slice(&CLIENT_V4);
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&[169, 254, 1, 1]);
+    let mut arp = frames::arp_request(CLIENT_V4, [169, 254, 1, 1]);
     assert_eq!(node.process(&mut arp), Verdict::ToHost);
     let mut lldp = vec![0u8; 60];
     lldp[12] = 0x88;
