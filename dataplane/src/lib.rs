@@ -19,6 +19,7 @@ pub mod flow;
 pub mod frag;
 pub mod hash;
 pub mod hugemem;
+pub mod io;
 pub mod nat;
 pub mod neighbor;
 pub mod node;
@@ -27,6 +28,7 @@ pub mod prefetch;
 pub mod route;
 pub mod service;
 pub mod wire;
+pub mod worker;
 
 pub use drop::{DropReason, Verdict};
 pub use flow::{Addr, Family, FlowKey, Proto};

@@ -1,0 +1,41 @@
+//! The I/O backends behind one trait: AF_XDP (the production path), TAP
+//! (the exception path and the fallback), and in memory (tests and
+//! benchmarks).
+//!
+//! The shape follows AF_XDP's: frames live in a pool the backend owns (a
+//! UMEM), ports receive into it and transmit from it by descriptor, and a
+//! worker rewrites frames in place. Forwarding from one port to another
+//! moves a descriptor when the ports share the pool, which is how a UMEM
+//! shared across a node's interfaces avoids copying.
+
+pub mod memory;
+
+/// A frame of the backend's pool: where it is and how long it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub index: u32,
+    pub len: u16,
+}
+
+/// A worker's view of its ports (indices `0..ports()`) and their pool.
+pub trait Backend {
+    fn ports(&self) -> usize;
+    /// Receives up to `out.len()` frames from `port`; returns how many.
+    fn rx(&mut self, port: usize, out: &mut [Frame]) -> usize;
+    /// Queues frames for transmission on `port`; returns how many were
+    /// accepted. The ones not accepted stay the caller's (to free).
+    fn tx(&mut self, port: usize, frames: &[Frame]) -> usize;
+    /// Pushes queued transmissions out (the batched wake-up) and takes back
+    /// the frames the ports are done with.
+    fn flush(&mut self);
+    /// The bytes of a frame, writable in place.
+    fn bytes(&mut self, f: Frame) -> &mut [u8];
+    /// A whole empty frame's buffer, for writing a reply into; `None` when
+    /// the pool is exhausted.
+    fn alloc(&mut self) -> Option<(Frame, &mut [u8])>;
+    /// Returns a frame to the pool.
+    fn free(&mut self, f: Frame);
+    /// Hands a frame to the host kernel (the exception path); the frame is
+    /// the caller's again afterwards.
+    fn to_host(&mut self, f: Frame);
+}

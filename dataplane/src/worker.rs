@@ -1,0 +1,223 @@
+//! A worker: one thread's loop over its ports, shaped like DPDK's l3fwd.
+//! Receive a burst per port, decide every frame (`node::handle`), stage the
+//! transmissions per egress port, flush, and go round again until the stop
+//! flag is raised. The per-core state (counters, fragment table, burst
+//! scratch) is the worker's alone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::counters::Counters;
+use crate::io::{Backend, Frame};
+use crate::node::{handle, Action, NodeTables};
+use crate::pipeline::{Worker as PipelineWorker, BURST};
+use crate::route::{Egress, PortId};
+
+/// How node ports map to the backend's ports. Validated at start: every
+/// pod port must name a backend port, the uplink too.
+#[derive(Clone, Debug)]
+pub struct PortMap {
+    /// `pods[i]` is the backend port of node port `PortId(i)`.
+    pods: Vec<Option<usize>>,
+    uplink: Option<usize>,
+}
+
+/// Why a port map was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortMapError {
+    /// A node port names a backend port that does not exist.
+    NoSuchPort {
+        node_port: u16,
+        backend_port: usize,
+        ports: usize,
+    },
+    /// Two node ports on one backend port.
+    Shared { backend_port: usize },
+}
+
+impl std::fmt::Display for PortMapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortMapError::NoSuchPort {
+                node_port,
+                backend_port,
+                ports,
+            } => {
+                write!(f, "node port {node_port} maps to backend port {backend_port}, but the backend has {ports}")
+            }
+            PortMapError::Shared { backend_port } => {
+                write!(f, "backend port {backend_port} is mapped twice")
+            }
+        }
+    }
+}
+
+impl PortMap {
+    /// `pods` pairs node ports with backend ports; `uplink` is where
+    /// uplink-bound traffic leaves (`None`: it is dropped, counted).
+    pub fn new(
+        pods: &[(PortId, usize)],
+        uplink: Option<usize>,
+        backend_ports: usize,
+    ) -> Result<PortMap, PortMapError> {
+        let mut map = vec![
+            None;
+            pods.iter()
+                .map(|(p, _)| usize::from(p.0) + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        let mut used = vec![false; backend_ports];
+        for &(PortId(node_port), backend_port) in pods
+            .iter()
+            .chain(uplink.map(|u| (PortId(u16::MAX), u)).iter())
+        {
+            if backend_port >= backend_ports {
+                return Err(PortMapError::NoSuchPort {
+                    node_port,
+                    backend_port,
+                    ports: backend_ports,
+                });
+            }
+            if std::mem::replace(&mut used[backend_port], true) {
+                return Err(PortMapError::Shared { backend_port });
+            }
+            if node_port != u16::MAX {
+                map[usize::from(node_port)] = Some(backend_port);
+            }
+        }
+        Ok(PortMap { pods: map, uplink })
+    }
+
+    fn egress(&self, e: Egress) -> Option<usize> {
+        match e {
+            Egress::Pod { port, .. } => self.pods.get(usize::from(port.0)).copied().flatten(),
+            Egress::Uplink => self.uplink,
+            // VXLAN encapsulation comes with multi-node: until then a frame
+            // for another node has no way out, and is counted.
+            Egress::Tunnel { .. } => None,
+            Egress::Host => None,
+        }
+    }
+}
+
+/// Counters of the loop itself, beside the pipeline's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoopCounters {
+    pub bursts: u64,
+    pub tx: u64,
+    /// A TX ring was full: the frame was dropped (expected 0 but under
+    /// overload).
+    pub tx_full: u64,
+    /// No frame left in the pool for a reply (expected 0: the pool is sized
+    /// for a burst per port plus the rings).
+    pub pool_empty: u64,
+    /// Frames whose egress has no port here (another node, before VXLAN).
+    pub no_egress: u64,
+}
+
+pub struct Worker<B: Backend> {
+    pub backend: B,
+    pub map: PortMap,
+    pub pipeline: PipelineWorker,
+    pub counters: LoopCounters,
+    staged: Vec<Vec<Frame>>,
+    reply: Vec<u8>,
+}
+
+impl<B: Backend> Worker<B> {
+    pub fn new(backend: B, map: PortMap) -> Worker<B> {
+        let ports = backend.ports();
+        Worker {
+            backend,
+            map,
+            pipeline: PipelineWorker::default(),
+            counters: LoopCounters::default(),
+            staged: (0..ports)
+                .map(|_| Vec::with_capacity(BURST * ports))
+                .collect(),
+            reply: vec![0; 2048],
+        }
+    }
+
+    /// The pipeline's counters.
+    pub fn packet_counters(&self) -> &Counters {
+        &self.pipeline.counters
+    }
+
+    /// One round: a burst from every port, decided, transmitted. Returns
+    /// how many frames it received.
+    pub fn poll(&mut self, t: &NodeTables<'_>) -> usize {
+        self.pipeline.tick(t.pipeline.conntrack);
+        let mut got = 0;
+        let mut burst = [Frame { index: 0, len: 0 }; BURST];
+        for port in 0..self.backend.ports() {
+            let n = self.backend.rx(port, &mut burst);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            self.counters.bursts += 1;
+            for &f in &burst[..n] {
+                let action = handle(
+                    self.backend.bytes(f),
+                    t,
+                    &mut self.pipeline,
+                    &mut self.reply,
+                );
+                self.act(port, f, action);
+            }
+        }
+        for port in 0..self.staged.len() {
+            if self.staged[port].is_empty() {
+                continue;
+            }
+            let sent = self.backend.tx(port, &self.staged[port]);
+            self.counters.tx += sent as u64;
+            for &f in &self.staged[port][sent..] {
+                self.counters.tx_full += 1;
+                self.backend.free(f);
+            }
+            self.staged[port].clear();
+        }
+        self.backend.flush();
+        got
+    }
+
+    fn act(&mut self, ingress: usize, f: Frame, action: Action) {
+        match action {
+            Action::Transmit(e) => match self.map.egress(e) {
+                Some(port) => self.staged[port].push(f),
+                None => {
+                    self.counters.no_egress += 1;
+                    self.backend.free(f);
+                }
+            },
+            Action::Reply(n) => {
+                self.backend.free(f);
+                match self.backend.alloc() {
+                    Some((mut r, buf)) => {
+                        buf[..n].copy_from_slice(&self.reply[..n]);
+                        r.len = n as u16;
+                        self.staged[ingress].push(r);
+                    }
+                    None => self.counters.pool_empty += 1,
+                }
+            }
+            Action::ToHost => {
+                self.backend.to_host(f);
+                self.backend.free(f);
+            }
+            Action::Drop(_) => self.backend.free(f),
+        }
+    }
+
+    /// Polls until `stop` is raised; idles with a spin hint when there is
+    /// nothing to receive (a busy-polling worker owns its core).
+    pub fn run(&mut self, t: &NodeTables<'_>, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.poll(t) == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The worker loop over the in-memory backend: frames in on pod ports, out
+//! on the right ports, replies back where they came from, no frame of the
+//! pool lost, and the loop stops on its flag.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sluice_dataplane::conntrack::{Conntrack, Timeouts};
+use sluice_dataplane::io::memory::MemoryBackend;
+use sluice_dataplane::neighbor::Gateway;
+use sluice_dataplane::node::NodeTables;
+use sluice_dataplane::pipeline::Tables;
+use sluice_dataplane::route::{Cidr, PortId, Routes};
+use sluice_dataplane::service::ServiceTable;
+use sluice_dataplane::worker::{PortMap, PortMapError, Worker};
+use sluice_dataplane::{Addr, Family};
+use sluice_tests::frames::{self, Ip, SYN, SYN_ACK};
+use sluice_tests::verify::check;
+use sluice_tests::{web_service, CLIENT_V4, VIP_V4};
+
+const POOL: usize = 512;
+
+fn routes() -> Routes {
+    let mut r = Routes::default();
+    r.add_pod(Addr::from_v4(CLIENT_V4), PortId(1), frames::POD_MAC);
+    r.add_pod(
+        Addr::from_v4([198, 18, 2, 2]),
+        PortId(12),
+        [2, 0, 0, 0, 2, 2],
+    );
+    r.add_pod(
+        Addr::from_v4([198, 18, 2, 3]),
+        PortId(13),
+        [2, 0, 0, 0, 2, 3],
+    );
+    r.add_tunnel(
+        Cidr {
+            addr: Addr::from_v4([198, 18, 2, 4]),
+            len: 32,
+            family: Family::V4,
+        },
+        Addr::from_v4([198, 18, 0, 2]),
+    );
+    r
+}
+
+/// Backend ports: 0 the client pod, 1 and 2 the backend pods, 3 the uplink.
+fn worker() -> Worker<MemoryBackend> {
+    let map = PortMap::new(
+        &[(PortId(1), 0), (PortId(12), 1), (PortId(13), 2)],
+        Some(3),
+        4,
+    )
+    .expect("a valid map");
+    Worker::new(MemoryBackend::new(4, POOL), map)
+}
+
+#[test]
+fn frames_go_out_of_the_right_ports_and_the_pool_loses_nothing() {
+    let (services, _) = ServiceTable::build(&[web_service()]);
+    let conntrack = Conntrack::new(4096, Timeouts::default());
+    let routes = routes();
+    let t = NodeTables {
+        pipeline: Tables {
+            services: &services,
+            conntrack: &conntrack,
+        },
+        routes: &routes,
+        gateway: Gateway::DEFAULT,
+    };
+    let mut w = worker();
+
+    w.backend.incoming[0].push_back(frames::arp_request(CLIENT_V4, [169, 254, 1, 1]));
+    for sport in 40000..40100u16 {
+        w.backend.incoming[0].push_back(frames::tcp(
+            Ip::V4(CLIENT_V4),
+            sport,
+            Ip::V4(VIP_V4),
+            80,
+            SYN,
+            b"",
+        ));
+    }
+    while w.poll(&t) > 0 {}
+    assert_eq!(
+        w.backend.sent[0].len(),
+        1,
+        "the ARP answer goes back out of the client's port"
+    );
+    let to_backends = w.backend.sent[1].len() + w.backend.sent[2].len();
+    assert!(
+        to_backends > 40,
+        "{to_backends} SYNs reached local backends"
+    );
+    assert_eq!(
+        to_backends as u64 + w.counters.no_egress,
+        100,
+        "the rest had no way out (their backend is on another node)"
+    );
+
+    // The backends answer; every answer reaches the client from the VIP.
+    for port in [1usize, 2] {
+        let syns: Vec<_> = w.backend.sent[port].drain(..).collect();
+        for syn in syns {
+            let s = check(&syn);
+            let IpAddr::V4(b) = s.dst else { panic!() };
+            w.backend.incoming[port].push_back(frames::tcp(
+                Ip::V4(b.octets()),
+                s.dport,
+                Ip::V4(CLIENT_V4),
+                s.sport,
+                SYN_ACK,
+                b"",
+            ));
+        }
+    }
+    while w.poll(&t) > 0 {}
+    let answers = &w.backend.sent[0][1..];
+    assert_eq!(answers.len(), to_backends);
+    for a in answers {
+        let s = check(a);
+        assert_eq!((s.src, s.sport), (IpAddr::from(VIP_V4), 80));
+    }
+    assert_eq!(
+        w.backend.free_frames(),
+        POOL,
+        "every frame came back to the pool"
+    );
+    let c = w.packet_counters();
+    assert_eq!(
+        c.rx,
+        c.forwarded + c.to_host + c.total_drops() + c.neighbor_replies + c.time_exceeded
+    );
+}
+
+#[test]
+fn a_full_tx_ring_drops_and_counts_without_leaking() {
+    let (services, _) = ServiceTable::build(&[web_service()]);
+    let conntrack = Conntrack::new(4096, Timeouts::default());
+    let routes = routes();
+    let t = NodeTables {
+        pipeline: Tables {
+            services: &services,
+            conntrack: &conntrack,
+        },
+        routes: &routes,
+        gateway: Gateway::DEFAULT,
+    };
+    let mut w = worker();
+    w.backend.tx_ring = 2;
+    for sport in 0..32u16 {
+        w.backend.incoming[1].push_back(frames::tcp(
+            Ip::V4([198, 18, 2, 2]),
+            8080,
+            Ip::V4(CLIENT_V4),
+            1000 + sport,
+            SYN_ACK,
+            b"",
+        ));
+    }
+    w.poll(&t);
+    assert_eq!(w.backend.sent[0].len(), 2);
+    assert_eq!(w.counters.tx_full, 30);
+    assert_eq!(w.backend.free_frames(), POOL);
+}
+
+#[test]
+fn bad_port_maps_are_refused_with_the_reason() {
+    assert_eq!(
+        PortMap::new(&[(PortId(1), 5)], None, 4).unwrap_err(),
+        PortMapError::NoSuchPort {
+            node_port: 1,
+            backend_port: 5,
+            ports: 4
+        }
+    );
+    assert_eq!(
+        PortMap::new(&[(PortId(1), 0), (PortId(2), 0)], None, 4).unwrap_err(),
+        PortMapError::Shared { backend_port: 0 }
+    );
+    assert_eq!(
+        PortMap::new(&[(PortId(1), 0)], Some(0), 4).unwrap_err(),
+        PortMapError::Shared { backend_port: 0 }
+    );
+    assert!(PortMapError::Shared { backend_port: 3 }
+        .to_string()
+        .contains("port 3"));
+}
+
+#[test]
+fn the_loop_stops_on_its_flag() {
+    let (services, _) = ServiceTable::build(&[web_service()]);
+    let conntrack = Conntrack::new(64, Timeouts::default());
+    let routes = routes();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let t = NodeTables {
+                pipeline: Tables {
+                    services: &services,
+                    conntrack: &conntrack,
+                },
+                routes: &routes,
+                gateway: Gateway::DEFAULT,
+            };
+            let mut w = worker();
+            w.backend.incoming[0].push_back(frames::arp_request(CLIENT_V4, [169, 254, 1, 1]));
+            w.run(&t, &stop);
+            w.backend.sent[0].len()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(h.join().unwrap(), 1, "it answered before it stopped");
+    });
+}
