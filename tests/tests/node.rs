@@ -3,77 +3,32 @@
 //! pod on the same node answers, a backend on another node is reached by
 //! its VTEP, and an expiring TTL comes back as ICMP.
 
-use sluice_dataplane::conntrack::{Conntrack, Timeouts};
 use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::node::{handle, Action, NodeTables};
-use sluice_dataplane::pipeline::{Tables, Worker};
-use sluice_dataplane::route::{Cidr, Egress, PortId, Routes};
-use sluice_dataplane::service::ServiceTable;
-use sluice_dataplane::{Addr, Family};
+use sluice_dataplane::node::{handle, Action};
+use sluice_dataplane::pipeline::Worker;
+use sluice_dataplane::route::{Egress, PortId};
+use sluice_dataplane::Addr;
 use sluice_tests::frames::{self, Ip, SYN, SYN_ACK};
 use sluice_tests::verify::check;
-use sluice_tests::{web_service, CLIENT_V4, VIP_V4};
+use sluice_tests::{backend_mac, NodeWorld, CLIENT_V4, VIP_V4};
 use std::net::IpAddr;
 
 const CLIENT_PORT: PortId = PortId(1);
 
-fn backend_mac(i: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x02, i]
-}
-
-/// Node 1 holds the client pod (198.18.1.2) and backends .2 and .3 of
-/// shop/web as if they were local; backend .4 lives on node 2, whose pod
-/// CIDR goes through its VTEP.
-fn node_routes() -> Routes {
-    let mut r = Routes::default();
-    r.add_pod(Addr::from_v4(CLIENT_V4), CLIENT_PORT, frames::POD_MAC);
-    for i in [2u8, 3] {
-        r.add_pod(
-            Addr::from_v4([198, 18, 2, i]),
-            PortId(u16::from(i) + 10),
-            backend_mac(i),
-        );
-    }
-    r.add_tunnel(
-        Cidr {
-            addr: Addr::from_v4([198, 18, 2, 4]),
-            len: 32,
-            family: Family::V4,
-        },
-        Addr::from_v4([198, 18, 0, 2]),
-    );
-    r.add_host(Addr::from_v4([198, 18, 0, 1]));
-    r
-}
-
 struct Node {
-    services: ServiceTable,
-    conntrack: Conntrack,
-    routes: Routes,
+    world: NodeWorld,
     worker: Worker,
 }
 
 impl Node {
     fn new() -> Node {
-        let (services, problems) = ServiceTable::build(&[web_service()]);
-        assert!(problems.is_empty());
         Node {
-            services,
-            conntrack: Conntrack::new(1024, Timeouts::default()),
-            routes: node_routes(),
+            world: NodeWorld::new(),
             worker: Worker::default(),
         }
     }
     fn handle(&mut self, frame: &mut [u8], reply: &mut [u8]) -> Action {
-        let t = NodeTables {
-            pipeline: Tables {
-                services: &self.services,
-                conntrack: &self.conntrack,
-            },
-            routes: &self.routes,
-            gateway: Gateway::DEFAULT,
-        };
-        handle(frame, &t, &mut self.worker, reply)
+        handle(frame, &self.world.tables(), &mut self.worker, reply)
     }
     fn books_balance(&self) {
         let c = &self.worker.counters;

@@ -5,44 +5,14 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sluice_dataplane::conntrack::{Conntrack, Timeouts};
 use sluice_dataplane::io::memory::MemoryBackend;
-use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::node::NodeTables;
-use sluice_dataplane::pipeline::Tables;
-use sluice_dataplane::route::{Cidr, PortId, Routes};
-use sluice_dataplane::service::ServiceTable;
+use sluice_dataplane::route::PortId;
 use sluice_dataplane::worker::{PortMap, PortMapError, Worker};
-use sluice_dataplane::{Addr, Family};
 use sluice_tests::frames::{self, Ip, SYN, SYN_ACK};
 use sluice_tests::verify::check;
-use sluice_tests::{web_service, CLIENT_V4, VIP_V4};
+use sluice_tests::{NodeWorld, CLIENT_V4, VIP_V4};
 
 const POOL: usize = 512;
-
-fn routes() -> Routes {
-    let mut r = Routes::default();
-    r.add_pod(Addr::from_v4(CLIENT_V4), PortId(1), frames::POD_MAC);
-    r.add_pod(
-        Addr::from_v4([198, 18, 2, 2]),
-        PortId(12),
-        [2, 0, 0, 0, 2, 2],
-    );
-    r.add_pod(
-        Addr::from_v4([198, 18, 2, 3]),
-        PortId(13),
-        [2, 0, 0, 0, 2, 3],
-    );
-    r.add_tunnel(
-        Cidr {
-            addr: Addr::from_v4([198, 18, 2, 4]),
-            len: 32,
-            family: Family::V4,
-        },
-        Addr::from_v4([198, 18, 0, 2]),
-    );
-    r
-}
 
 /// Backend ports: 0 the client pod, 1 and 2 the backend pods, 3 the uplink.
 fn worker() -> Worker<MemoryBackend> {
@@ -57,17 +27,8 @@ fn worker() -> Worker<MemoryBackend> {
 
 #[test]
 fn frames_go_out_of_the_right_ports_and_the_pool_loses_nothing() {
-    let (services, _) = ServiceTable::build(&[web_service()]);
-    let conntrack = Conntrack::new(4096, Timeouts::default());
-    let routes = routes();
-    let t = NodeTables {
-        pipeline: Tables {
-            services: &services,
-            conntrack: &conntrack,
-        },
-        routes: &routes,
-        gateway: Gateway::DEFAULT,
-    };
+    let world = NodeWorld::new();
+    let t = world.tables();
     let mut w = worker();
 
     w.backend.incoming[0].push_back(frames::arp_request(CLIENT_V4, [169, 254, 1, 1]));
@@ -135,17 +96,8 @@ fn frames_go_out_of_the_right_ports_and_the_pool_loses_nothing() {
 
 #[test]
 fn a_full_tx_ring_drops_and_counts_without_leaking() {
-    let (services, _) = ServiceTable::build(&[web_service()]);
-    let conntrack = Conntrack::new(4096, Timeouts::default());
-    let routes = routes();
-    let t = NodeTables {
-        pipeline: Tables {
-            services: &services,
-            conntrack: &conntrack,
-        },
-        routes: &routes,
-        gateway: Gateway::DEFAULT,
-    };
+    let world = NodeWorld::new();
+    let t = world.tables();
     let mut w = worker();
     w.backend.tx_ring = 2;
     for sport in 0..32u16 {
@@ -189,20 +141,11 @@ fn bad_port_maps_are_refused_with_the_reason() {
 
 #[test]
 fn the_loop_stops_on_its_flag() {
-    let (services, _) = ServiceTable::build(&[web_service()]);
-    let conntrack = Conntrack::new(64, Timeouts::default());
-    let routes = routes();
+    let world = NodeWorld::new();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let h = s.spawn(|| {
-            let t = NodeTables {
-                pipeline: Tables {
-                    services: &services,
-                    conntrack: &conntrack,
-                },
-                routes: &routes,
-                gateway: Gateway::DEFAULT,
-            };
+            let t = world.tables();
             let mut w = worker();
             w.backend.incoming[0].push_back(frames::arp_request(CLIENT_V4, [169, 254, 1, 1]));
             w.run(&t, &stop);
