@@ -4,7 +4,7 @@
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo not found. Sluice builds with a stable Rust toolchain (1.80 or newer);" >&2
+    echo "setup: cargo not found. Sluice builds with a stable Rust toolchain (1.87 or newer);" >&2
     echo "setup: install one (rustup or Debian's cargo package) and run this again." >&2
     exit 1
 fi

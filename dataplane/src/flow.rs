@@ -119,7 +119,7 @@ impl Proto {
 /// For ICMP echo the identifier is the source "port" of a request and the
 /// destination "port" of a reply, so that a reply's key is exactly the
 /// reverse of its request's.
-#[derive(Clone, Copy, Eq, Hash, Debug)]
+#[derive(Clone, Copy, Eq, Debug)]
 pub struct FlowKey {
     pub src: Addr,
     pub dst: Addr,
@@ -135,6 +135,15 @@ impl PartialEq for FlowKey {
     #[inline]
     fn eq(&self, o: &FlowKey) -> bool {
         ((self.src.0 ^ o.src.0) | (self.dst.0 ^ o.dst.0)) == 0 && self.tail() == o.tail()
+    }
+}
+
+/// Hashes the same three words that equality compares.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(self.src.0);
+        h.write_u128(self.dst.0);
+        h.write_u64(self.tail());
     }
 }
 

@@ -74,7 +74,7 @@ impl Routes {
     pub fn add_tunnel(&mut self, cidr: Cidr, vtep: Addr) {
         self.tunnels.push((cidr, vtep));
         // Longest prefix first: a node's /24 inside a cluster /16.
-        self.tunnels.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+        self.tunnels.sort_by_key(|t| std::cmp::Reverse(t.0.len));
     }
     pub fn add_host(&mut self, addr: Addr) {
         self.host.push(addr);

@@ -165,7 +165,7 @@ mod tests {
                         _ => unreachable!(),
                     },
                     p.ip_proto,
-                    (p.end - p.l4) as u32,
+                    p.end - p.l4,
                 ),
             };
             assert_eq!(

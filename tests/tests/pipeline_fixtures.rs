@@ -214,9 +214,8 @@ fn flows_spread_over_ready_backends_only_and_named_ports_resolve_per_backend() {
         !hits.contains_key(&(v4([198, 18, 2, 5]), 8080)),
         "terminating backend took new flows"
     );
-    assert_eq!(
-        hits.get(&(v4([198, 18, 2, 4]), 9090)).is_some(),
-        true,
+    assert!(
+        hits.contains_key(&(v4([198, 18, 2, 4]), 9090)),
         "named port resolved to 9090 on .4"
     );
     assert_eq!(hits.len(), 3, "{hits:?}");

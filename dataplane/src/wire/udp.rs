@@ -40,7 +40,7 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
     pub fn dport(&self) -> u16 {
         be16(self.buf.as_ref(), field::DPORT)
     }
-    pub fn len(&self) -> usize {
+    pub fn length(&self) -> usize {
         usize::from(be16(self.buf.as_ref(), field::LEN))
     }
     pub fn checksum(&self) -> u16 {
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn reads_and_checks_length() {
         let d = UdpDatagram::new_checked(&DGRAM[..], 12).unwrap();
-        assert_eq!((d.sport(), d.dport(), d.len()), (12345, 53, 12));
+        assert_eq!((d.sport(), d.dport(), d.length()), (12345, 53, 12));
         assert!(
             UdpDatagram::new_checked(&DGRAM[..], 11).is_none(),
             "longer than the IP payload"
