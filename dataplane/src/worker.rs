@@ -158,12 +158,10 @@ impl<B: Backend> Worker<B> {
             got += n;
             self.counters.bursts += 1;
             for &f in &burst[..n] {
-                let action = handle(
-                    self.backend.bytes(f),
-                    t,
-                    &mut self.pipeline,
-                    &mut self.reply,
-                );
+                let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
+                let action = self
+                    .backend
+                    .with_bytes(f, |bytes| handle(bytes, t, pipeline, reply));
                 self.act(port, f, action);
             }
         }
@@ -194,12 +192,12 @@ impl<B: Backend> Worker<B> {
             },
             Action::Reply(n) => {
                 self.backend.free(f);
-                match self.backend.alloc() {
-                    Some((mut r, buf)) => {
-                        buf[..n].copy_from_slice(&self.reply[..n]);
-                        r.len = n as u16;
-                        self.staged[ingress].push(r);
-                    }
+                let reply = &self.reply[..n];
+                match self.backend.alloc_with(|buf| {
+                    buf[..n].copy_from_slice(reply);
+                    n
+                }) {
+                    Some(r) => self.staged[ingress].push(r),
                     None => self.counters.pool_empty += 1,
                 }
             }

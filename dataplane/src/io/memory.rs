@@ -84,19 +84,17 @@ impl Backend for MemoryBackend {
         }
     }
 
-    fn bytes(&mut self, f: Frame) -> &mut [u8] {
-        &mut self.pool[f.index as usize][..usize::from(f.len)]
+    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
+        op(&mut self.pool[f.index as usize][..usize::from(f.len)])
     }
 
-    fn alloc(&mut self) -> Option<(Frame, &mut [u8])> {
+    fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
         let index = self.free.pop()?;
-        Some((
-            Frame {
-                index,
-                len: FRAME_SIZE as u16,
-            },
-            &mut self.pool[index as usize][..],
-        ))
+        let len = write(&mut self.pool[index as usize][..]).min(FRAME_SIZE);
+        Some(Frame {
+            index,
+            len: len as u16,
+        })
     }
 
     fn free(&mut self, f: Frame) {

@@ -28,11 +28,13 @@ pub trait Backend {
     /// Pushes queued transmissions out (the batched wake-up) and takes back
     /// the frames the ports are done with.
     fn flush(&mut self);
-    /// The bytes of a frame, writable in place.
-    fn bytes(&mut self, f: Frame) -> &mut [u8];
-    /// A whole empty frame's buffer, for writing a reply into; `None` when
-    /// the pool is exhausted.
-    fn alloc(&mut self) -> Option<(Frame, &mut [u8])>;
+    /// Lends a frame's bytes, writable in place, to `op`. A closure rather
+    /// than a returned slice because AF_XDP's UMEM lends its frames only
+    /// for the length of a borrow (docs/afxdp.md).
+    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R;
+    /// Takes an empty frame and lets `write` fill it; `write` returns the
+    /// length. `None` when the pool is exhausted.
+    fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame>;
     /// Returns a frame to the pool.
     fn free(&mut self, f: Frame);
     /// Hands a frame to the host kernel (the exception path); the frame is
