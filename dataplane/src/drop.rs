@@ -86,6 +86,9 @@ reasons! {
     RewriteOutOfBounds => "rewrite_out_of_bounds",
     /// TTL or hop limit ran out.
     TtlExceeded => "ttl_exceeded",
+    /// Link-local, multicast or broadcast: for the link, not to be routed
+    /// (IPv6 neighbour and router discovery, MLD, mDNS...).
+    NotRoutable => "not_routable",
 }
 
 /// What the pipeline decided for one frame.

@@ -137,6 +137,9 @@ pub fn forward(
         }
         _ => return Routed::Drop(DropReason::RewriteOutOfBounds),
     };
+    if !routable(dst, family) {
+        return Routed::Drop(DropReason::NotRoutable);
+    }
     let egress = routes.lookup(dst, family);
     // Traffic for the node itself is not forwarded by us: the host's stack
     // does its own TTL accounting.
@@ -163,6 +166,21 @@ pub fn forward(
         frame[6..12].copy_from_slice(&gw.mac);
     }
     Routed::Transmit(egress)
+}
+
+/// Whether a destination may be routed at all: link-local, multicast and
+/// broadcast addresses belong to the link they were sent on.
+fn routable(dst: Addr, family: Family) -> bool {
+    match family {
+        Family::V4 => {
+            let o = dst.v4_octets();
+            !(o[0] >= 224 || (o[0] == 169 && o[1] == 254) || o == [0; 4])
+        }
+        Family::V6 => {
+            let o = dst.v6_octets();
+            !(o[0] == 0xff || (o[0] == 0xfe && o[1] & 0xc0 == 0x80) || o == [0; 16])
+        }
+    }
 }
 
 /// Writes the ICMP time-exceeded error for the frame into `out`; `None` when

@@ -216,3 +216,46 @@ fn no_time_exceeded_for_icmp_errors_and_traffic_to_the_node_is_not_aged() {
         Routed::Transmit(Egress::Host)
     );
 }
+
+#[test]
+fn link_scoped_and_multicast_destinations_are_not_routed() {
+    let r = routes();
+    let gw = Gateway::DEFAULT;
+    let mut out = [0u8; 1600];
+    // mDNS to 224.0.0.251, and IPv6 traffic for the link (an MLD report to
+    // ff02::16 with hop limit 1 must not earn a time-exceeded).
+    let mut mdns = frames::udp(
+        Ip::V4(CLIENT_V4),
+        5353,
+        Ip::V4([224, 0, 0, 251]),
+        5353,
+        b"q",
+    );
+    assert_eq!(
+        forward(&mut mdns, 14, Family::V4, &r, &gw, &mut out),
+        Routed::Drop(DropReason::NotRoutable)
+    );
+    let mut mld = frames::udp(
+        Ip::V6(CLIENT_V6),
+        1,
+        Ip::V6([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16]),
+        1,
+        b"x",
+    );
+    mld[14 + 7] = 1;
+    assert_eq!(
+        forward(&mut mld, 14, Family::V6, &r, &gw, &mut out),
+        Routed::Drop(DropReason::NotRoutable)
+    );
+    let mut ll = frames::udp(
+        Ip::V6(CLIENT_V6),
+        1,
+        Ip::V6([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        1,
+        b"x",
+    );
+    assert_eq!(
+        forward(&mut ll, 14, Family::V6, &r, &gw, &mut out),
+        Routed::Drop(DropReason::NotRoutable)
+    );
+}

@@ -8,6 +8,8 @@
 //! moves a descriptor when the ports share the pool, which is how a UMEM
 //! shared across a node's interfaces avoids copying.
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 pub mod memory;
 
 /// A frame of the backend's pool: where it is and how long it is.

@@ -1,0 +1,313 @@
+//! The AF_XDP backend (xsk-rs): one UMEM and one socket per port, on queue
+//! 0, generic (SKB) XDP in copy mode with need_wakeup, which is what veth
+//! allows on this project's machines (docs/afxdp.md). Forwarding between
+//! ports copies the frame into the egress port's UMEM; a UMEM shared across
+//! ports, which would move descriptors instead, needs zero-copy-capable
+//! drivers and comes later.
+//!
+//! Ownership of a frame is always one of: the port's free list, the kernel
+//! (fill or TX ring, until it comes back on RX or completion), or the worker
+//! (between `rx` and `tx`/`free`).
+
+#![allow(unsafe_code)]
+
+use std::io::Write;
+
+use xsk_rs::config::{BindFlags, FrameSize, QueueSize, SocketConfig, UmemConfig, XdpFlags};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use super::{Backend, Frame};
+
+const FRAME_SIZE: usize = 2048;
+
+/// Sizes of a port's pool and rings.
+#[derive(Clone, Copy, Debug)]
+pub struct AfXdpConfig {
+    /// Frames of each port's UMEM (a power of two).
+    pub frames: u32,
+    /// Entries of each ring (a power of two, at most `frames / 2`).
+    pub ring: u32,
+}
+
+impl Default for AfXdpConfig {
+    fn default() -> Self {
+        AfXdpConfig {
+            frames: 4096,
+            ring: 1024,
+        }
+    }
+}
+
+/// Why a port could not be opened.
+#[derive(Debug)]
+pub enum AfXdpError {
+    Config(String),
+    Umem { port: String, reason: String },
+    Socket { port: String, reason: String },
+}
+
+impl std::fmt::Display for AfXdpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AfXdpError::Config(r) => write!(f, "AF_XDP configuration: {r}"),
+            AfXdpError::Umem { port, reason } => write!(f, "AF_XDP UMEM for {port}: {reason}"),
+            AfXdpError::Socket { port, reason } => {
+                write!(f, "AF_XDP socket on {port} queue 0: {reason}")
+            }
+        }
+    }
+}
+
+struct Port {
+    descs: Vec<FrameDesc>,
+    free: Vec<u32>,
+    fq: FillQueue,
+    cq: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    // Dropped after the rings (field order): the UMEM must outlive them.
+    umem: Umem,
+}
+
+pub struct AfXdpBackend {
+    ports: Vec<Port>,
+    frames: u32,
+    scratch: Vec<FrameDesc>,
+    reply: Vec<u8>,
+    /// Frames meant for the host, which has no path yet (TAP comes later).
+    pub to_host_dropped: u64,
+}
+
+/// Replaces a frame's contents. xsk-rs's cursor starts at the frame's
+/// current length (it appends), so it is rewound first.
+fn write_frame(mut data: xsk_rs::umem::frame::DataMut<'_>, bytes: &[u8]) -> bool {
+    let mut c = data.cursor();
+    c.set_pos(0);
+    c.write_all(bytes).is_ok()
+}
+
+fn index_of(d: &FrameDesc) -> u32 {
+    (d.addr() / FRAME_SIZE) as u32
+}
+
+impl AfXdpBackend {
+    /// Opens every interface of `ifnames` (in the calling thread's network
+    /// namespace) as a port, in that order.
+    pub fn open(ifnames: &[&str], cfg: AfXdpConfig) -> Result<AfXdpBackend, AfXdpError> {
+        let q = |n: u32| {
+            QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
+        };
+        let mut ports = Vec::new();
+        for name in ifnames {
+            let ucfg = UmemConfig::builder()
+                .frame_size(
+                    FrameSize::new(FRAME_SIZE as u32)
+                        .map_err(|e| AfXdpError::Config(e.to_string()))?,
+                )
+                .fill_queue_size(q(cfg.ring)?)
+                .comp_queue_size(q(cfg.ring)?)
+                .build()
+                .map_err(|e| AfXdpError::Config(e.to_string()))?;
+            let count = cfg
+                .frames
+                .try_into()
+                .map_err(|e| AfXdpError::Config(format!("{e}")))?;
+            let (umem, descs) = Umem::new(ucfg, count, false).map_err(|e| AfXdpError::Umem {
+                port: name.to_string(),
+                reason: e.to_string(),
+            })?;
+            let scfg = SocketConfig::builder()
+                .rx_queue_size(q(cfg.ring)?)
+                .tx_queue_size(q(cfg.ring)?)
+                .xdp_flags(XdpFlags::XDP_FLAGS_SKB_MODE)
+                .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            let ifname = name
+                .parse()
+                .map_err(|e| AfXdpError::Config(format!("interface {name}: {e}")))?;
+            // SAFETY: the UMEM is fresh and used by this socket only; it is
+            // dropped after the socket's rings (field order of `Port`).
+            let (tx, rx, fq_cq) = unsafe { Socket::new(scfg, &umem, &ifname, 0) }.map_err(|e| {
+                AfXdpError::Socket {
+                    port: name.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let (fq, cq) = fq_cq.ok_or_else(|| AfXdpError::Socket {
+                port: name.to_string(),
+                reason: "no fill and completion rings (UMEM already bound)".into(),
+            })?;
+            let free = descs.iter().map(index_of).rev().collect();
+            ports.push(Port {
+                descs,
+                free,
+                fq,
+                cq,
+                rx,
+                tx,
+                umem,
+            });
+        }
+        let mut b = AfXdpBackend {
+            ports,
+            frames: cfg.frames,
+            scratch: Vec::with_capacity(cfg.ring as usize),
+            reply: vec![0; FRAME_SIZE],
+            to_host_dropped: 0,
+        };
+        for p in 0..b.ports.len() {
+            b.refill(p, cfg.ring as usize);
+        }
+        Ok(b)
+    }
+
+    fn split(&self, f: Frame) -> (usize, usize) {
+        (
+            (f.index / self.frames) as usize,
+            (f.index % self.frames) as usize,
+        )
+    }
+
+    /// Gives up to `want` free frames of port `p` to its fill ring.
+    fn refill(&mut self, p: usize, want: usize) {
+        let port = &mut self.ports[p];
+        self.scratch.clear();
+        while self.scratch.len() < want {
+            let Some(i) = port.free.pop() else { break };
+            self.scratch.push(port.descs[i as usize]);
+        }
+        // SAFETY: the frames come off the free list: nobody else holds them.
+        let n = unsafe { port.fq.produce(&self.scratch) };
+        for d in &self.scratch[n..] {
+            port.free.push(index_of(d));
+        }
+        if n > 0 && port.fq.needs_wakeup() {
+            let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
+        }
+    }
+}
+
+impl Backend for AfXdpBackend {
+    fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {
+        let base = p as u32 * self.frames;
+        let port = &mut self.ports[p];
+        self.scratch.clear();
+        self.scratch.resize(out.len(), FrameDesc::default());
+        // SAFETY: the descriptors written are frames the kernel hands back;
+        // they become the worker's until `tx` or `free`.
+        let n = unsafe { port.rx.consume(&mut self.scratch) };
+        for (o, d) in out.iter_mut().zip(&self.scratch[..n]) {
+            let i = index_of(d);
+            port.descs[i as usize] = *d;
+            *o = Frame {
+                index: base + i,
+                len: d.lengths().data() as u16,
+            };
+        }
+        if n == 0 && port.fq.needs_wakeup() {
+            let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
+        }
+        self.refill(p, n);
+        n
+    }
+
+    fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
+        let mut accepted = 0;
+        for &f in frames {
+            let (src, i) = self.split(f);
+            let ok = if src == egress {
+                let port = &mut self.ports[egress];
+                // SAFETY: the frame is the worker's, handed to the kernel here.
+                unsafe { port.tx.produce_one(&port.descs[i]) == 1 }
+            } else {
+                // Another UMEM: copy into a frame of the egress port's.
+                let Some(j) = self.ports[egress].free.pop() else {
+                    break;
+                };
+                let len = {
+                    let s = &self.ports[src];
+                    // SAFETY: the source frame is the worker's until freed below.
+                    let data = unsafe { s.umem.data(&s.descs[i]) };
+                    let c = data.contents();
+                    self.reply[..c.len()].copy_from_slice(c);
+                    c.len()
+                };
+                let port = &mut self.ports[egress];
+                let d = &mut port.descs[j as usize];
+                // SAFETY: `j` came off the free list: the frame is ours alone.
+                let written = write_frame(unsafe { port.umem.data_mut(d) }, &self.reply[..len]);
+                // SAFETY: as above; the kernel owns it once produced.
+                if written && unsafe { port.tx.produce_one(&port.descs[j as usize]) } == 1 {
+                    self.ports[src].free.push(i as u32);
+                    true
+                } else {
+                    self.ports[egress].free.push(j);
+                    false
+                }
+            };
+            if !ok {
+                break;
+            }
+            accepted += 1;
+        }
+        accepted
+    }
+
+    fn flush(&mut self) {
+        for p in 0..self.ports.len() {
+            let port = &mut self.ports[p];
+            if port.tx.needs_wakeup() {
+                let _ = port.tx.wakeup();
+            }
+            self.scratch.clear();
+            self.scratch.resize(256, FrameDesc::default());
+            // SAFETY: completed descriptors are frames the kernel is done with.
+            let n = unsafe { port.cq.consume(&mut self.scratch) };
+            for d in &self.scratch[..n] {
+                port.free.push(index_of(d));
+            }
+        }
+    }
+
+    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
+        let (p, i) = self.split(f);
+        let port = &mut self.ports[p];
+        // SAFETY: the frame is the worker's (received, not yet given back),
+        // so no ring and no other borrow touches it.
+        let mut data = unsafe { port.umem.data_mut(&mut port.descs[i]) };
+        op(data.contents_mut())
+    }
+
+    fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
+        let p = (0..self.ports.len()).find(|&p| !self.ports[p].free.is_empty())?;
+        let len = write(&mut self.reply[..]).min(FRAME_SIZE);
+        let port = &mut self.ports[p];
+        let j = port.free.pop()?;
+        // SAFETY: `j` came off the free list.
+        let ok = write_frame(
+            unsafe { port.umem.data_mut(&mut port.descs[j as usize]) },
+            &self.reply[..len],
+        );
+        if !ok {
+            port.free.push(j);
+            return None;
+        }
+        Some(Frame {
+            index: p as u32 * self.frames + j,
+            len: len as u16,
+        })
+    }
+
+    fn free(&mut self, f: Frame) {
+        let (p, i) = self.split(f);
+        self.ports[p].free.push(i as u32);
+    }
+
+    fn to_host(&mut self, _f: Frame) {
+        self.to_host_dropped += 1;
+    }
+}
