@@ -9,9 +9,12 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Build tools for the crates that compile C or C++ (libFuzzer's driver).
+# Build tools for the crates that compile C or C++ (libFuzzer's driver,
+# libxdp for the AF_XDP backend), and what the veth tests drive: iproute2
+# for namespaces and veth pairs, ethtool for pod offloads, python3 for the
+# pods' UDP client and server.
 need=()
-for pkg in build-essential pkg-config; do
+for pkg in build-essential pkg-config clang libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -22,4 +25,11 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
+fi
+
+# libxdp looks for bpffs for its dispatcher; this kernel refuses the
+# dispatcher anyway (docs/afxdp.md), but a mounted bpffs is what libxdp
+# expects and costs nothing.
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+    mount -t bpf bpf /sys/fs/bpf 2>/dev/null || echo "setup: could not mount bpffs at /sys/fs/bpf (libxdp will load a single program)" >&2
 fi

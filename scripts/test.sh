@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The test suite: unit and integration tests of the whole workspace, then
-# each fuzz target for FUZZ_SECONDS (default 30) from the committed seeds.
+# The test suite: unit and integration tests of the whole workspace (the
+# veth ones, through AF_XDP, need root), then each fuzz target for
+# FUZZ_SECONDS (default 30) from the committed seeds.
 # Usage: sudo bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-cargo test --workspace --locked
+# The veth tests (AF_XDP between pod namespaces) need root, as CI has.
+cargo test --workspace --locked --features sluice-tests/afxdp
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 if ! cargo fuzz --version >/dev/null 2>&1; then
