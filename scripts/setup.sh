@@ -14,7 +14,7 @@ fi
 # for namespaces and veth pairs, ethtool for pod offloads, python3 for the
 # pods' UDP client and server.
 need=()
-for pkg in build-essential pkg-config clang libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3; do
+for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
