@@ -1,8 +1,9 @@
 //! Real packets: two pod namespaces on veth pairs to a node namespace, a
-//! worker on the node's ends through AF_XDP, and a UDP client in one pod
-//! talking to a ClusterIP whose backend is a UDP echo server in the other.
-//! Real kernel stacks on both ends; the client must get its answer from the
-//! VIP. Root only; every namespace is this test's own and is removed on
+//! worker on the node's ends through AF_XDP, and real kernel stacks in the
+//! pods: a UDP client to a ClusterIP whose backend is a UDP echo server in
+//! the other pod (every answer from the VIP), and an HTTP GET and a 10 MB
+//! download from python's http.server through another ClusterIP, checked by
+//! SHA-256 at both ends. Root only; every namespace is this test's own and is removed on
 //! drop. Run with `cargo test -p sluice-tests --features afxdp`.
 #![cfg(feature = "afxdp")]
 
@@ -48,7 +49,9 @@ impl Lab {
         format!("{}{which}", self.tag)
     }
     fn up() -> Result<Lab, String> {
-        let tag = format!("slx{}", std::process::id() % 100_000);
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("slx{}{n}", std::process::id() % 10_000);
         let lab = Lab {
             tag,
             children: Vec::new(),
@@ -279,4 +282,182 @@ fn udp_through_a_clusterip_over_af_xdp() {
         assert!(nat >= 10, "both ways NATed: {nat}");
         assert!(neigh >= 2, "both pods asked for their gateway: {neigh}");
     });
+}
+
+/// Runs a worker on the lab's node ends, with `spec` as the only Service,
+/// while `client` runs; returns what `client` returned and the worker's
+/// counters, for messages.
+fn through_sluice<R>(lab: &Lab, spec: ServiceSpec, client: impl FnOnce() -> R) -> (R, String) {
+    let (mac_a, mac_b) = (lab.pod_mac("a").unwrap(), lab.pod_mac("b").unwrap());
+    let (services, problems) = ServiceTable::build(&[spec]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let conntrack = Conntrack::new(1 << 16, Timeouts::default());
+    let mut routes = Routes::default();
+    routes.add_pod(Addr::from_v4([198, 18, 1, 2]), PortId(0), mac_a);
+    routes.add_pod(Addr::from_v4([198, 18, 1, 3]), PortId(1), mac_b);
+    let stop = AtomicBool::new(false);
+    let node = lab.ns("n");
+    let ends = [format!("{}a0", lab.tag), format!("{}b0", lab.tag)];
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| -> Result<String, String> {
+            enter_netns(&node)?;
+            let names: Vec<&str> = ends.iter().map(|s| s.as_str()).collect();
+            let backend =
+                AfXdpBackend::open(&names, AfXdpConfig::default()).map_err(|e| e.to_string())?;
+            let map = PortMap::new(&[(PortId(0), 0), (PortId(1), 1)], None, 2)
+                .map_err(|e| e.to_string())?;
+            let mut w = Worker::new(backend, map);
+            let t = NodeTables {
+                pipeline: Tables {
+                    services: &services,
+                    conntrack: &conntrack,
+                },
+                routes: &routes,
+                gateway: Gateway::DEFAULT,
+            };
+            w.run(&t, &stop);
+            let c = w.packet_counters();
+            Ok(format!(
+                "{c:?} {:?} drops {:?}",
+                w.counters,
+                c.drop_breakdown().collect::<Vec<_>>()
+            ))
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let r = client();
+        stop.store(true, Ordering::Relaxed);
+        let detail = worker.join().expect("worker thread").expect("worker");
+        (r, detail)
+    })
+}
+
+fn web_spec() -> ServiceSpec {
+    ServiceSpec {
+        namespace: "lab".into(),
+        name: "web".into(),
+        cluster_ips: vec![Addr::from_v4([198, 19, 0, 20])],
+        ports: vec![PortSpec {
+            name: "http".into(),
+            port: 80,
+            proto: Proto::Tcp,
+            target: TargetPort::Number(8080),
+        }],
+        endpoints: vec![EndpointSpec {
+            addr: Addr::from_v4([198, 18, 1, 3]),
+            conditions: Conditions::READY,
+            ports: vec![],
+        }],
+    }
+}
+
+/// python's http.server in pod b, serving `dir` on 8080.
+fn serve(lab: &mut Lab, dir: &std::path::Path) {
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("b"),
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 http.server in pod b");
+    lab.children.push(server);
+    // Until it listens (bounded).
+    for _ in 0..50 {
+        if sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.ns("b"),
+            "ss",
+            "-ltn",
+            "sport = :8080",
+        ])
+        .is_ok_and(|o| o.contains("8080"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("http.server in pod b did not start listening");
+}
+
+/// A python HTTP client in pod a: fetches `url`, prints the body's length
+/// and SHA-256.
+fn fetch(lab: &Lab, url: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.ns("a"), "python3", "-c"])
+        .arg(format!(
+            "import hashlib,urllib.request\nb=urllib.request.urlopen('{url}',timeout=20).read()\nprint(len(b),hashlib.sha256(b).hexdigest())\n"
+        ))
+        .output()
+        .expect("python3 in pod a")
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn http_get_and_a_10_mb_transfer_through_a_clusterip_over_af_xdp() {
+    let mut lab = Lab::up().unwrap_or_else(|e| {
+        panic!("cannot set up the veth lab (root, iproute2 and ethtool needed): {e}")
+    });
+    let dir = std::env::temp_dir().join(format!("{}-www", lab.tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), b"<h1>served by pod b</h1>\n").unwrap();
+    // 10 MB that compress to nothing would hide nothing; these do not.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..10 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    let want_small = sha256_hex(&dir.join("index.html"));
+    let want_big = sha256_hex(&dir.join("big.bin"));
+    serve(&mut lab, &dir);
+
+    let ((small, large), detail) = through_sluice(&lab, web_spec(), || {
+        (
+            fetch(&lab, "http://198.19.0.20/index.html"),
+            fetch(&lab, "http://198.19.0.20/big.bin"),
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    for (out, len, want) in [
+        (&small, 25, &want_small),
+        (&large, 10 * 1024 * 1024, &want_big),
+    ] {
+        assert!(
+            out.status.success(),
+            "client failed: {}\nworker: {detail}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{len} {want}"),
+            "worker: {detail}"
+        );
+    }
 }
