@@ -157,13 +157,9 @@ fn enter_netns(name: &str) -> Result<(), String> {
 
 #[test]
 fn udp_through_a_clusterip_over_af_xdp() {
-    let lab = match Lab::up() {
-        Ok(l) => l,
-        Err(e) => panic!("cannot set up the veth lab (root, iproute2 and ethtool needed): {e}"),
-    };
-    let mut lab = lab;
-    let (mac_a, mac_b) = (lab.pod_mac("a").unwrap(), lab.pod_mac("b").unwrap());
-
+    let mut lab = Lab::up().unwrap_or_else(|e| {
+        panic!("cannot set up the veth lab (root, iproute2 and ethtool needed): {e}")
+    });
     let spec = ServiceSpec {
         namespace: "lab".into(),
         name: "echo".into(),
@@ -180,43 +176,6 @@ fn udp_through_a_clusterip_over_af_xdp() {
             ports: vec![],
         }],
     };
-    let (services, _) = ServiceTable::build(&[spec]);
-    let conntrack = Conntrack::new(4096, Timeouts::default());
-    let mut routes = Routes::default();
-    routes.add_pod(Addr::from_v4([198, 18, 1, 2]), PortId(0), mac_a);
-    routes.add_pod(Addr::from_v4([198, 18, 1, 3]), PortId(1), mac_b);
-
-    // The tables decide a crafted datagram as the lab's will be decided.
-    {
-        let t = NodeTables {
-            pipeline: Tables {
-                services: &services,
-                conntrack: &conntrack,
-            },
-            routes: &routes,
-            gateway: Gateway::DEFAULT,
-        };
-        let mut f = sluice_tests::frames::udp(
-            sluice_tests::frames::Ip::V4([198, 18, 1, 2]),
-            1,
-            sluice_tests::frames::Ip::V4([198, 19, 0, 10]),
-            53,
-            b"probe",
-        );
-        let mut w = sluice_dataplane::pipeline::Worker::default();
-        let mut reply = [0u8; 1600];
-        let a = sluice_dataplane::node::handle(&mut f, &t, &mut w, &mut reply);
-        assert_eq!(
-            a,
-            sluice_dataplane::node::Action::Transmit(sluice_dataplane::route::Egress::Pod {
-                port: PortId(1),
-                mac: mac_b
-            }),
-            "{:?}",
-            w.counters
-        );
-    }
-
     // The echo server in pod b, a real kernel UDP socket.
     let server = Command::new("ip")
         .args(["netns", "exec", &lab.ns("b"), "python3", "-c"])
@@ -225,63 +184,28 @@ fn udp_through_a_clusterip_over_af_xdp() {
         .spawn()
         .expect("python3 in pod b");
     lab.children.push(server);
-
-    let stop = AtomicBool::new(false);
-    let node = lab.ns("n");
-    let ends = [format!("{}a0", lab.tag), format!("{}b0", lab.tag)];
-    std::thread::scope(|s| {
-        let worker = s.spawn(|| -> Result<(u64, u64, String), String> {
-            enter_netns(&node)?;
-            let names: Vec<&str> = ends.iter().map(|s| s.as_str()).collect();
-            let backend =
-                AfXdpBackend::open(&names, AfXdpConfig::default()).map_err(|e| e.to_string())?;
-            let map = PortMap::new(&[(PortId(0), 0), (PortId(1), 1)], None, 2)
-                .map_err(|e| e.to_string())?;
-            let mut w = Worker::new(backend, map);
-            let t = NodeTables {
-                pipeline: Tables {
-                    services: &services,
-                    conntrack: &conntrack,
-                },
-                routes: &routes,
-                gateway: Gateway::DEFAULT,
-            };
-            w.run(&t, &stop);
-            let c = w.packet_counters();
-            let detail = format!(
-                "{c:?} {:?} drops {:?}",
-                w.counters,
-                c.drop_breakdown().collect::<Vec<_>>()
-            );
-            Ok((c.nat, c.neighbor_replies, detail))
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        let client = Command::new("ip")
+    let (client, detail) = through_sluice(&lab, spec, || {
+        Command::new("ip")
             .args(["netns", "exec", &lab.ns("a"), "python3", "-c"])
             .arg("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\nfor i in range(5):\n  s.sendto(b'hello-%d'%i,('198.19.0.10',53))\n  d,a=s.recvfrom(2048)\n  print(d.decode(),a[0],a[1])\n")
             .output()
-            .expect("python3 in pod a");
-        stop.store(true, Ordering::Relaxed);
-        let counters = worker.join().expect("worker thread");
-        let out = String::from_utf8_lossy(&client.stdout).to_string();
-        let err = String::from_utf8_lossy(&client.stderr).to_string();
-        let (nat, neigh, detail) = counters.expect("worker");
-        assert!(
-            client.status.success(),
-            "client failed: {err}\nworker: {detail}"
-        );
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 5, "{out}");
-        for (i, l) in lines.iter().enumerate() {
-            assert_eq!(
-                *l,
-                format!("echo:hello-{i} 198.19.0.10 53"),
-                "the answer comes from the VIP"
-            );
-        }
-        assert!(nat >= 10, "both ways NATed: {nat}");
-        assert!(neigh >= 2, "both pods asked for their gateway: {neigh}");
+            .expect("python3 in pod a")
     });
+    assert!(
+        client.status.success(),
+        "client failed: {}\nworker: {detail}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let out = String::from_utf8_lossy(&client.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            *l,
+            format!("echo:hello-{i} 198.19.0.10 53"),
+            "the answer comes from the VIP"
+        );
+    }
 }
 
 /// Runs a worker on the lab's node ends, with `spec` as the only Service,
