@@ -362,16 +362,19 @@ fn http_get_and_a_10_mb_transfer_through_a_clusterip_over_af_xdp() {
     let want_big = sha256_hex(&dir.join("big.bin"));
     serve(&mut lab, &dir);
 
-    let ((small, large), detail) = through_sluice(&lab, web_spec(), || {
+    let ((small, large, direct), detail) = through_sluice(&lab, web_spec(), || {
         (
             fetch(&lab, "http://198.19.0.20/index.html"),
             fetch(&lab, "http://198.19.0.20/big.bin"),
+            // Pod to pod by IP: no Service, plain routing.
+            fetch(&lab, "http://198.18.1.3:8080/index.html"),
         )
     });
     let _ = std::fs::remove_dir_all(&dir);
     for (out, len, want) in [
         (&small, 25, &want_small),
         (&large, 10 * 1024 * 1024, &want_big),
+        (&direct, 25, &want_small),
     ] {
         assert!(
             out.status.success(),
