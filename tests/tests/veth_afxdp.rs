@@ -41,6 +41,8 @@ fn sh(args: &[&str]) -> Result<String, String> {
 /// The namespaces and processes of one run, removed on drop.
 struct Lab {
     tag: String,
+    /// (name, address) of each pod; pod `i` is node port `i`.
+    pods: Vec<(&'static str, &'static str)>,
     children: Vec<Child>,
 }
 
@@ -48,19 +50,26 @@ impl Lab {
     fn ns(&self, which: &str) -> String {
         format!("{}{which}", self.tag)
     }
+    /// A client pod "a" (198.18.1.2) and a server pod "b" (198.18.1.3).
     fn up() -> Result<Lab, String> {
+        Lab::up_with(&[("a", "198.18.1.2"), ("b", "198.18.1.3")])
+    }
+
+    fn up_with(pods: &[(&'static str, &'static str)]) -> Result<Lab, String> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("slx{}{n}", std::process::id() % 10_000);
         let lab = Lab {
             tag,
+            pods: pods.to_vec(),
             children: Vec::new(),
         };
         let node = lab.ns("n");
         sh(&["ip", "netns", "add", &node])?;
-        sh(&["ip", "netns", "add", &lab.ns("a")])?;
-        sh(&["ip", "netns", "add", &lab.ns("b")])?;
-        for (pod, addr) in [("a", "198.18.1.2"), ("b", "198.18.1.3")] {
+        for (pod, _) in pods {
+            sh(&["ip", "netns", "add", &lab.ns(pod)])?;
+        }
+        for &(pod, addr) in pods {
             let ns = lab.ns(pod);
             let host_end = format!("{}{pod}0", lab.tag);
             sh(&[
@@ -135,7 +144,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for w in ["a", "b", "n"] {
+        for w in self.pods.iter().map(|p| p.0).chain(["n"]) {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(w)])
                 .status();
@@ -212,24 +221,34 @@ fn udp_through_a_clusterip_over_af_xdp() {
 /// while `client` runs; returns what `client` returned and the worker's
 /// counters, for messages.
 fn through_sluice<R>(lab: &Lab, spec: ServiceSpec, client: impl FnOnce() -> R) -> (R, String) {
-    let (mac_a, mac_b) = (lab.pod_mac("a").unwrap(), lab.pod_mac("b").unwrap());
     let (services, problems) = ServiceTable::build(&[spec]);
     assert!(problems.is_empty(), "{problems:?}");
     let conntrack = Conntrack::new(1 << 16, Timeouts::default());
     let mut routes = Routes::default();
-    routes.add_pod(Addr::from_v4([198, 18, 1, 2]), PortId(0), mac_a);
-    routes.add_pod(Addr::from_v4([198, 18, 1, 3]), PortId(1), mac_b);
+    let mut map = Vec::new();
+    for (i, (pod, addr)) in lab.pods.iter().enumerate() {
+        let a: std::net::Ipv4Addr = addr.parse().unwrap();
+        routes.add_pod(
+            Addr::from_v4(a.octets()),
+            PortId(i as u16),
+            lab.pod_mac(pod).unwrap(),
+        );
+        map.push((PortId(i as u16), i));
+    }
     let stop = AtomicBool::new(false);
     let node = lab.ns("n");
-    let ends = [format!("{}a0", lab.tag), format!("{}b0", lab.tag)];
+    let ends: Vec<String> = lab
+        .pods
+        .iter()
+        .map(|(p, _)| format!("{}{p}0", lab.tag))
+        .collect();
     std::thread::scope(|s| {
         let worker = s.spawn(|| -> Result<String, String> {
             enter_netns(&node)?;
             let names: Vec<&str> = ends.iter().map(|s| s.as_str()).collect();
             let backend =
                 AfXdpBackend::open(&names, AfXdpConfig::default()).map_err(|e| e.to_string())?;
-            let map = PortMap::new(&[(PortId(0), 0), (PortId(1), 1)], None, 2)
-                .map_err(|e| e.to_string())?;
+            let map = PortMap::new(&map, None, ends.len()).map_err(|e| e.to_string())?;
             let mut w = Worker::new(backend, map);
             let t = NodeTables {
                 pipeline: Tables {
@@ -385,6 +404,117 @@ fn http_get_and_a_10_mb_transfer_through_a_clusterip_over_af_xdp() {
             String::from_utf8_lossy(&out.stdout).trim(),
             format!("{len} {want}"),
             "worker: {detail}"
+        );
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_connections_spread_over_three_backends() {
+    let pods = [
+        ("a", "198.18.1.2"),
+        ("b", "198.18.1.3"),
+        ("c", "198.18.1.4"),
+        ("d", "198.18.1.5"),
+    ];
+    let mut lab = Lab::up_with(&pods).unwrap_or_else(|e| {
+        panic!("cannot set up the veth lab (root, iproute2 and ethtool needed): {e}")
+    });
+    let mut dirs = Vec::new();
+    for (pod, _) in &pods[1..] {
+        let dir = std::env::temp_dir().join(format!("{}-{pod}-www", lab.tag));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("who"), pod.as_bytes()).unwrap();
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns(pod),
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        lab.children.push(server);
+        dirs.push(dir);
+    }
+    for (pod, _) in &pods[1..] {
+        let listening = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &lab.ns(pod),
+                "ss",
+                "-ltn",
+                "sport = :8080",
+            ])
+            .is_ok_and(|o| o.contains("8080"))
+        });
+        assert!(
+            listening,
+            "http.server in pod {pod} did not start listening"
+        );
+    }
+    let spec = ServiceSpec {
+        namespace: "lab".into(),
+        name: "spread".into(),
+        cluster_ips: vec![Addr::from_v4([198, 19, 0, 30])],
+        ports: vec![PortSpec {
+            name: "http".into(),
+            port: 80,
+            proto: Proto::Tcp,
+            target: TargetPort::Number(8080),
+        }],
+        endpoints: pods[1..]
+            .iter()
+            .map(|(_, a)| EndpointSpec {
+                addr: Addr::from_v4(a.parse::<std::net::Ipv4Addr>().unwrap().octets()),
+                conditions: Conditions::READY,
+                ports: vec![],
+            })
+            .collect(),
+    };
+    let (out, detail) = through_sluice(&lab, spec, || {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns("a"), "python3", "-c"])
+            .arg(
+                "import collections,concurrent.futures,urllib.request\n\
+                 def get(_):\n  return urllib.request.urlopen('http://198.19.0.30/who',timeout=20).read().decode()\n\
+                 with concurrent.futures.ThreadPoolExecutor(200) as ex:\n  c=collections.Counter(ex.map(get,range(200)))\n\
+                 print(' '.join('%s=%d'%(k,c[k]) for k in 'bcd'))\n",
+            )
+            .output()
+            .expect("python3 in pod a")
+    });
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert!(
+        out.status.success(),
+        "client failed: {}\nworker: {detail}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let counts: Vec<u32> = line
+        .split(' ')
+        .filter_map(|kv| kv.split('=').nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 3, "{line}");
+    assert_eq!(counts.iter().sum::<u32>(), 200, "{line}");
+    let even = 200.0 / 3.0;
+    for c in &counts {
+        assert!(
+            (f64::from(*c) - even).abs() <= 0.3 * even,
+            "not within 30% of even: {line}"
         );
     }
 }
