@@ -293,13 +293,13 @@ fn web_spec() -> ServiceSpec {
     }
 }
 
-/// python's http.server in pod b, serving `dir` on 8080.
-fn serve(lab: &mut Lab, dir: &std::path::Path) {
+/// python's http.server in `pod`, serving `dir` on 8080, once it listens.
+fn serve(lab: &mut Lab, pod: &str, dir: &std::path::Path) {
     let server = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &lab.ns("b"),
+            &lab.ns(pod),
             "python3",
             "-m",
             "http.server",
@@ -312,7 +312,7 @@ fn serve(lab: &mut Lab, dir: &std::path::Path) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("python3 http.server in pod b");
+        .expect("python3 http.server");
     lab.children.push(server);
     // Until it listens (bounded).
     for _ in 0..50 {
@@ -320,7 +320,7 @@ fn serve(lab: &mut Lab, dir: &std::path::Path) {
             "ip",
             "netns",
             "exec",
-            &lab.ns("b"),
+            &lab.ns(pod),
             "ss",
             "-ltn",
             "sport = :8080",
@@ -331,7 +331,7 @@ fn serve(lab: &mut Lab, dir: &std::path::Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("http.server in pod b did not start listening");
+    panic!("http.server in pod {pod} did not start listening");
 }
 
 /// A python HTTP client in pod a: fetches `url`, prints the body's length
@@ -379,7 +379,7 @@ fn http_get_and_a_10_mb_transfer_through_a_clusterip_over_af_xdp() {
     std::fs::write(dir.join("big.bin"), &big).unwrap();
     let want_small = sha256_hex(&dir.join("index.html"));
     let want_big = sha256_hex(&dir.join("big.bin"));
-    serve(&mut lab, &dir);
+    serve(&mut lab, "b", &dir);
 
     let ((small, large, direct), detail) = through_sluice(&lab, web_spec(), || {
         (
@@ -424,45 +424,8 @@ fn two_hundred_concurrent_connections_spread_over_three_backends() {
         let dir = std::env::temp_dir().join(format!("{}-{pod}-www", lab.tag));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("who"), pod.as_bytes()).unwrap();
-        let server = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.ns(pod),
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 http.server");
-        lab.children.push(server);
+        serve(&mut lab, pod, &dir);
         dirs.push(dir);
-    }
-    for (pod, _) in &pods[1..] {
-        let listening = (0..50).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &lab.ns(pod),
-                "ss",
-                "-ltn",
-                "sport = :8080",
-            ])
-            .is_ok_and(|o| o.contains("8080"))
-        });
-        assert!(
-            listening,
-            "http.server in pod {pod} did not start listening"
-        );
     }
     let spec = ServiceSpec {
         namespace: "lab".into(),
