@@ -396,21 +396,25 @@ impl Conntrack {
                     Claim::Duplicate => {
                         self.release(idx);
                         // The same flow, inserted by another worker this
-                        // instant (its original key is on its way): look
-                        // again. Another flow's reply: a clash.
-                        let same = self
-                            .lookup_hashed(&reply, reply_hash)
-                            .is_some_and(|o| o.record.original == original);
-                        if same {
-                            self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
-                            if let Some(hit) =
-                                self.await_original(&original, orig_hash, &reply, reply_hash)
-                            {
-                                return Ok(hit);
+                        // instant (its original key is on its way): wait
+                        // for it. Gone already (both inserts withdrew at
+                        // once): try again. Another flow's reply: a clash.
+                        match self.lookup_hashed(&reply, reply_hash) {
+                            Some(o) if o.record.original == original => {
+                                self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
+                                if let Some(hit) =
+                                    self.await_original(&original, orig_hash, &reply, reply_hash)
+                                {
+                                    return Ok(hit);
+                                }
+                                continue;
                             }
-                            continue;
+                            Some(_) => return Err(InsertError::ReplyClash),
+                            None => {
+                                self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                         }
-                        return Err(InsertError::ReplyClash);
                     }
                 }
             }
