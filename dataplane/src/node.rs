@@ -6,7 +6,7 @@
 
 use crate::drop::{DropReason, Verdict};
 use crate::neighbor::{self, Gateway};
-use crate::pipeline::{process_ip, Tables, Worker};
+use crate::pipeline::{count, process_ip, Tables, Worker};
 use crate::route::{self, Egress, Routed, Routes};
 
 /// Everything a node's frame is decided by.
@@ -34,39 +34,34 @@ pub enum Action {
 /// Decides one frame. `reply` must hold an answer: 1,600 bytes is enough
 /// for every reply this writes.
 ///
-/// Every frame is counted once: `rx` = `forwarded` + `to_host` + drops +
-/// `neighbor_replies` + `time_exceeded`. (The pipeline counts a frame it
-/// passes on as forwarded; when the route stage then sends it to the host
-/// or ends it, the count moves.)
+/// Every frame is counted once, for its final outcome: `rx` = `forwarded`
+/// + `to_host` + drops + `neighbor_replies` + `time_exceeded`.
 pub fn handle(frame: &mut [u8], t: &NodeTables<'_>, w: &mut Worker, reply: &mut [u8]) -> Action {
     if let Some(n) = neighbor::answer(frame, &t.gateway, reply) {
         w.counters.rx += 1;
         w.counters.neighbor_replies += 1;
         return Action::Reply(n);
     }
-    match process_ip(frame, &t.pipeline, w) {
-        (Verdict::Drop(r), _) => Action::Drop(r),
-        (Verdict::ToHost, _) => Action::ToHost,
-        (Verdict::Forward, None) => Action::Drop(DropReason::RewriteOutOfBounds),
+    let (verdict, ip) = process_ip(frame, &t.pipeline, w);
+    let (counted, action) = match (verdict, ip) {
+        (Verdict::Drop(r), _) => (verdict, Action::Drop(r)),
+        (Verdict::ToHost, _) => (verdict, Action::ToHost),
+        (Verdict::Forward, None) => {
+            let r = DropReason::RewriteOutOfBounds;
+            (Verdict::Drop(r), Action::Drop(r))
+        }
         (Verdict::Forward, Some((l3, family))) => {
             match route::forward(frame, l3, family, t.routes, &t.gateway, reply) {
-                Routed::Transmit(Egress::Host) => {
-                    w.counters.forwarded -= 1;
-                    w.counters.to_host += 1;
-                    Action::ToHost
-                }
-                Routed::Transmit(e) => Action::Transmit(e),
+                Routed::Transmit(Egress::Host) => (Verdict::ToHost, Action::ToHost),
+                Routed::Transmit(e) => (Verdict::Forward, Action::Transmit(e)),
                 Routed::TimeExceeded(n) => {
-                    w.counters.forwarded -= 1;
                     w.counters.time_exceeded += 1;
-                    Action::Reply(n)
+                    return Action::Reply(n);
                 }
-                Routed::Drop(r) => {
-                    w.counters.forwarded -= 1;
-                    w.counters.drop(r);
-                    Action::Drop(r)
-                }
+                Routed::Drop(r) => (Verdict::Drop(r), Action::Drop(r)),
             }
         }
-    }
+    };
+    count(counted, w);
+    action
 }

@@ -96,6 +96,8 @@ pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
 
 /// `process`, also saying where the IP header is and its family, which the
 /// route stage needs for a forwarded frame (`None` when there is no IP).
+/// The verdict is not counted yet: the caller decides the frame's final
+/// outcome and counts it once with `count`.
 pub fn process_ip(
     frame: &mut [u8],
     t: &Tables<'_>,
@@ -107,7 +109,7 @@ pub fn process_ip(
         Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
         Pre::Done(_) => None,
     };
-    (finish(frame, pre, t, w), ip)
+    (decide(frame, pre, t, w), ip)
 }
 
 /// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
@@ -359,7 +361,15 @@ fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
 /// Pass 3 for one frame: conntrack, Service, NAT, and the counters.
 #[inline]
 fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
-    let v = match pre {
+    let v = decide(frame, pre, t, w);
+    count(v, w)
+}
+
+/// Pass 3 without the verdict's count, for callers that decide more after
+/// the pipeline (the route stage) and count the final outcome once.
+#[inline]
+fn decide(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
+    match pre {
         Pre::Done(v) => v,
         Pre::Untracked { transport, .. } => {
             if let Transport::IcmpOther {
@@ -378,12 +388,13 @@ fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
             Some(v) => v,
             None => new_flow(frame, &p, &key, hash, t, w).unwrap_or_else(Verdict::Drop),
         },
-    };
-    count(v, w)
+    }
 }
 
+/// Counts a frame's final verdict (forwarded, to the host, or the drop
+/// reason); `process_ip`'s callers call it once they know the outcome.
 #[inline]
-fn count(v: Verdict, w: &mut Worker) -> Verdict {
+pub fn count(v: Verdict, w: &mut Worker) -> Verdict {
     match v {
         Verdict::Forward => w.counters.forwarded += 1,
         Verdict::ToHost => w.counters.to_host += 1,
