@@ -59,6 +59,8 @@ impl std::fmt::Display for AfXdpError {
 }
 
 struct Port {
+    /// Frames produced on TX since the last wake-up.
+    tx_queued: usize,
     descs: Vec<FrameDesc>,
     free: Vec<u32>,
     fq: FillQueue,
@@ -139,6 +141,7 @@ impl AfXdpBackend {
             })?;
             let free = descs.iter().map(index_of).rev().collect();
             ports.push(Port {
+                tx_queued: 0,
                 descs,
                 free,
                 fq,
@@ -208,9 +211,8 @@ impl Backend for AfXdpBackend {
                 len: d.lengths().data() as u16,
             };
         }
-        if n == 0 && port.fq.needs_wakeup() {
-            let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
-        }
+        // No wake-up when idle: `refill` kicks the fill ring whenever it
+        // gives the kernel frames, and an idle round makes no syscall.
         self.refill(p, n);
         n
     }
@@ -254,14 +256,20 @@ impl Backend for AfXdpBackend {
             }
             accepted += 1;
         }
+        self.ports[egress].tx_queued += accepted;
         accepted
     }
 
     fn flush(&mut self) {
         for p in 0..self.ports.len() {
             let port = &mut self.ports[p];
-            if port.tx.needs_wakeup() {
-                let _ = port.tx.wakeup();
+            // The wake-up is a syscall: only when something was queued, so
+            // that an idle worker's rounds make none.
+            if port.tx_queued > 0 {
+                if port.tx.needs_wakeup() {
+                    let _ = port.tx.wakeup();
+                }
+                port.tx_queued = 0;
             }
             self.scratch.clear();
             self.scratch.resize(256, FrameDesc::default());
