@@ -8,7 +8,7 @@
 
 // Unsafe is denied everywhere but `prefetch` (one intrinsic) and `hugemem`
 // (mmap for the big tables), each block with its invariant beside it; the
-// AF_XDP and TAP modules will be the others.
+// AF_XDP and TAP modules (`io::afxdp`, `io::tap`) are the others.
 #![deny(unsafe_code)]
 
 pub mod conntrack;

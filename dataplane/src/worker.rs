@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::counters::Counters;
-use crate::io::{Backend, Frame};
+use crate::io::{Backend, Frame, HostPath};
 use crate::node::{handle, Action, NodeTables};
 use crate::pipeline::{Worker as PipelineWorker, BURST};
 use crate::route::{Egress, PortId};
@@ -113,6 +113,31 @@ pub struct LoopCounters {
     pub pool_empty: u64,
     /// Frames whose egress has no port here (another node, before VXLAN).
     pub no_egress: u64,
+    /// Frames written to the host (the exception path), and read from it.
+    pub host_tx: u64,
+    pub host_rx: u64,
+    /// Frames for the host that it refused, or that had no host path.
+    pub host_refused: u64,
+    pub no_host: u64,
+    /// Frames from the host that the pipeline sent back to the host (a
+    /// loop, dropped).
+    pub host_loop: u64,
+}
+
+/// What a worker does when a round finds nothing: spin (it owns its core),
+/// or after `spin_rounds` empty rounds sleep `sleep` between rounds, for
+/// cores that a lab shares with the pods' own processes.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    pub spin_rounds: u32,
+    pub sleep: std::time::Duration,
+}
+
+impl Idle {
+    pub const BUSY: Idle = Idle {
+        spin_rounds: u32::MAX,
+        sleep: std::time::Duration::ZERO,
+    };
 }
 
 pub struct Worker<B: Backend> {
@@ -120,6 +145,9 @@ pub struct Worker<B: Backend> {
     pub map: PortMap,
     pub pipeline: PipelineWorker,
     pub counters: LoopCounters,
+    /// The exception path, on the one worker (or each) that has a queue of
+    /// the host's TAP.
+    pub host: Option<Box<dyn HostPath>>,
     staged: Vec<Vec<Frame>>,
     reply: Vec<u8>,
 }
@@ -132,6 +160,7 @@ impl<B: Backend> Worker<B> {
             map,
             pipeline: PipelineWorker::default(),
             counters: LoopCounters::default(),
+            host: None,
             staged: (0..ports)
                 .map(|_| Vec::with_capacity(BURST * ports))
                 .collect(),
@@ -165,6 +194,7 @@ impl<B: Backend> Worker<B> {
                 self.act(port, f, action);
             }
         }
+        got += self.poll_host(t);
         for port in 0..self.staged.len() {
             if self.staged[port].is_empty() {
                 continue;
@@ -202,18 +232,106 @@ impl<B: Backend> Worker<B> {
                 }
             }
             Action::ToHost => {
-                self.backend.to_host(f);
+                match &mut self.host {
+                    Some(h) => {
+                        let mac = h.mac();
+                        // The frame was addressed to the gateway; the host's
+                        // interface takes only frames for its own MAC.
+                        let sent = self.backend.with_bytes(f, |b| {
+                            if b.len() >= 6 {
+                                b[..6].copy_from_slice(&mac);
+                            }
+                            h.send(b)
+                        });
+                        if sent {
+                            self.counters.host_tx += 1;
+                        } else {
+                            self.counters.host_refused += 1;
+                        }
+                    }
+                    None => self.counters.no_host += 1,
+                }
                 self.backend.free(f);
             }
             Action::Drop(_) => self.backend.free(f),
         }
     }
 
-    /// Polls until `stop` is raised; idles with a spin hint when there is
-    /// nothing to receive (a busy-polling worker owns its core).
-    pub fn run(&mut self, t: &NodeTables<'_>, stop: &AtomicBool) {
+    /// Frames the host sent, through the same stages as a pod's: its ARP
+    /// for the gateway answered, its packets to pods routed, and its
+    /// connections to ClusterIPs load-balanced.
+    fn poll_host(&mut self, t: &NodeTables<'_>) -> usize {
+        let Some(host) = self.host.as_mut() else {
+            return 0;
+        };
+        let mut got = 0;
+        while got < BURST {
+            let mut len = 0;
+            let Some(f) = self.backend.alloc_with(|buf| {
+                len = host.recv(buf).unwrap_or(0);
+                len
+            }) else {
+                self.counters.pool_empty += 1;
+                break;
+            };
+            if len == 0 {
+                self.backend.free(f);
+                break;
+            }
+            got += 1;
+            self.counters.host_rx += 1;
+            let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
+            let action = self
+                .backend
+                .with_bytes(f, |bytes| handle(bytes, t, pipeline, reply));
+            match action {
+                Action::Transmit(e) => match self.map.egress(e) {
+                    Some(port) => self.staged[port].push(f),
+                    None => {
+                        self.counters.no_egress += 1;
+                        self.backend.free(f);
+                    }
+                },
+                Action::Reply(n) => {
+                    self.backend.free(f);
+                    if host.send(&self.reply[..n]) {
+                        self.counters.host_tx += 1;
+                    } else {
+                        self.counters.host_refused += 1;
+                    }
+                }
+                Action::ToHost => {
+                    self.counters.host_loop += 1;
+                    self.backend.free(f);
+                }
+                Action::Drop(_) => self.backend.free(f),
+            }
+        }
+        got
+    }
+
+    /// Polls until `stop` is raised, idling as `idle` says when there is
+    /// nothing to receive.
+    pub fn run(&mut self, t: &NodeTables<'_>, stop: &AtomicBool, idle: Idle) {
+        let mut empty = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            if self.poll(t) == 0 {
+            self.run_rounds(t, 64, &mut empty, idle);
+        }
+    }
+
+    /// `rounds` rounds of the loop, idling as `idle` says; `empty` carries
+    /// the count of empty rounds between calls. For a caller that loads
+    /// fresh tables between batches of rounds.
+    pub fn run_rounds(&mut self, t: &NodeTables<'_>, rounds: u32, empty: &mut u32, idle: Idle) {
+        for _ in 0..rounds {
+            if self.poll(t) > 0 {
+                *empty = 0;
+                continue;
+            }
+            *empty = empty.saturating_add(1);
+            if *empty >= idle.spin_rounds && !idle.sleep.is_zero() {
+                std::thread::sleep(idle.sleep);
+            } else {
                 std::hint::spin_loop();
             }
         }

@@ -258,7 +258,7 @@ fn through_sluice<R>(lab: &Lab, spec: ServiceSpec, client: impl FnOnce() -> R) -
                 routes: &routes,
                 gateway: Gateway::DEFAULT,
             };
-            w.run(&t, &stop);
+            w.run(&t, &stop, sluice_dataplane::worker::Idle::BUSY);
             let c = w.packet_counters();
             Ok(format!(
                 "{c:?} {:?} drops {:?}",

@@ -148,7 +148,7 @@ fn the_loop_stops_on_its_flag() {
             let t = world.tables();
             let mut w = worker();
             w.backend.incoming[0].push_back(frames::arp_request(CLIENT_V4, [169, 254, 1, 1]));
-            w.run(&t, &stop);
+            w.run(&t, &stop, sluice_dataplane::worker::Idle::BUSY);
             w.backend.sent[0].len()
         });
         std::thread::sleep(std::time::Duration::from_millis(50));

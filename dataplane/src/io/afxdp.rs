@@ -1,5 +1,5 @@
-//! The AF_XDP backend (xsk-rs): one UMEM and one socket per port, on queue
-//! 0, generic (SKB) XDP in copy mode with need_wakeup, which is what veth
+//! The AF_XDP backend (xsk-rs): one UMEM and one socket per port, on the
+//! worker's queue, generic (SKB) XDP in copy mode with need_wakeup, which is what veth
 //! allows on this project's machines (docs/afxdp.md). Forwarding between
 //! ports copies the frame into the egress port's UMEM; a UMEM shared across
 //! ports, which would move descriptors instead, needs zero-copy-capable
@@ -27,6 +27,9 @@ pub struct AfXdpConfig {
     pub frames: u32,
     /// Entries of each ring (a power of two, at most `frames / 2`).
     pub ring: u32,
+    /// The queue of every interface this backend binds: a worker owns one
+    /// queue of each interface.
+    pub queue: u32,
 }
 
 impl Default for AfXdpConfig {
@@ -34,6 +37,7 @@ impl Default for AfXdpConfig {
         AfXdpConfig {
             frames: 4096,
             ring: 1024,
+            queue: 0,
         }
     }
 }
@@ -42,8 +46,15 @@ impl Default for AfXdpConfig {
 #[derive(Debug)]
 pub enum AfXdpError {
     Config(String),
-    Umem { port: String, reason: String },
-    Socket { port: String, reason: String },
+    Umem {
+        port: String,
+        reason: String,
+    },
+    Socket {
+        port: String,
+        queue: u32,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for AfXdpError {
@@ -51,8 +62,12 @@ impl std::fmt::Display for AfXdpError {
         match self {
             AfXdpError::Config(r) => write!(f, "AF_XDP configuration: {r}"),
             AfXdpError::Umem { port, reason } => write!(f, "AF_XDP UMEM for {port}: {reason}"),
-            AfXdpError::Socket { port, reason } => {
-                write!(f, "AF_XDP socket on {port} queue 0: {reason}")
+            AfXdpError::Socket {
+                port,
+                queue,
+                reason,
+            } => {
+                write!(f, "AF_XDP socket on {port} queue {queue}: {reason}")
             }
         }
     }
@@ -76,8 +91,6 @@ pub struct AfXdpBackend {
     frames: u32,
     scratch: Vec<FrameDesc>,
     reply: Vec<u8>,
-    /// Frames meant for the host, which has no path yet (TAP comes later).
-    pub to_host_dropped: u64,
 }
 
 /// Replaces a frame's contents. xsk-rs's cursor starts at the frame's
@@ -129,14 +142,17 @@ impl AfXdpBackend {
                 .map_err(|e| AfXdpError::Config(format!("interface {name}: {e}")))?;
             // SAFETY: the UMEM is fresh and used by this socket only; it is
             // dropped after the socket's rings (field order of `Port`).
-            let (tx, rx, fq_cq) = unsafe { Socket::new(scfg, &umem, &ifname, 0) }.map_err(|e| {
-                AfXdpError::Socket {
-                    port: name.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let (tx, rx, fq_cq) =
+                unsafe { Socket::new(scfg, &umem, &ifname, cfg.queue) }.map_err(|e| {
+                    AfXdpError::Socket {
+                        port: name.to_string(),
+                        queue: cfg.queue,
+                        reason: e.to_string(),
+                    }
+                })?;
             let (fq, cq) = fq_cq.ok_or_else(|| AfXdpError::Socket {
                 port: name.to_string(),
+                queue: cfg.queue,
                 reason: "no fill and completion rings (UMEM already bound)".into(),
             })?;
             let free = descs.iter().map(index_of).rev().collect();
@@ -156,7 +172,6 @@ impl AfXdpBackend {
             frames: cfg.frames,
             scratch: Vec::with_capacity(cfg.ring as usize),
             reply: vec![0; FRAME_SIZE],
-            to_host_dropped: 0,
         };
         for p in 0..b.ports.len() {
             b.refill(p, cfg.ring as usize);
@@ -313,9 +328,5 @@ impl Backend for AfXdpBackend {
     fn free(&mut self, f: Frame) {
         let (p, i) = self.split(f);
         self.ports[p].free.push(i as u32);
-    }
-
-    fn to_host(&mut self, _f: Frame) {
-        self.to_host_dropped += 1;
     }
 }

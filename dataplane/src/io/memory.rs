@@ -19,8 +19,6 @@ pub struct MemoryBackend {
     queued: Vec<Vec<Frame>>,
     /// Frames transmitted (after a flush), per port, as bytes.
     pub sent: Vec<Vec<Vec<u8>>>,
-    /// Frames handed to the host.
-    pub host: Vec<Vec<u8>>,
     /// Frames a port's TX ring takes before it reports full.
     pub tx_ring: usize,
 }
@@ -33,7 +31,6 @@ impl MemoryBackend {
             incoming: vec![VecDeque::new(); ports],
             queued: vec![Vec::new(); ports],
             sent: vec![Vec::new(); ports],
-            host: Vec::new(),
             tx_ring: 256,
         }
     }
@@ -100,9 +97,30 @@ impl Backend for MemoryBackend {
     fn free(&mut self, f: Frame) {
         self.free.push(f.index);
     }
+}
 
-    fn to_host(&mut self, f: Frame) {
-        self.host
-            .push(self.pool[f.index as usize][..usize::from(f.len)].to_vec());
+/// The host side of the exception path, in memory.
+#[derive(Default)]
+pub struct MemoryHost {
+    pub mac: [u8; 6],
+    /// Frames the host will send, oldest first.
+    pub incoming: VecDeque<Vec<u8>>,
+    /// Frames the host received.
+    pub received: Vec<Vec<u8>>,
+}
+
+impl super::HostPath for MemoryHost {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn send(&mut self, frame: &[u8]) -> bool {
+        self.received.push(frame.to_vec());
+        true
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let f = self.incoming.pop_front()?;
+        let n = f.len().min(buf.len());
+        buf[..n].copy_from_slice(&f[..n]);
+        Some(n)
     }
 }

@@ -11,6 +11,7 @@
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 pub mod memory;
+pub mod tap;
 
 /// A frame of the backend's pool: where it is and how long it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +40,17 @@ pub trait Backend {
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame>;
     /// Returns a frame to the pool.
     fn free(&mut self, f: Frame);
-    /// Hands a frame to the host kernel (the exception path); the frame is
-    /// the caller's again afterwards.
-    fn to_host(&mut self, f: Frame);
+}
+
+/// The exception path: frames between the dataplane and the host kernel
+/// (the node's own addresses), one frame at a time. A TAP queue in the
+/// daemon; a pair of queues in tests.
+pub trait HostPath: Send {
+    /// The MAC of the host's interface: frames for the host are addressed
+    /// to it.
+    fn mac(&self) -> [u8; 6];
+    /// Writes one frame to the host; false if it was refused.
+    fn send(&mut self, frame: &[u8]) -> bool;
+    /// Reads one frame the host sent, if one is waiting.
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize>;
 }

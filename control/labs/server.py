@@ -1,0 +1,57 @@
+# The lab's servers in a pod: HTTP on every TCP port given, a UDP echo on
+# every UDP port, each answer naming the pod, so that a client can count
+# hits per backend. GET /bytes/N returns N incompressible bytes and their
+# SHA-256 in a header, computed here over what is sent, so that the client
+# checks the transfer end to end.
+# Usage: python3 server.py NAME TCP_PORTS UDP_PORTS   (ports comma-separated)
+import hashlib, http.server, random, socket, sys, threading
+
+name = sys.argv[1]
+tcp = [int(p) for p in sys.argv[2].split(",") if p]
+udp = [int(p) for p in sys.argv[3].split(",") if p]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path.startswith("/bytes/"):
+            n = int(self.path[len("/bytes/"):])
+            body = random.Random(n).randbytes(n)
+        else:
+            body = (name + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Served-By", name)
+        self.send_header("X-Content-SHA256", hashlib.sha256(body).hexdigest())
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+
+def echo(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(65535)
+        s.sendto(name.encode() + b" " + data, peer)
+
+
+for port in udp:
+    threading.Thread(target=echo, args=(port,), daemon=True).start()
+servers = [Server(("0.0.0.0", port), Handler) for port in tcp]
+for srv in servers[1:]:
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+print("serving", name, "tcp", tcp, "udp", udp, flush=True)
+if servers:
+    servers[0].serve_forever()
+else:
+    threading.Event().wait()

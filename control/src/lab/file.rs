@@ -1,0 +1,457 @@
+//! The lab file: nodes, their pods with labels, and Services that select
+//! pods by label, as a Kubernetes Service selects its endpoints. Parsed
+//! strictly (an unknown field is an error, so a typo is not silently
+//! ignored) and validated into a `Plan` with every name and address the
+//! lab will create, so that set-up either has everything it needs or fails
+//! before it touches the machine, naming the object and field at fault.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+use sluice_dataplane::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
+use sluice_dataplane::{Addr, Proto};
+
+/// The lab `sluice lab` runs without `--file`.
+pub const DEFAULT: &str = include_str!("../../labs/default.yaml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabFile {
+    pub name: String,
+    pub nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    pub services: Vec<LabService>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    pub index: u8,
+    #[serde(default)]
+    pub pods: Vec<PodSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Defaults to the next free address of the node's pod CIDR.
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabService {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Ipv4Addr,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<LabPort>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabPort {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "TCP".into()
+}
+
+/// A lab file that cannot be run, with the object and field at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LabError {
+    /// Which object: `lab`, `node node1`, `pod web-1`, `service default/web`.
+    pub object: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: field {}: {}", self.object, self.field, self.reason)
+    }
+}
+
+impl std::error::Error for LabError {}
+
+fn err(object: impl Into<String>, field: &str, reason: impl Into<String>) -> LabError {
+    LabError {
+        object: object.into(),
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A pod with everything set-up needs.
+#[derive(Clone, Debug)]
+pub struct PlannedPod {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// The pod's network namespace.
+    pub netns: String,
+    /// The veth's end in the node's namespace (AF_XDP opens it).
+    pub host_end: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedNode {
+    pub name: String,
+    pub index: u8,
+    pub netns: String,
+    /// The node's own address, on its TAP.
+    pub ip: Ipv4Addr,
+    pub host_tap: String,
+    pub host_mac: [u8; 6],
+    pub pods: Vec<PlannedPod>,
+}
+
+/// A validated lab.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub nodes: Vec<PlannedNode>,
+    pub services: Vec<LabService>,
+}
+
+/// A locally administered MAC that spells the address it belongs to, so
+/// that a capture reads itself: 02:53:c6:12:01:02 is 198.18.1.2.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x53, o[0], o[1], o[2], o[3]]
+}
+
+fn check_name(object: &str, field: &str, name: &str, max: usize) -> Result<(), LabError> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            object,
+            field,
+            format!("{name:?}: 1 to {max} of a-z, 0-9 and '-', not starting with '-'"),
+        ))
+    }
+}
+
+impl LabFile {
+    pub fn parse(yaml: &str) -> Result<LabFile, LabError> {
+        serde_yaml::from_str(yaml).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "?".into());
+            err("lab file", &at, e.to_string())
+        })
+    }
+
+    /// Validates and assigns every name and address.
+    pub fn plan(&self) -> Result<Plan, LabError> {
+        // No '-' in the lab's name: every namespace of the lab is named
+        // "<lab>-...", and `down` finds them by that prefix alone.
+        if self.name.is_empty()
+            || self.name.len() > 8
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(err(
+                "lab",
+                "name",
+                format!("{:?}: 1 to 8 of a-z and 0-9", self.name),
+            ));
+        }
+        if self.nodes.len() != 1 {
+            return Err(err(
+                "lab",
+                "nodes",
+                format!(
+                    "{} nodes: a lab has one node until VXLAN between nodes exists",
+                    self.nodes.len()
+                ),
+            ));
+        }
+        let mut nodes = Vec::new();
+        let mut pod_names = std::collections::HashSet::new();
+        for n in &self.nodes {
+            let obj = format!("node {}", n.name);
+            check_name(&obj, "name", &n.name, 16)?;
+            if n.index == 0 || n.index == 255 {
+                return Err(err(&obj, "index", "1 to 254 (node N is 198.18.0.N)"));
+            }
+            if n.pods.len() > 200 {
+                return Err(err(&obj, "pods", "at most 200 pods a node"));
+            }
+            let mut used = std::collections::HashSet::new();
+            let mut next = 2u8;
+            let mut pods = Vec::new();
+            for (i, p) in n.pods.iter().enumerate() {
+                let pobj = format!("pod {}", p.name);
+                // The namespace is "<lab>-<pod>"; names under 15 keep it
+                // short enough to type.
+                check_name(&pobj, "name", &p.name, 20)?;
+                if !pod_names.insert(p.name.clone()) {
+                    return Err(err(&pobj, "name", "two pods with this name"));
+                }
+                let ip = match p.ip {
+                    Some(ip) => {
+                        let o = ip.octets();
+                        if o[..3] != [198, 18, n.index] || o[3] < 2 || o[3] == 255 {
+                            return Err(err(
+                                &pobj,
+                                "ip",
+                                format!(
+                                    "{ip} is outside the node's pods, 198.18.{}.2 to 198.18.{}.254",
+                                    n.index, n.index
+                                ),
+                            ));
+                        }
+                        ip
+                    }
+                    None => {
+                        while used.contains(&next) || self.explicit(n, next) {
+                            next += 1;
+                        }
+                        Ipv4Addr::new(198, 18, n.index, next)
+                    }
+                };
+                if !used.insert(ip.octets()[3]) {
+                    return Err(err(&pobj, "ip", format!("{ip} is another pod's")));
+                }
+                pods.push(PlannedPod {
+                    name: p.name.clone(),
+                    labels: p.labels.clone(),
+                    ip,
+                    mac: mac_for(ip),
+                    netns: format!("{}-{}", self.name, p.name),
+                    host_end: format!("{}{}p{}", self.name, n.index, i),
+                });
+            }
+            let ip = Ipv4Addr::new(198, 18, 0, n.index);
+            nodes.push(PlannedNode {
+                name: n.name.clone(),
+                index: n.index,
+                netns: format!("{}-{}", self.name, n.name),
+                ip,
+                host_tap: format!("{}-host", self.name),
+                host_mac: mac_for(ip),
+                pods,
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.services {
+            let obj = format!("service {}/{}", s.namespace, s.name);
+            check_name(&obj, "name", &s.name, 63)?;
+            check_name(&obj, "namespace", &s.namespace, 63)?;
+            let o = s.cluster_ip.octets();
+            if o[0] != 198 || o[1] != 19 || o[2] >= 128 {
+                return Err(err(
+                    &obj,
+                    "clusterIP",
+                    format!(
+                        "{} is outside the lab's ClusterIPs, 198.19.0.0/17",
+                        s.cluster_ip
+                    ),
+                ));
+            }
+            if !seen.insert(s.cluster_ip) {
+                return Err(err(&obj, "clusterIP", "another Service has it"));
+            }
+            if s.ports.is_empty() {
+                return Err(err(&obj, "ports", "a Service needs at least one port"));
+            }
+            for (i, p) in s.ports.iter().enumerate() {
+                let field = format!("ports[{i}]");
+                if p.port == 0 || p.target_port == 0 {
+                    return Err(err(&obj, &field, "port and targetPort are 1 to 65535"));
+                }
+                proto(&p.protocol).ok_or_else(|| {
+                    err(
+                        &obj,
+                        &format!("{field}.protocol"),
+                        format!("{:?}: TCP, UDP or SCTP", p.protocol),
+                    )
+                })?;
+            }
+        }
+        Ok(Plan {
+            name: self.name.clone(),
+            nodes,
+            services: self.services.clone(),
+        })
+    }
+
+    fn explicit(&self, n: &NodeSpec, last: u8) -> bool {
+        n.pods
+            .iter()
+            .any(|p| p.ip.is_some_and(|ip| ip.octets()[3] == last))
+    }
+}
+
+fn proto(p: &str) -> Option<Proto> {
+    match p {
+        "TCP" => Some(Proto::Tcp),
+        "UDP" => Some(Proto::Udp),
+        "SCTP" => Some(Proto::Sctp),
+        _ => None,
+    }
+}
+
+impl Plan {
+    pub fn node(&self) -> &PlannedNode {
+        &self.nodes[0]
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PlannedPod> {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.pods)
+            .find(|p| p.name == name)
+    }
+
+    /// The pods a Service selects, as its endpoints would list them. An
+    /// empty selector selects nothing, as in Kubernetes (such a Service's
+    /// endpoints are managed by hand).
+    pub fn selected(&self, s: &LabService) -> Vec<&PlannedPod> {
+        if s.selector.is_empty() {
+            return Vec::new();
+        }
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.pods)
+            .filter(|p| s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .collect()
+    }
+
+    /// The dataplane's Services, every selected pod a ready endpoint, less
+    /// the pods in `removed`.
+    pub fn service_specs(&self, removed: &[&str]) -> Vec<ServiceSpec> {
+        self.services
+            .iter()
+            .map(|s| ServiceSpec {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                cluster_ips: vec![Addr::from_v4(s.cluster_ip.octets())],
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| PortSpec {
+                        name: p.name.clone(),
+                        port: p.port,
+                        proto: proto(&p.protocol).unwrap_or(Proto::Tcp),
+                        target: TargetPort::Number(p.target_port),
+                    })
+                    .collect(),
+                endpoints: self
+                    .selected(s)
+                    .into_iter()
+                    .filter(|p| !removed.contains(&p.name.as_str()))
+                    .map(|p| EndpointSpec {
+                        addr: Addr::from_v4(p.ip.octets()),
+                        conditions: Conditions::READY,
+                        ports: vec![],
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_lab_plans_four_pods_and_one_service_of_three_backends() {
+        let plan = LabFile::parse(DEFAULT).unwrap().plan().unwrap();
+        let n = plan.node();
+        assert_eq!(n.netns, "sluice-node1");
+        assert_eq!(n.ip, Ipv4Addr::new(198, 18, 0, 1));
+        let ips: Vec<String> = n.pods.iter().map(|p| p.ip.to_string()).collect();
+        assert_eq!(
+            ips,
+            ["198.18.1.2", "198.18.1.3", "198.18.1.4", "198.18.1.5"]
+        );
+        assert_eq!(n.pods[1].netns, "sluice-web-1");
+        assert_eq!(n.pods[1].host_end, "sluice1p1");
+        assert_eq!(n.pods[1].mac, [0x02, 0x53, 198, 18, 1, 3]);
+        let web = &plan.services[0];
+        let selected: Vec<&str> = plan.selected(web).iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(selected, ["web-1", "web-2", "web-3"]);
+        let specs = plan.service_specs(&["web-2"]);
+        assert_eq!(specs[0].endpoints.len(), 2);
+        assert_eq!(specs[0].ports[1].proto, Proto::Udp);
+    }
+
+    #[test]
+    fn bad_lab_files_name_the_object_and_field() {
+        let cases = [
+            ("name: sluice\nnodes: []\n", "lab", "nodes"),
+            ("name: Sluice!\nnodes: []\n", "lab", "name"),
+            (
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a, ip: 198.18.2.9}]}]\n",
+                "pod a",
+                "ip",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}, {name: a}]}]\n",
+                "pod a",
+                "name",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 10.0.0.1, ports: [{port: 80, targetPort: 80}]}]\n",
+                "service default/s",
+                "clusterIP",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80, protocol: tcp}]}]\n",
+                "service default/s",
+                "ports[0].protocol",
+            ),
+        ];
+        for (yaml, object, field) in cases {
+            let e = LabFile::parse(yaml).unwrap().plan().unwrap_err();
+            assert_eq!(
+                (e.object.as_str(), e.field.as_str()),
+                (object, field),
+                "{e}"
+            );
+        }
+        let e = LabFile::parse("name: l\nnodes: []\nservics: []\n").unwrap_err();
+        assert!(e.reason.contains("unknown field `servics`"), "{e}");
+        assert!(e.field.starts_with("line 3"), "{e}");
+    }
+
+    #[test]
+    fn explicit_addresses_are_skipped_by_the_automatic_ones() {
+        let yaml = "name: l\nnodes: [{name: n, index: 3, pods: [{name: a}, {name: b, ip: 198.18.3.3}, {name: c}]}]\n";
+        let plan = LabFile::parse(yaml).unwrap().plan().unwrap();
+        let ips: Vec<String> = plan.node().pods.iter().map(|p| p.ip.to_string()).collect();
+        assert_eq!(ips, ["198.18.3.2", "198.18.3.3", "198.18.3.4"]);
+    }
+}

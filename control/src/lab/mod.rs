@@ -1,0 +1,501 @@
+//! The veth lab: a node's namespace and one namespace per pod, each pod on
+//! a veth pair whose host end the daemon opens with AF_XDP (or, with `--io
+//! tap`, a TAP device as the pod's interface, which the daemon reads and
+//! writes), the node's own address on a TAP (the exception path), and real
+//! servers in the pods. Everything is named `<lab>-...` so that a lab can be
+//! found and removed by its name alone, also after a crash.
+//!
+//! Pods are set up as DESIGN.md says: MTU 1450 (room for VXLAN), checksum
+//! and segmentation offloads off (AF_XDP sees the bytes as sent, never a
+//! 64 KiB super-frame), one /32 and a default route via the link-local
+//! gateway 169.254.1.1, which the dataplane answers for.
+
+pub mod file;
+pub mod run;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_dataplane::worker::Idle;
+use sluice_dataplane::Addr;
+
+use crate::daemon::{self, HostConfig, Io, PortConfig};
+use file::{Plan, PlannedNode};
+
+/// The lab's server (HTTP and UDP echo), run in each backend pod.
+pub const SERVER_PY: &str = include_str!("../../labs/server.py");
+
+/// A command of the set-up that failed.
+#[derive(Debug)]
+pub struct SetupError {
+    pub command: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.command, self.reason)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Runs a command of the set-up; its stderr is the error.
+pub fn sh(args: &[&str]) -> Result<String, SetupError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| SetupError {
+            command: args.join(" "),
+            reason: format!("cannot run {}: {e} (scripts/setup.sh installs it)", args[0]),
+        })?;
+    if !out.status.success() {
+        return Err(SetupError {
+            command: args.join(" "),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The namespaces whose names start with `<lab>-`.
+pub fn namespaces_of(lab: &str) -> Vec<String> {
+    let prefix = format!("{lab}-");
+    sh(&["ip", "netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes every namespace of lab `lab` and ends the processes in them
+/// (servers and clients the lab started there), leaving nothing behind.
+/// Deleting a namespace deletes its veths and TAPs and their XDP programs.
+pub fn remove(lab: &str) -> Vec<String> {
+    let spaces = namespaces_of(lab);
+    for ns in &spaces {
+        let pids: Vec<i32> = sh(&["ip", "netns", "pids", ns])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        for &p in &pids {
+            // SAFETY: kill(2) on a pid inside the lab's own namespace.
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pids
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &p in &pids {
+            // SAFETY: as above; those that ignored SIGTERM.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        let _ = sh(&["ip", "netns", "del", ns]);
+    }
+    spaces
+}
+
+/// A lab's namespaces, set up; removed on drop unless kept (`lab up`).
+pub struct Lab {
+    pub plan: Plan,
+    pub io: Io,
+    keep: bool,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Removes what an earlier run of the same lab left, then creates the
+    /// namespaces, interfaces, addresses and routes. `queues` is the number
+    /// of workers: each owns one queue of every interface.
+    pub fn create(plan: &Plan, io: Io, queues: usize) -> Result<Lab, SetupError> {
+        remove(&plan.name);
+        let lab = Lab {
+            plan: plan.clone(),
+            io,
+            keep: false,
+            children: Vec::new(),
+        };
+        for node in &plan.nodes {
+            lab.create_node(node, queues.max(1))?;
+        }
+        Ok(lab)
+    }
+
+    fn create_node(&self, node: &PlannedNode, queues: usize) -> Result<(), SetupError> {
+        let q = queues.to_string();
+        let nns = node.netns.as_str();
+        sh(&["ip", "netns", "add", nns])?;
+        sh(&["ip", "-n", nns, "link", "set", "lo", "up"])?;
+        // The exception path: the node's address lives on a TAP whose other
+        // side is the dataplane, and the node reaches its pods and the
+        // ClusterIPs through the gateway, as a pod does.
+        let tap = node.host_tap.as_str();
+        sh(&[
+            "ip",
+            "-n",
+            nns,
+            "tuntap",
+            "add",
+            "dev",
+            tap,
+            "mode",
+            "tap",
+            "multi_queue",
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            nns,
+            "link",
+            "set",
+            tap,
+            "address",
+            &mac_str(node.host_mac),
+            "mtu",
+            "1450",
+            "up",
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            nns,
+            "addr",
+            "add",
+            &format!("{}/32", node.ip),
+            "dev",
+            tap,
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            nns,
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            tap,
+            "scope",
+            "link",
+        ])?;
+        for dst in [
+            format!("198.18.{}.0/24", node.index),
+            "198.19.0.0/17".into(),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                nns,
+                "route",
+                "add",
+                &dst,
+                "via",
+                "169.254.1.1",
+                "dev",
+                tap,
+            ])?;
+        }
+        for pod in &node.pods {
+            let pns = pod.netns.as_str();
+            sh(&["ip", "netns", "add", pns])?;
+            sh(&["ip", "-n", pns, "link", "set", "lo", "up"])?;
+            match self.io {
+                Io::Afxdp => sh(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &pod.host_end,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                    "netns",
+                    nns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                    "netns",
+                    pns,
+                ])?,
+                Io::Tap => sh(&[
+                    "ip",
+                    "-n",
+                    pns,
+                    "tuntap",
+                    "add",
+                    "dev",
+                    "eth0",
+                    "mode",
+                    "tap",
+                    "multi_queue",
+                ])?,
+            };
+            sh(&[
+                "ip",
+                "-n",
+                pns,
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &mac_str(pod.mac),
+                "mtu",
+                "1450",
+                "up",
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                pns,
+                "addr",
+                "add",
+                &format!("{}/32", pod.ip),
+                "dev",
+                "eth0",
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                pns,
+                "route",
+                "add",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+                "scope",
+                "link",
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                pns,
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+            ])?;
+            if self.io == Io::Afxdp {
+                // Full checksums and no GSO/GRO: AF_XDP sees the bytes as
+                // sent (a TAP without IFF_VNET_HDR has none of these).
+                sh(&[
+                    "ip", "netns", "exec", pns, "ethtool", "-K", "eth0", "tx", "off", "tso", "off",
+                    "gso", "off", "gro", "off",
+                ])?;
+                sh(&["ip", "-n", nns, "link", "set", &pod.host_end, "up"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the lab when this handle is dropped (`lab up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The daemon's configuration for this lab's node.
+    pub fn daemon_config(
+        &self,
+        cores: Vec<usize>,
+        idle: Idle,
+        conntrack_capacity: usize,
+    ) -> daemon::Config {
+        daemon_config(&self.plan, self.io, cores, idle, conntrack_capacity)
+    }
+
+    /// A command in pod (or node) namespace `ns`.
+    pub fn command(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    /// Runs `args` in the namespace of pod `pod` and waits for it.
+    pub fn exec(&self, pod: &str, args: &[&str]) -> std::io::Result<Output> {
+        let ns = self.netns(pod);
+        self.command(&ns, args[0]).args(&args[1..]).output()
+    }
+
+    /// The namespace of a pod or node by name.
+    pub fn netns(&self, name: &str) -> String {
+        format!("{}-{name}", self.plan.name)
+    }
+
+    /// Starts the lab's servers: in each pod a Service selects, HTTP on
+    /// the Services' TCP target ports and an echo on their UDP ones; in the
+    /// node, HTTP on 8080 (the exception path's test). Waits until every
+    /// TCP port listens. With `detach`, they outlive this process.
+    pub fn start_servers(
+        &mut self,
+        log: Option<&std::path::Path>,
+        detach: bool,
+    ) -> Result<(), SetupError> {
+        let mut jobs: Vec<(String, String, Vec<u16>, Vec<u16>)> = Vec::new();
+        for pod in self.plan.nodes.iter().flat_map(|n| &n.pods) {
+            let mut tcp = Vec::new();
+            let mut udp = Vec::new();
+            for s in &self.plan.services {
+                if !self.plan.selected(s).iter().any(|p| p.name == pod.name) {
+                    continue;
+                }
+                for p in &s.ports {
+                    let v = if p.protocol == "UDP" {
+                        &mut udp
+                    } else {
+                        &mut tcp
+                    };
+                    if !v.contains(&p.target_port) {
+                        v.push(p.target_port);
+                    }
+                }
+            }
+            if !tcp.is_empty() || !udp.is_empty() {
+                jobs.push((pod.netns.clone(), pod.name.clone(), tcp, udp));
+            }
+        }
+        let node = self.plan.node();
+        jobs.push((node.netns.clone(), node.name.clone(), vec![8080], vec![]));
+        for (ns, name, tcp, udp) in &jobs {
+            let list = |v: &Vec<u16>| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            let mut c = self.command(ns, "python3");
+            c.args(["-c", SERVER_PY, name, &list(tcp), &list(udp)])
+                .stdin(Stdio::null());
+            match log {
+                Some(dir) => {
+                    let f = std::fs::File::create(dir.join(format!("server-{name}.log"))).map_err(
+                        |e| SetupError {
+                            command: format!("create {}", dir.display()),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                    c.stdout(f.try_clone().map_err(|e| SetupError {
+                        command: "log".into(),
+                        reason: e.to_string(),
+                    })?)
+                    .stderr(f);
+                }
+                None => {
+                    c.stdout(Stdio::null()).stderr(Stdio::null());
+                }
+            }
+            if detach {
+                use std::os::unix::process::CommandExt;
+                c.process_group(0);
+            }
+            let child = c.spawn().map_err(|e| SetupError {
+                command: format!("python3 server in {ns}"),
+                reason: e.to_string(),
+            })?;
+            if detach {
+                drop(child);
+            } else {
+                self.children.push(child);
+            }
+        }
+        for (ns, name, tcp, _) in &jobs {
+            for port in tcp {
+                wait_listening(ns, *port).map_err(|reason| SetupError {
+                    command: format!("server of {name} on port {port}"),
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn wait_listening(ns: &str, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ss",
+            "-Hltn",
+            &format!("sport = :{port}"),
+        ])
+        .unwrap_or_default();
+        if !out.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("not listening after 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.keep {
+            remove(&self.plan.name);
+        }
+    }
+}
+
+/// The daemon's configuration for a planned lab's node.
+pub fn daemon_config(
+    plan: &Plan,
+    io: Io,
+    cores: Vec<usize>,
+    idle: Idle,
+    conntrack_capacity: usize,
+) -> daemon::Config {
+    let node = plan.node();
+    daemon::Config {
+        io,
+        node_netns: Some(node.netns.clone()),
+        ports: node
+            .pods
+            .iter()
+            .map(|p| PortConfig {
+                ifname: match io {
+                    Io::Afxdp => p.host_end.clone(),
+                    Io::Tap => "eth0".into(),
+                },
+                netns: match io {
+                    Io::Afxdp => None,
+                    Io::Tap => Some(p.netns.clone()),
+                },
+                addrs: vec![Addr::from_v4(p.ip.octets())],
+                mac: p.mac,
+            })
+            .collect(),
+        host: Some(HostConfig {
+            ifname: node.host_tap.clone(),
+            mac: node.host_mac,
+            addrs: vec![Addr::from_v4(node.ip.octets())],
+        }),
+        cores,
+        conntrack_capacity,
+        idle,
+        services: plan.service_specs(&[]),
+    }
+}

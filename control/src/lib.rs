@@ -1,0 +1,6 @@
+//! Sluice's control side: the node daemon's runtime (workers, published
+//! tables, clean stop) and the veth lab. The `sluice` binary is a thin CLI
+//! over this library, and the integration tests drive the same code.
+
+pub mod daemon;
+pub mod lab;
