@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job: build Sluice and run its demo (the pipeline on generated
-# traffic through two workers; the veth lab replaces it with the I/O
-# backends). Usage: sudo bash scripts/demo.sh [sluice demo options]
+# The main job: build Sluice and run the lab demo: pods in network
+# namespaces on veth pairs, the daemon's worker on their interfaces through
+# AF_XDP, real HTTP and UDP servers in three backend pods, curl and python
+# clients in a client pod against the ClusterIP, then teardown.
+# Usage: sudo bash scripts/demo.sh [sluice lab demo options, e.g. --io tap]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo build --release --locked -p sluice-control
-./target/release/sluice demo "$@"
+./target/release/sluice lab demo "$@"

@@ -10,11 +10,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Build tools for the crates that compile C or C++ (libFuzzer's driver,
-# libxdp for the AF_XDP backend), and what the veth tests drive: iproute2
-# for namespaces and veth pairs, ethtool for pod offloads, python3 for the
-# pods' UDP client and server.
+# libxdp for the AF_XDP backend), and what the lab runs: iproute2 for
+# namespaces, veth pairs and TAPs, ethtool for pod offloads, python3 for
+# the pods' servers and clients, curl and ping as clients.
 need=()
-for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3; do
+for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -32,4 +32,10 @@ fi
 # expects and costs nothing.
 if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null || echo "setup: could not mount bpffs at /sys/fs/bpf (libxdp will load a single program)" >&2
+fi
+
+# The TAP backend and the exception path open /dev/net/tun (TUN is built
+# into the kernel; a minimal image may lack the device node).
+if [[ $(id -u) -eq 0 ]] && [[ ! -c /dev/net/tun ]]; then
+    mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
 fi

@@ -105,10 +105,44 @@ fn index_of(d: &FrameDesc) -> u32 {
     (d.addr() / FRAME_SIZE) as u32
 }
 
+type PrintFn = unsafe extern "C" fn(
+    level: libc::c_int,
+    fmt: *const libc::c_char,
+    args: *mut libc::c_void,
+) -> libc::c_int;
+
+extern "C" {
+    fn libbpf_set_print(f: Option<PrintFn>) -> Option<PrintFn>;
+    fn libxdp_set_print(f: Option<PrintFn>) -> Option<PrintFn>;
+}
+
+unsafe extern "C" fn quiet(_: libc::c_int, _: *const libc::c_char, _: *mut libc::c_void) -> libc::c_int {
+    0
+}
+
+/// libbpf and libxdp print their progress to stderr (the ELF sections
+/// they skip, the dispatcher they fall back from, docs/afxdp.md), which on
+/// this kernel is a screenful per socket. Their failures reach us as error
+/// codes anyway, so they are silenced unless SLUICE_LIBXDP_LOG is set.
+fn quiet_libxdp() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("SLUICE_LIBXDP_LOG").is_none() {
+            // SAFETY: both install a print callback (ours ignores its
+            // arguments); they are called before any socket is created.
+            unsafe {
+                libbpf_set_print(Some(quiet));
+                libxdp_set_print(Some(quiet));
+            }
+        }
+    });
+}
+
 impl AfXdpBackend {
     /// Opens every interface of `ifnames` (in the calling thread's network
     /// namespace) as a port, in that order.
     pub fn open(ifnames: &[&str], cfg: AfXdpConfig) -> Result<AfXdpBackend, AfXdpError> {
+        quiet_libxdp();
         let q = |n: u32| {
             QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
         };

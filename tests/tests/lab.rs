@@ -1,0 +1,352 @@
+//! The veth lab with real kernels on both ends, through the daemon's
+//! workers, once over AF_XDP and once over TAP: the same lab code that
+//! `sluice lab` runs (control's `lab` and `daemon`), the lab's own servers
+//! (python's http.server and a UDP echo) in backend pods, and real clients
+//! (curl, python) in a client pod. Root only; each test's lab has its own
+//! name, and its namespaces are removed on drop, also when it fails.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sluice_control::daemon::{Daemon, Io};
+use sluice_control::lab::file::LabFile;
+use sluice_control::lab::{namespaces_of, Lab};
+use sluice_dataplane::worker::Idle;
+
+const LAB: &str = "
+name: NAME
+nodes:
+  - name: node1
+    index: 1
+    pods:
+      - { name: client, labels: { app: client } }
+      - { name: web-1, labels: { app: web } }
+      - { name: web-2, labels: { app: web } }
+      - { name: web-3, labels: { app: web } }
+services:
+  - name: web
+    clusterIP: 198.19.0.10
+    selector: { app: web }
+    ports:
+      - { name: http, port: 80, targetPort: 8080, protocol: TCP }
+      - { name: echo, port: 7, targetPort: 7007, protocol: UDP }
+";
+
+const VIP: &str = "198.19.0.10";
+
+struct Running {
+    // Field order: the daemon stops before the lab is removed.
+    daemon: Daemon,
+    lab: Lab,
+}
+
+/// Sets up a lab of its own, starts the daemon on it and the servers.
+fn start(io: Io, cores: Vec<usize>) -> Running {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let plan = LabFile::parse(&LAB.replace("NAME", &name))
+        .and_then(|f| f.plan())
+        .expect("the test's lab file");
+    let queues = cores.len().max(1);
+    let mut lab = Lab::create(&plan, io, queues).unwrap_or_else(|e| {
+        panic!("cannot set up the lab (root, iproute2, ethtool and python3 needed): {e}")
+    });
+    let idle = Idle {
+        spin_rounds: 2_000,
+        sleep: Duration::from_micros(50),
+    };
+    let daemon = Daemon::start(lab.daemon_config(cores, idle, 1 << 16))
+        .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
+    lab.start_servers(None, false)
+        .unwrap_or_else(|e| panic!("servers: {e}"));
+    Running { daemon, lab }
+}
+
+impl Running {
+    fn python(&self, pod: &str, script: &str) -> Output {
+        self.lab
+            .exec(pod, &["python3", "-c", script])
+            .expect("python3 in a pod")
+    }
+    fn stdout(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+    fn curl(&self, pod: &str, url: &str) -> String {
+        let out = self
+            .lab
+            .exec(pod, &["curl", "-s", "--max-time", "10", url])
+            .expect("curl");
+        Running::stdout(&out)
+    }
+    /// The workers' counters, for failure messages.
+    fn detail(&mut self) -> String {
+        let flows = self.daemon.flows(usize::MAX).len();
+        format!("{flows} flows in conntrack")
+    }
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn http_get_and_a_10_mb_transfer(io: Io) {
+    let mut r = start(io, vec![]);
+    let who = r.curl("client", &format!("http://{VIP}/"));
+    assert!(who.starts_with("web-"), "GET through the ClusterIP: {who:?}");
+    // The server hashes what it sends (a header), the client what it got.
+    let out = r.python(
+        "client",
+        &format!(
+            "import hashlib,urllib.request\n\
+             r=urllib.request.urlopen('http://{VIP}/bytes/10485760',timeout=60)\n\
+             b=r.read()\n\
+             print(len(b),hashlib.sha256(b).hexdigest(),r.headers['X-Content-SHA256'])\n"
+        ),
+    );
+    assert_ok(&out, "the 10 MB download");
+    let line = Running::stdout(&out);
+    let f: Vec<&str> = line.split(' ').collect();
+    assert_eq!(f.len(), 3, "{line}");
+    assert_eq!(f[0], "10485760", "{line} ({})", r.detail());
+    assert_eq!(f[1], f[2], "SHA-256 at the client vs at the server");
+}
+
+fn two_hundred_concurrent_connections_over_three_backends(io: Io) {
+    let r = start(io, vec![]);
+    let out = r.python(
+        "client",
+        &format!(
+            "import collections,concurrent.futures,urllib.request\n\
+             def get(_):\n  return urllib.request.urlopen('http://{VIP}/',timeout=30).read().decode().strip()\n\
+             with concurrent.futures.ThreadPoolExecutor(200) as ex:\n  c=collections.Counter(ex.map(get,range(200)))\n\
+             print(' '.join('%s=%d'%(k,c[k]) for k in sorted(c)))\n"
+        ),
+    );
+    assert_ok(&out, "200 concurrent GETs");
+    let line = Running::stdout(&out);
+    let counts: BTreeMap<&str, u32> = line
+        .split(' ')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k, v.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        ["web-1", "web-2", "web-3"],
+        "{line}"
+    );
+    assert_eq!(counts.values().sum::<u32>(), 200, "{line}");
+    let even = 200.0 / 3.0;
+    for c in counts.values() {
+        assert!(
+            (f64::from(*c) - even).abs() <= 0.3 * even,
+            "not within 30% of even: {line}"
+        );
+    }
+}
+
+fn udp_request_and_response(io: Io) {
+    let r = start(io, vec![]);
+    let out = r.python(
+        "client",
+        &format!(
+            "import socket\n\
+             for i in range(20):\n  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n  \
+             s.sendto(b'hello-%d'%i,('{VIP}',7))\n  d,a=s.recvfrom(2048)\n  print(d.decode(),a[0],a[1])\n"
+        ),
+    );
+    assert_ok(&out, "the UDP client");
+    let text = Running::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert!(f[0].starts_with("web-"), "echoed by a backend: {l}");
+        assert_eq!(
+            &f[1..],
+            [format!("hello-{i}").as_str(), VIP, "7"],
+            "the answer comes from the VIP the client dialled"
+        );
+    }
+}
+
+fn pod_to_pod_the_node_and_the_gateway(io: Io) {
+    let r = start(io, vec![]);
+    let direct = r.curl("client", "http://198.18.1.3:8080/");
+    assert_eq!(direct, "web-1", "pod to pod by IP");
+    // The exception path, both ways: a pod to a server on the node, and
+    // the node to a ClusterIP.
+    let node = r.curl("client", "http://198.18.0.1:8080/");
+    assert_eq!(node, "node1", "a pod to the node's own server");
+    let out = r
+        .lab
+        .command(&r.lab.netns("node1"), "curl")
+        .args(["-s", "--max-time", "10", &format!("http://{VIP}/")])
+        .output()
+        .expect("curl in the node");
+    let from_node = Running::stdout(&out);
+    assert!(from_node.starts_with("web-"), "the node to the ClusterIP: {from_node:?}");
+    // The gateway: its MAC came from Sluice's ARP answer, and a TTL that
+    // runs out comes back as time-exceeded from it.
+    let neigh = Running::stdout(
+        &r.lab
+            .exec("client", &["ip", "neigh", "show", "169.254.1.1"])
+            .expect("ip neigh"),
+    );
+    assert!(neigh.contains("ee:ee:ee:ee:ee:ee"), "{neigh}");
+    let ping = r
+        .lab
+        .exec("client", &["ping", "-c", "1", "-t", "1", "-W", "3", "198.18.1.4"])
+        .expect("ping");
+    let ping = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        ping.contains("169.254.1.1") && ping.to_lowercase().contains("time to live exceeded"),
+        "{ping}"
+    );
+}
+
+fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
+    let r = start(io, cores);
+    // Eight keep-alive connections, each asking every 100 ms for 4 s and
+    // printing who answered; they must all run to the end.
+    let held = r
+        .lab
+        .command(&r.lab.netns("client"), "python3")
+        .args([
+            "-c",
+            &format!(
+                "import http.client,threading,time\n\
+                 out=[None]*8\n\
+                 def run(i):\n  c=http.client.HTTPConnection('{VIP}',80,timeout=10)\n  seen=[]\n  \
+                 for _ in range(40):\n    c.request('GET','/');seen.append(c.getresponse().read().decode().strip());time.sleep(0.1)\n  out[i]=seen\n\
+                 ts=[threading.Thread(target=run,args=(i,)) for i in range(8)]\n\
+                 [t.start() for t in ts];[t.join() for t in ts]\n\
+                 for s in out: print(' '.join(s) if s else 'FAILED')\n"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 in the client");
+    std::thread::sleep(Duration::from_millis(1000));
+    let plan = r.lab.plan.clone();
+    let generation = r
+        .daemon
+        .publish_services(&plan.service_specs(&["web-3"]))
+        .expect("the new tables");
+    assert_eq!(r.daemon.generation(), generation);
+    // New connections while the old ones run: none reaches web-3.
+    let out = r.python(
+        "client",
+        &format!(
+            "import urllib.request\n\
+             for i in range(60):\n  print(urllib.request.urlopen('http://{VIP}/',timeout=10).read().decode().strip())\n"
+        ),
+    );
+    assert_ok(&out, "new connections after the removal");
+    let fresh = Running::stdout(&out);
+    assert_eq!(fresh.lines().count(), 60, "{fresh}");
+    assert!(!fresh.contains("web-3"), "a new connection reached the removed backend: {fresh}");
+    assert!(fresh.contains("web-1") && fresh.contains("web-2"), "{fresh}");
+    let held = held.wait_with_output().expect("the keep-alive client");
+    assert_ok(&held, "the established connections");
+    let text = Running::stdout(&held);
+    let conns: Vec<&str> = text.lines().collect();
+    assert_eq!(conns.len(), 8, "{text}");
+    for c in conns {
+        let seen: Vec<&str> = c.split(' ').collect();
+        assert_eq!(seen.len(), 40, "a connection broke: {c}");
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "a connection changed backend: {c}"
+        );
+    }
+}
+
+/// The lab leaves nothing behind, and the workers detach every XDP
+/// program when they stop.
+fn a_clean_stop_leaves_nothing(io: Io) {
+    let mut r = start(io, vec![]);
+    assert_eq!(r.curl("client", "http://198.18.1.3:8080/"), "web-1");
+    let name = r.lab.plan.name.clone();
+    let ends: Vec<String> = r.lab.plan.node().pods.iter().map(|p| p.host_end.clone()).collect();
+    let node = r.lab.plan.node().netns.clone();
+    let reports = r.daemon.stop();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].packets.forwarded > 0);
+    if io == Io::Afxdp {
+        for e in &ends {
+            let out = Command::new("ip")
+                .args(["-n", &node, "-d", "link", "show", "dev", e])
+                .output()
+                .expect("ip link");
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert!(!s.contains("prog/xdp"), "an XDP program is left on {e}: {s}");
+        }
+    }
+    drop(r);
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+}
+
+macro_rules! suite {
+    ($io:ident, $mod:ident) => {
+        mod $mod {
+            use super::*;
+            #[test]
+            fn http_get_and_a_10_mb_transfer_with_its_sha256_checked() {
+                http_get_and_a_10_mb_transfer(Io::$io);
+            }
+            #[test]
+            fn two_hundred_concurrent_connections_within_30_percent_of_even() {
+                two_hundred_concurrent_connections_over_three_backends(Io::$io);
+            }
+            #[test]
+            fn udp_request_and_response_from_the_vip() {
+                udp_request_and_response(Io::$io);
+            }
+            #[test]
+            fn pod_to_pod_the_node_both_ways_arp_and_ttl() {
+                pod_to_pod_the_node_and_the_gateway(Io::$io);
+            }
+            #[test]
+            fn a_backend_removed_while_traffic_runs() {
+                super::a_backend_removed_while_traffic_runs(Io::$io, vec![]);
+            }
+            #[test]
+            fn a_clean_stop_leaves_no_program_and_no_namespace() {
+                a_clean_stop_leaves_nothing(Io::$io);
+            }
+        }
+    };
+}
+
+#[cfg(feature = "afxdp")]
+suite!(Afxdp, afxdp);
+suite!(Tap, tap);
+
+/// Two workers pinned to the machine's first two cores, each with its own
+/// queue of every interface (its own AF_XDP sockets), sharing conntrack.
+#[cfg(feature = "afxdp")]
+#[test]
+fn two_pinned_workers_share_the_lab() {
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .take(2)
+        .collect();
+    assert!(!cores.is_empty(), "no cores to pin to");
+    a_backend_removed_while_traffic_runs(Io::Afxdp, cores);
+}
