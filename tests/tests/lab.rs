@@ -103,7 +103,10 @@ fn assert_ok(out: &Output, what: &str) {
 fn http_get_and_a_10_mb_transfer(io: Io) {
     let mut r = start(io, vec![]);
     let who = r.curl("client", &format!("http://{VIP}/"));
-    assert!(who.starts_with("web-"), "GET through the ClusterIP: {who:?}");
+    assert!(
+        who.starts_with("web-"),
+        "GET through the ClusterIP: {who:?}"
+    );
     // The server hashes what it sends (a header), the client what it got.
     let out = r.python(
         "client",
@@ -197,7 +200,10 @@ fn pod_to_pod_the_node_and_the_gateway(io: Io) {
         .output()
         .expect("curl in the node");
     let from_node = Running::stdout(&out);
-    assert!(from_node.starts_with("web-"), "the node to the ClusterIP: {from_node:?}");
+    assert!(
+        from_node.starts_with("web-"),
+        "the node to the ClusterIP: {from_node:?}"
+    );
     // The gateway: its MAC came from Sluice's ARP answer, and a TTL that
     // runs out comes back as time-exceeded from it.
     let neigh = Running::stdout(
@@ -208,7 +214,10 @@ fn pod_to_pod_the_node_and_the_gateway(io: Io) {
     assert!(neigh.contains("ee:ee:ee:ee:ee:ee"), "{neigh}");
     let ping = r
         .lab
-        .exec("client", &["ping", "-c", "1", "-t", "1", "-W", "3", "198.18.1.4"])
+        .exec(
+            "client",
+            &["ping", "-c", "1", "-t", "1", "-W", "3", "198.18.1.4"],
+        )
         .expect("ping");
     let ping = String::from_utf8_lossy(&ping.stdout).to_string();
     assert!(
@@ -258,8 +267,14 @@ fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
     assert_ok(&out, "new connections after the removal");
     let fresh = Running::stdout(&out);
     assert_eq!(fresh.lines().count(), 60, "{fresh}");
-    assert!(!fresh.contains("web-3"), "a new connection reached the removed backend: {fresh}");
-    assert!(fresh.contains("web-1") && fresh.contains("web-2"), "{fresh}");
+    assert!(
+        !fresh.contains("web-3"),
+        "a new connection reached the removed backend: {fresh}"
+    );
+    assert!(
+        fresh.contains("web-1") && fresh.contains("web-2"),
+        "{fresh}"
+    );
     let held = held.wait_with_output().expect("the keep-alive client");
     assert_ok(&held, "the established connections");
     let text = Running::stdout(&held);
@@ -281,7 +296,14 @@ fn a_clean_stop_leaves_nothing(io: Io) {
     let mut r = start(io, vec![]);
     assert_eq!(r.curl("client", "http://198.18.1.3:8080/"), "web-1");
     let name = r.lab.plan.name.clone();
-    let ends: Vec<String> = r.lab.plan.node().pods.iter().map(|p| p.host_end.clone()).collect();
+    let ends: Vec<String> = r
+        .lab
+        .plan
+        .node()
+        .pods
+        .iter()
+        .map(|p| p.host_end.clone())
+        .collect();
     let node = r.lab.plan.node().netns.clone();
     let reports = r.daemon.stop();
     assert_eq!(reports.len(), 1);
@@ -293,7 +315,10 @@ fn a_clean_stop_leaves_nothing(io: Io) {
                 .output()
                 .expect("ip link");
             let s = String::from_utf8_lossy(&out.stdout);
-            assert!(!s.contains("prog/xdp"), "an XDP program is left on {e}: {s}");
+            assert!(
+                !s.contains("prog/xdp"),
+                "an XDP program is left on {e}: {s}"
+            );
         }
     }
     drop(r);

@@ -77,33 +77,47 @@ pub fn namespaces_of(lab: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether process `pid` still runs: a zombie does not (on a machine whose
+/// init does not reap orphans, a killed server stays one).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 /// Removes every namespace of lab `lab` and ends the processes in them
 /// (servers and clients the lab started there), leaving nothing behind.
 /// Deleting a namespace deletes its veths and TAPs and their XDP programs.
 pub fn remove(lab: &str) -> Vec<String> {
     let spaces = namespaces_of(lab);
+    let pids: Vec<i32> = spaces
+        .iter()
+        .flat_map(|ns| {
+            sh(&["ip", "netns", "pids", ns])
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    for &p in &pids {
+        // SAFETY: kill(2) on a pid inside the lab's own namespaces.
+        unsafe { libc::kill(p, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &p in pids.iter().filter(|&&p| alive(p)) {
+        // SAFETY: as above; those that ignored SIGTERM.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
     for ns in &spaces {
-        let pids: Vec<i32> = sh(&["ip", "netns", "pids", ns])
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        for &p in &pids {
-            // SAFETY: kill(2) on a pid inside the lab's own namespace.
-            unsafe { libc::kill(p, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while pids
-            .iter()
-            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for &p in &pids {
-            // SAFETY: as above; those that ignored SIGTERM.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
         let _ = sh(&["ip", "netns", "del", ns]);
     }
     spaces

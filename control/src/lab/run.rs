@@ -20,6 +20,7 @@ use sluice_dataplane::Addr;
 
 use super::file::{LabFile, Plan, DEFAULT};
 use super::{remove, Lab};
+
 use crate::daemon::{Daemon, Io, WorkerReport};
 
 #[derive(clap::Args)]
@@ -285,10 +286,10 @@ fn stop_daemon(dir: &Path) -> bool {
     // SAFETY: kill(2) on the daemon this lab started, checked above.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+    while super::alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if Path::new(&format!("/proc/{pid}")).exists() {
+    if super::alive(pid) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -488,7 +489,7 @@ fn demo(o: &DemoOptions) -> Result<()> {
     let url = format!("http://{vip}:{http}/");
     let hits = tally(&curl_loop(o.requests, &url)?);
     println!("   hits per backend: {}", tally_str(&hits));
-    if hits.get("FAILED").is_some() || hits.values().sum::<usize>() != o.requests {
+    if hits.contains_key("FAILED") || hits.values().sum::<usize>() != o.requests {
         failures.push(format!("HTTP: {}", tally_str(&hits)));
     }
     check_stop(&stop)?;

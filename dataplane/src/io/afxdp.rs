@@ -116,7 +116,11 @@ extern "C" {
     fn libxdp_set_print(f: Option<PrintFn>) -> Option<PrintFn>;
 }
 
-unsafe extern "C" fn quiet(_: libc::c_int, _: *const libc::c_char, _: *mut libc::c_void) -> libc::c_int {
+unsafe extern "C" fn quiet(
+    _: libc::c_int,
+    _: *const libc::c_char,
+    _: *mut libc::c_void,
+) -> libc::c_int {
     0
 }
 

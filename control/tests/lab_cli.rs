@@ -1,0 +1,192 @@
+//! `sluice lab up` and `down` as a user runs them, and a daemon killed
+//! with SIGKILL: its XDP programs stay attached, the next daemon replaces
+//! them and serves, and `down` leaves nothing behind. Root only.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_control::lab::alive;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn lab_file(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: {name}
+nodes:
+  - name: node1
+    index: 1
+    pods:
+      - {{ name: client }}
+      - {{ name: web-1, labels: {{ app: web }} }}
+      - {{ name: web-2, labels: {{ app: web }} }}
+services:
+  - name: web
+    clusterIP: 198.19.0.10
+    selector: {{ app: web }}
+    ports: [{{ port: 80, targetPort: 8080 }}]
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn sluice(args: &[&str], file: &Path) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .arg("--file")
+        .arg(file)
+        .output()
+        .expect("run sluice")
+}
+
+fn curl(ns: &str, url: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "10", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn xdp_on(ns: &str, ifname: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "dev", ifname])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn daemon_pid(state: &Path) -> i32 {
+    let s = std::fs::read_to_string(state.join("daemon.pid")).expect("lab up writes daemon.pid");
+    s.trim().parse().expect("a pid")
+}
+
+/// Brings the lab down on drop, whatever the test did.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = sluice(&["lab", "down"], self.0);
+    }
+}
+
+#[test]
+fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
+    let name = format!("c{}", std::process::id() % 100_000);
+    let file = lab_file(&name);
+    let _down = Down(&file);
+    let state = std::path::PathBuf::from(format!("/run/sluice/lab-{name}"));
+
+    let up = sluice(&["lab", "up"], &file);
+    assert!(
+        up.status.success(),
+        "lab up failed (root, iproute2, ethtool, python3 and curl needed): {}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let printed = String::from_utf8_lossy(&up.stdout);
+    for want in [
+        format!("{name}-client"),
+        "198.18.1.2".into(),
+        "198.19.0.10".into(),
+        "default/web".into(),
+    ] {
+        assert!(
+            printed.contains(&want),
+            "up does not print {want}:\n{printed}"
+        );
+    }
+    let client = format!("{name}-client");
+    let node = format!("{name}-node1");
+    let end = format!("{name}1p1");
+    assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
+
+    // A crash: the program stays, and the pods' frames go nowhere.
+    let pid = daemon_pid(&state);
+    // SAFETY: the daemon this test's `lab up` started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        xdp_on(&node, &end),
+        "SIGKILL left no program; the restart below proves nothing"
+    );
+
+    // A new daemon on the same lab finds the stale programs and replaces them.
+    let _ = std::fs::remove_file(state.join("ready"));
+    let log = std::fs::File::create(state.join("restart.log")).unwrap();
+    let mut restarted = Command::new(SLUICE)
+        .args(["lab", "daemon", "--state"])
+        .arg(&state)
+        .arg("--file")
+        .arg(state.join("lab.yaml"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("ready").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon is not ready"
+        );
+        assert!(
+            restarted.try_wait().unwrap().is_none(),
+            "the restarted daemon exited: {}",
+            std::fs::read_to_string(state.join("restart.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(state.join("restart.log")).unwrap();
+    assert!(
+        log.contains(&format!("replaced a stale XDP program on {end}")),
+        "{log}"
+    );
+    assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
+
+    // SIGTERM: a clean stop detaches every program.
+    // SAFETY: the daemon this test started.
+    unsafe { libc::kill(restarted.id() as i32, libc::SIGTERM) };
+    let status = restarted.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!xdp_on(&node, &end), "SIGTERM left an XDP program on {end}");
+    let log = std::fs::read_to_string(state.join("restart.log")).unwrap();
+    assert!(log.contains("XDP programs detached"), "{log}");
+
+    // `up` again over the leftovers, then `down`.
+    let up = sluice(&["lab", "up"], &file);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
+    let pid = daemon_pid(&state);
+    let down = sluice(&["lab", "down"], &file);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(namespaces(&name), Vec::<String>::new());
+    assert!(!state.exists(), "{} is left", state.display());
+    assert!(!alive(pid), "the daemon is still running");
+    let _ = std::fs::remove_file(&file);
+}
