@@ -150,6 +150,10 @@ pub struct WorkerReport {
     pub core: Option<usize>,
     pub packets: Counters,
     pub loop_counters: LoopCounters,
+    /// AF_XDP: frames forwarded by moving a descriptor within the shared
+    /// UMEM, and by copying between UMEMs.
+    pub moved: u64,
+    pub copied: u64,
 }
 
 /// The running daemon. Dropping it stops it.
@@ -466,7 +470,14 @@ fn worker_main(
             }
             let frames = 64 * (queues.len() + 2);
             let backend = TapBackend::new(queues, frames);
-            let mut r = run_worker(Worker::new(backend, map), host, config, shared, ready, w);
+            let mut r = run_worker(
+                &mut Worker::new(backend, map),
+                host,
+                config,
+                shared,
+                ready,
+                w,
+            );
             r.core = core;
             r
         }
@@ -501,8 +512,20 @@ fn afxdp_worker(
     };
     match opened {
         Ok(b) => {
-            let mut r = run_worker(Worker::new(b, map), host, config, shared, ready, w);
+            eprintln!(
+                "sluice: worker {w}: AF_XDP on {} port(s), queue {w}: {}",
+                names.len(),
+                if b.shared {
+                    "one UMEM shared by the ports (forwarding moves descriptors)"
+                } else {
+                    "a UMEM per port, the kernel refused to share one across devices (forwarding copies frames)"
+                }
+            );
+            let mut worker = Worker::new(b, map);
+            let mut r = run_worker(&mut worker, host, config, shared, ready, w);
             r.core = core;
+            r.moved = worker.backend.moved;
+            r.copied = worker.backend.copied;
             r
         }
         Err(e) => {
@@ -533,7 +556,7 @@ fn afxdp_worker(
 }
 
 fn run_worker<B: Backend>(
-    mut worker: Worker<B>,
+    worker: &mut Worker<B>,
     host: Option<HostTap>,
     config: &Config,
     shared: &Shared,
@@ -560,5 +583,7 @@ fn run_worker<B: Backend>(
         core: None,
         packets: worker.packet_counters().clone(),
         loop_counters: worker.counters.clone(),
+        moved: 0,
+        copied: 0,
     }
 }

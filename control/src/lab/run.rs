@@ -363,7 +363,7 @@ fn print_reports(reports: &[WorkerReport]) {
         let c = &r.packets;
         let l = &r.loop_counters;
         println!(
-            "  worker {i} (core {}): rx {} forwarded {} to_host {} neighbor_replies {} dropped {} | tx {} host_tx {} host_rx {} no_egress {}",
+            "  worker {i} (core {}): rx {} forwarded {} to_host {} neighbor_replies {} dropped {} | tx {} (moved {} copied {}) host_tx {} host_rx {} no_egress {}",
             r.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             c.rx,
             c.forwarded,
@@ -371,6 +371,8 @@ fn print_reports(reports: &[WorkerReport]) {
             c.neighbor_replies,
             c.total_drops(),
             l.tx,
+            r.moved,
+            r.copied,
             l.host_tx,
             l.host_rx,
             l.no_egress

@@ -1,13 +1,19 @@
-//! The AF_XDP backend (xsk-rs): one UMEM and one socket per port, on the
-//! worker's queue, generic (SKB) XDP in copy mode with need_wakeup, which is what veth
-//! allows on this project's machines (docs/afxdp.md). Forwarding between
-//! ports copies the frame into the egress port's UMEM; a UMEM shared across
-//! ports, which would move descriptors instead, needs zero-copy-capable
-//! drivers and comes later.
+//! The AF_XDP backend (xsk-rs): one socket per port on the worker's queue,
+//! generic (SKB) XDP in copy mode with need_wakeup, which is what veth
+//! allows on this project's machines (docs/afxdp.md).
 //!
-//! Ownership of a frame is always one of: the port's free list, the kernel
-//! (fill or TX ring, until it comes back on RX or completion), or the worker
-//! (between `rx` and `tx`/`free`).
+//! All of a worker's sockets share one UMEM where the kernel allows it
+//! (XDP_SHARED_UMEM across devices, Linux 5.10 and later): a frame received
+//! on one port is then transmitted on another by moving its descriptor, and
+//! its bytes are never copied in userspace. Each port keeps its own fill and
+//! completion rings over the shared pool. Where the kernel refuses the
+//! sharing, each port gets a UMEM of its own and forwarding copies the
+//! frame into the egress port's; `AfXdpBackend::shared` says which, and the
+//! daemon logs it.
+//!
+//! Ownership of a frame is always one of: its pool's free list, the kernel
+//! (a fill or TX ring, until it comes back on RX or completion), or the
+//! worker (between `rx` and `tx`/`free`).
 
 #![allow(unsafe_code)]
 
@@ -73,22 +79,36 @@ impl std::fmt::Display for AfXdpError {
     }
 }
 
-struct Port {
-    /// Frames produced on TX since the last wake-up.
-    tx_queued: usize,
+/// A UMEM and its frames.
+struct Pool {
     descs: Vec<FrameDesc>,
     free: Vec<u32>,
+    umem: Umem,
+}
+
+struct Port {
+    /// The pool this port's rings take frames from.
+    pool: usize,
+    /// Frames produced on TX since the last wake-up.
+    tx_queued: usize,
     fq: FillQueue,
     cq: CompQueue,
     rx: RxQueue,
     tx: TxQueue,
-    // Dropped after the rings (field order): the UMEM must outlive them.
-    umem: Umem,
 }
 
 pub struct AfXdpBackend {
+    // Dropped first (field order): the sockets' rings before the UMEMs.
     ports: Vec<Port>,
+    pools: Vec<Pool>,
+    /// Frames of each pool.
     frames: u32,
+    /// Whether every port shares one UMEM (descriptors move) or each has
+    /// its own (frames are copied between ports).
+    pub shared: bool,
+    /// Frames forwarded by moving a descriptor, and by copying.
+    pub moved: u64,
+    pub copied: u64,
     scratch: Vec<FrameDesc>,
     reply: Vec<u8>,
 }
@@ -144,31 +164,69 @@ fn quiet_libxdp() {
 
 impl AfXdpBackend {
     /// Opens every interface of `ifnames` (in the calling thread's network
-    /// namespace) as a port, in that order.
+    /// namespace) as a port, in that order: on one shared UMEM if the
+    /// kernel takes it, else on a UMEM per port.
     pub fn open(ifnames: &[&str], cfg: AfXdpConfig) -> Result<AfXdpBackend, AfXdpError> {
         quiet_libxdp();
+        // Enough for every port's fill ring, its TX ring and a burst in
+        // the worker's hands.
+        let shared_frames = (ifnames.len() as u32 * 2 * cfg.ring + 2 * cfg.ring).max(cfg.frames);
+        match Self::open_with(ifnames, cfg, true, shared_frames) {
+            Ok(b) => Ok(b),
+            Err(AfXdpError::Socket { .. }) if ifnames.len() > 1 => {
+                Self::open_with(ifnames, cfg, false, cfg.frames)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn new_pool(name: &str, cfg: AfXdpConfig, frames: u32) -> Result<Pool, AfXdpError> {
         let q = |n: u32| {
             QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
         };
-        let mut ports = Vec::new();
+        let ucfg = UmemConfig::builder()
+            .frame_size(
+                FrameSize::new(FRAME_SIZE as u32).map_err(|e| AfXdpError::Config(e.to_string()))?,
+            )
+            .fill_queue_size(q(cfg.ring)?)
+            .comp_queue_size(q(cfg.ring)?)
+            .build()
+            .map_err(|e| AfXdpError::Config(e.to_string()))?;
+        let count = frames
+            .try_into()
+            .map_err(|e| AfXdpError::Config(format!("{e}")))?;
+        let (umem, descs) = Umem::new(ucfg, count, false).map_err(|e| AfXdpError::Umem {
+            port: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        let free = descs.iter().map(index_of).rev().collect();
+        Ok(Pool { descs, free, umem })
+    }
+
+    fn open_with(
+        ifnames: &[&str],
+        cfg: AfXdpConfig,
+        shared: bool,
+        frames: u32,
+    ) -> Result<AfXdpBackend, AfXdpError> {
+        let q = |n: u32| {
+            QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
+        };
+        let mut b = AfXdpBackend {
+            ports: Vec::new(),
+            pools: Vec::new(),
+            frames,
+            shared: shared || ifnames.len() == 1,
+            moved: 0,
+            copied: 0,
+            scratch: Vec::with_capacity(cfg.ring as usize),
+            reply: vec![0; FRAME_SIZE],
+        };
         for name in ifnames {
-            let ucfg = UmemConfig::builder()
-                .frame_size(
-                    FrameSize::new(FRAME_SIZE as u32)
-                        .map_err(|e| AfXdpError::Config(e.to_string()))?,
-                )
-                .fill_queue_size(q(cfg.ring)?)
-                .comp_queue_size(q(cfg.ring)?)
-                .build()
-                .map_err(|e| AfXdpError::Config(e.to_string()))?;
-            let count = cfg
-                .frames
-                .try_into()
-                .map_err(|e| AfXdpError::Config(format!("{e}")))?;
-            let (umem, descs) = Umem::new(ucfg, count, false).map_err(|e| AfXdpError::Umem {
-                port: name.to_string(),
-                reason: e.to_string(),
-            })?;
+            if !shared || b.pools.is_empty() {
+                b.pools.push(Self::new_pool(name, cfg, frames)?);
+            }
+            let pool = b.pools.len() - 1;
             let scfg = SocketConfig::builder()
                 .rx_queue_size(q(cfg.ring)?)
                 .tx_queue_size(q(cfg.ring)?)
@@ -178,45 +236,37 @@ impl AfXdpBackend {
             let ifname = name
                 .parse()
                 .map_err(|e| AfXdpError::Config(format!("interface {name}: {e}")))?;
-            // SAFETY: the UMEM is fresh and used by this socket only; it is
-            // dropped after the socket's rings (field order of `Port`).
-            let (tx, rx, fq_cq) =
-                unsafe { Socket::new(scfg, &umem, &ifname, cfg.queue) }.map_err(|e| {
-                    AfXdpError::Socket {
-                        port: name.to_string(),
-                        queue: cfg.queue,
-                        reason: e.to_string(),
-                    }
-                })?;
-            let (fq, cq) = fq_cq.ok_or_else(|| AfXdpError::Socket {
+            let socket_error = |reason: String| AfXdpError::Socket {
                 port: name.to_string(),
                 queue: cfg.queue,
-                reason: "no fill and completion rings (UMEM already bound)".into(),
+                reason,
+            };
+            // SAFETY: each (interface, queue) pair is bound once, so
+            // libxdp loads its program for each (no INHIBIT_PROG_LOAD is
+            // needed); the UMEM outlives the rings (field order of
+            // `AfXdpBackend`).
+            let (tx, rx, fq_cq) =
+                unsafe { Socket::new(scfg, &b.pools[pool].umem, &ifname, cfg.queue) }
+                    .map_err(|e| socket_error(e.to_string()))?;
+            let (fq, cq) = fq_cq.ok_or_else(|| {
+                socket_error("no fill and completion rings (the pair is bound already)".into())
             })?;
-            let free = descs.iter().map(index_of).rev().collect();
-            ports.push(Port {
+            b.ports.push(Port {
+                pool,
                 tx_queued: 0,
-                descs,
-                free,
                 fq,
                 cq,
                 rx,
                 tx,
-                umem,
             });
         }
-        let mut b = AfXdpBackend {
-            ports,
-            frames: cfg.frames,
-            scratch: Vec::with_capacity(cfg.ring as usize),
-            reply: vec![0; FRAME_SIZE],
-        };
         for p in 0..b.ports.len() {
             b.refill(p, cfg.ring as usize);
         }
         Ok(b)
     }
 
+    /// A frame's pool and its index in the pool.
     fn split(&self, f: Frame) -> (usize, usize) {
         (
             (f.index / self.frames) as usize,
@@ -224,18 +274,19 @@ impl AfXdpBackend {
         )
     }
 
-    /// Gives up to `want` free frames of port `p` to its fill ring.
+    /// Gives up to `want` free frames of port `p`'s pool to its fill ring.
     fn refill(&mut self, p: usize, want: usize) {
         let port = &mut self.ports[p];
+        let pool = &mut self.pools[port.pool];
         self.scratch.clear();
         while self.scratch.len() < want {
-            let Some(i) = port.free.pop() else { break };
-            self.scratch.push(port.descs[i as usize]);
+            let Some(i) = pool.free.pop() else { break };
+            self.scratch.push(pool.descs[i as usize]);
         }
         // SAFETY: the frames come off the free list: nobody else holds them.
         let n = unsafe { port.fq.produce(&self.scratch) };
         for d in &self.scratch[n..] {
-            port.free.push(index_of(d));
+            pool.free.push(index_of(d));
         }
         if n > 0 && port.fq.needs_wakeup() {
             let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
@@ -249,8 +300,9 @@ impl Backend for AfXdpBackend {
     }
 
     fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {
-        let base = p as u32 * self.frames;
         let port = &mut self.ports[p];
+        let base = port.pool as u32 * self.frames;
+        let pool = &mut self.pools[port.pool];
         self.scratch.clear();
         self.scratch.resize(out.len(), FrameDesc::default());
         // SAFETY: the descriptors written are frames the kernel hands back;
@@ -258,7 +310,7 @@ impl Backend for AfXdpBackend {
         let n = unsafe { port.rx.consume(&mut self.scratch) };
         for (o, d) in out.iter_mut().zip(&self.scratch[..n]) {
             let i = index_of(d);
-            port.descs[i as usize] = *d;
+            pool.descs[i as usize] = *d;
             *o = Frame {
                 index: base + i,
                 len: d.lengths().data() as u16,
@@ -272,35 +324,41 @@ impl Backend for AfXdpBackend {
 
     fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
         let mut accepted = 0;
+        let to = self.ports[egress].pool;
         for &f in frames {
-            let (src, i) = self.split(f);
-            let ok = if src == egress {
+            let (from, i) = self.split(f);
+            let ok = if from == to {
+                // One UMEM: the descriptor moves, the bytes stay.
                 let port = &mut self.ports[egress];
                 // SAFETY: the frame is the worker's, handed to the kernel here.
-                unsafe { port.tx.produce_one(&port.descs[i]) == 1 }
+                let ok = unsafe { port.tx.produce_one(&self.pools[to].descs[i]) == 1 };
+                self.moved += u64::from(ok);
+                ok
             } else {
                 // Another UMEM: copy into a frame of the egress port's.
-                let Some(j) = self.ports[egress].free.pop() else {
+                let Some(j) = self.pools[to].free.pop() else {
                     break;
                 };
                 let len = {
-                    let s = &self.ports[src];
+                    let s = &self.pools[from];
                     // SAFETY: the source frame is the worker's until freed below.
                     let data = unsafe { s.umem.data(&s.descs[i]) };
                     let c = data.contents();
                     self.reply[..c.len()].copy_from_slice(c);
                     c.len()
                 };
-                let port = &mut self.ports[egress];
-                let d = &mut port.descs[j as usize];
+                let pool = &mut self.pools[to];
+                let d = &mut pool.descs[j as usize];
                 // SAFETY: `j` came off the free list: the frame is ours alone.
-                let written = write_frame(unsafe { port.umem.data_mut(d) }, &self.reply[..len]);
+                let written = write_frame(unsafe { pool.umem.data_mut(d) }, &self.reply[..len]);
+                let port = &mut self.ports[egress];
                 // SAFETY: as above; the kernel owns it once produced.
-                if written && unsafe { port.tx.produce_one(&port.descs[j as usize]) } == 1 {
-                    self.ports[src].free.push(i as u32);
+                if written && unsafe { port.tx.produce_one(&pool.descs[j as usize]) } == 1 {
+                    self.pools[from].free.push(i as u32);
+                    self.copied += 1;
                     true
                 } else {
-                    self.ports[egress].free.push(j);
+                    pool.free.push(j);
                     false
                 }
             };
@@ -328,33 +386,34 @@ impl Backend for AfXdpBackend {
             self.scratch.resize(256, FrameDesc::default());
             // SAFETY: completed descriptors are frames the kernel is done with.
             let n = unsafe { port.cq.consume(&mut self.scratch) };
+            let pool = &mut self.pools[port.pool];
             for d in &self.scratch[..n] {
-                port.free.push(index_of(d));
+                pool.free.push(index_of(d));
             }
         }
     }
 
     fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
         let (p, i) = self.split(f);
-        let port = &mut self.ports[p];
+        let pool = &mut self.pools[p];
         // SAFETY: the frame is the worker's (received, not yet given back),
         // so no ring and no other borrow touches it.
-        let mut data = unsafe { port.umem.data_mut(&mut port.descs[i]) };
+        let mut data = unsafe { pool.umem.data_mut(&mut pool.descs[i]) };
         op(data.contents_mut())
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
-        let p = (0..self.ports.len()).find(|&p| !self.ports[p].free.is_empty())?;
+        let p = (0..self.pools.len()).find(|&p| !self.pools[p].free.is_empty())?;
         let len = write(&mut self.reply[..]).min(FRAME_SIZE);
-        let port = &mut self.ports[p];
-        let j = port.free.pop()?;
+        let pool = &mut self.pools[p];
+        let j = pool.free.pop()?;
         // SAFETY: `j` came off the free list.
         let ok = write_frame(
-            unsafe { port.umem.data_mut(&mut port.descs[j as usize]) },
+            unsafe { pool.umem.data_mut(&mut pool.descs[j as usize]) },
             &self.reply[..len],
         );
         if !ok {
-            port.free.push(j);
+            pool.free.push(j);
             return None;
         }
         Some(Frame {
@@ -365,6 +424,6 @@ impl Backend for AfXdpBackend {
 
     fn free(&mut self, f: Frame) {
         let (p, i) = self.split(f);
-        self.ports[p].free.push(i as u32);
+        self.pools[p].free.push(i as u32);
     }
 }
