@@ -518,9 +518,12 @@ fn afxdp_worker(
                 if b.shared {
                     "one UMEM shared by the ports (forwarding moves descriptors)"
                 } else {
-                    "a UMEM per port, the kernel refused to share one across devices (forwarding copies frames)"
-                }
+                    "a UMEM per port (forwarding copies frames): sharing one was refused"
+                },
             );
+            if let Some(why) = &b.refused {
+                eprintln!("sluice: worker {w}: {why}");
+            }
             let mut worker = Worker::new(b, map);
             let mut r = run_worker(&mut worker, host, config, shared, ready, w);
             r.core = core;

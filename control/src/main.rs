@@ -1,9 +1,6 @@
 //! `sluice`: the node daemon's binary. `lab` sets up and runs the veth lab
-//! (the main job: `sluice lab demo`); `demo` runs the packet pipeline on
-//! generated traffic without a network; `run` and `inspect` come with the
+//! (the main job: `sluice lab demo`); `run` and `inspect` come with the
 //! control plane.
-
-mod demo;
 
 use sluice_control::lab::run::{self as lab, LabArgs};
 
@@ -22,9 +19,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the pipeline on generated traffic through two workers and print
-    /// what it did: backends chosen, conntrack entries, drops by reason.
-    Demo(demo::Options),
     /// The veth lab: pods in network namespaces, the daemon on their
     /// interfaces, real servers and clients (up, down, demo).
     Lab(LabArgs),
@@ -33,7 +27,6 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(o) => demo::run(&o).map_err(|e| e.to_string()),
         Command::Lab(a) => lab::run(a),
     };
     if let Err(e) = result {

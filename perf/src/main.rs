@@ -1,7 +1,39 @@
-//! `sluice-perf`. The AF_XDP generator, the sink and `compare` come with the
-//! I/O backends; today the benchmarks are criterion's (see docs/benchmarks.md).
+//! `sluice-perf`: benchmarks that need a network. `throughput` measures
+//! Sluice against the bare AF_XDP forwarder on a lab; `pipeline-demo` runs
+//! the pipeline on generated traffic with no network. The per-packet
+//! micro-benchmarks are criterion's (`cargo bench -p sluice-perf`).
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-perf",
+    version,
+    about = "Sluice's traffic generator and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mpps of small UDP frames between two lab pods: the bare AF_XDP
+    /// forwarder (the ceiling) and Sluice through a ClusterIP, alternated.
+    #[cfg(feature = "afxdp")]
+    Throughput(sluice_perf::throughput::Options),
+    /// The pipeline on generated traffic through two workers, no network.
+    PipelineDemo(sluice_perf::pipeline_demo::Options),
+}
 
 fn main() {
-    eprintln!("sluice-perf: the generator and `compare` are not built yet; run `cargo bench -p sluice-perf`");
-    std::process::exit(2);
+    let result = match Cli::parse().command {
+        #[cfg(feature = "afxdp")]
+        Command::Throughput(o) => sluice_perf::throughput::run(&o).map(|_| ()),
+        Command::PipelineDemo(o) => sluice_perf::pipeline_demo::run(&o).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result {
+        eprintln!("sluice-perf: {e}");
+        std::process::exit(1);
+    }
 }

@@ -106,6 +106,8 @@ pub struct AfXdpBackend {
     /// Whether every port shares one UMEM (descriptors move) or each has
     /// its own (frames are copied between ports).
     pub shared: bool,
+    /// Why sharing was refused, when it was.
+    pub refused: Option<String>,
     /// Frames forwarded by moving a descriptor, and by copying.
     pub moved: u64,
     pub copied: u64,
@@ -173,8 +175,10 @@ impl AfXdpBackend {
         let shared_frames = (ifnames.len() as u32 * 2 * cfg.ring + 2 * cfg.ring).max(cfg.frames);
         match Self::open_with(ifnames, cfg, true, shared_frames) {
             Ok(b) => Ok(b),
-            Err(AfXdpError::Socket { .. }) if ifnames.len() > 1 => {
-                Self::open_with(ifnames, cfg, false, cfg.frames)
+            Err(e @ AfXdpError::Socket { .. }) if ifnames.len() > 1 => {
+                let mut b = Self::open_with(ifnames, cfg, false, cfg.frames)?;
+                b.refused = Some(e.to_string());
+                Ok(b)
             }
             Err(e) => Err(e),
         }
@@ -217,6 +221,7 @@ impl AfXdpBackend {
             pools: Vec::new(),
             frames,
             shared: shared || ifnames.len() == 1,
+            refused: None,
             moved: 0,
             copied: 0,
             scratch: Vec::with_capacity(cfg.ring as usize),
@@ -241,13 +246,36 @@ impl AfXdpBackend {
                 queue: cfg.queue,
                 reason,
             };
-            // SAFETY: each (interface, queue) pair is bound once, so
-            // libxdp loads its program for each (no INHIBIT_PROG_LOAD is
-            // needed); the UMEM outlives the rings (field order of
-            // `AfXdpBackend`).
-            let (tx, rx, fq_cq) =
-                unsafe { Socket::new(scfg, &b.pools[pool].umem, &ifname, cfg.queue) }
-                    .map_err(|e| socket_error(e.to_string()))?;
+            // The kernel unbinds a queue from a closed socket's pool in
+            // deferred work, so a socket opened right after another one
+            // closed (a daemon restarted, a benchmark's next phase) can
+            // find the queue still busy for a moment: retried for 2 s.
+            let mut attempts = 0;
+            let (tx, rx, fq_cq) = loop {
+                // SAFETY: each (interface, queue) pair is bound once, so
+                // libxdp loads its program for each (no INHIBIT_PROG_LOAD
+                // is needed); the UMEM outlives the rings (field order of
+                // `AfXdpBackend`).
+                match unsafe { Socket::new(scfg, &b.pools[pool].umem, &ifname, cfg.queue) } {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        use std::error::Error;
+                        let errno = e
+                            .source()
+                            .and_then(|s| s.downcast_ref::<std::io::Error>())
+                            .and_then(std::io::Error::raw_os_error);
+                        if errno == Some(libc::EBUSY) && attempts < 40 {
+                            attempts += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            continue;
+                        }
+                        return Err(socket_error(match e.source() {
+                            Some(cause) => format!("{e}: {cause}"),
+                            None => e.to_string(),
+                        }));
+                    }
+                }
+            };
             let (fq, cq) = fq_cq.ok_or_else(|| {
                 socket_error("no fill and completion rings (the pair is bound already)".into())
             })?;

@@ -1,5 +1,5 @@
-//! `sluice demo`: the pipeline on generated traffic, until the veth lab
-//! exists. Client pods open TCP connections and send UDP queries to the
+//! `sluice-perf pipeline-demo`: the pipeline on generated traffic, with no
+//! network at all (the lab demo, `sluice lab demo`, is the real one). Client pods open TCP connections and send UDP queries to the
 //! ClusterIPs of `shop/web` (IPv4 and IPv6); the demo plays each backend's
 //! kernel (it answers whatever the pipeline delivered to it) and checks that
 //! every client sees the VIP answer. Forward packets and replies run on two
@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::craft::{self, Spec, L4};
+use crate::fixtures::{web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
 use sluice_dataplane::decode::{decode, Decoded};
 use sluice_dataplane::hash::flow_hash;
@@ -19,8 +21,6 @@ use sluice_dataplane::pipeline::{process, Tables, Worker};
 use sluice_dataplane::service::{ServiceSpec, ServiceTable};
 use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, SYN};
 use sluice_dataplane::{Addr, Family, FlowKey, Verdict};
-use sluice_perf::craft::{self, Spec, L4};
-use sluice_perf::fixtures::{web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
 #[derive(clap::Args)]
 pub struct Options {
