@@ -217,6 +217,30 @@ pub fn detach_xdp(netns: Option<&str>, ifname: &str) -> bool {
     had
 }
 
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there: libxdp keeps
+/// its dispatcher's state in it. Without it (or where the kernel refuses
+/// the dispatcher, as this project's does: docs/afxdp.md) libxdp loads a
+/// single program per interface, which is all Sluice needs.
+pub fn ensure_bpffs() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"/sys/fs/bpf") && f.get(2) == Some(&"bpf")
+    }) {
+        return;
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        eprintln!("sluice: mounted bpffs at /sys/fs/bpf for libxdp");
+    } else {
+        eprintln!("sluice: no bpffs at /sys/fs/bpf and it could not be mounted; libxdp loads a single program per interface");
+    }
+}
+
 impl Daemon {
     /// Starts the workers and returns once every one has opened its ports,
     /// or with the first error (the others are stopped).
@@ -241,6 +265,7 @@ impl Daemon {
         let host_addrs: Vec<Addr> = config.host.iter().flat_map(|h| h.addrs.clone()).collect();
         let routes = build_routes(&pods, &host_addrs);
         if config.io == Io::Afxdp {
+            ensure_bpffs();
             for p in &config.ports {
                 if detach_xdp(config.node_netns.as_deref(), &p.ifname) {
                     eprintln!(

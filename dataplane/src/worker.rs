@@ -300,9 +300,21 @@ impl<B: Backend> Worker<B> {
                         self.counters.host_refused += 1;
                     }
                 }
+                // The host's ARP (its answers for the node's address, its
+                // own questions) belongs on the wire: out of the uplink.
+                // Anything else the pipeline would hand back to the host
+                // is a loop.
                 Action::ToHost => {
-                    self.counters.host_loop += 1;
-                    self.backend.free(f);
+                    let arp = self
+                        .backend
+                        .with_bytes(f, |b| b.get(12..14) == Some(&[0x08, 0x06]));
+                    match self.map.uplink {
+                        Some(up) if arp => self.staged[up].push(f),
+                        _ => {
+                            self.counters.host_loop += 1;
+                            self.backend.free(f);
+                        }
+                    }
                 }
                 Action::Drop(_) => self.backend.free(f),
             }

@@ -156,3 +156,88 @@ fn the_loop_stops_on_its_flag() {
         assert_eq!(h.join().unwrap(), 1, "it answered before it stopped");
     });
 }
+
+/// The exception path through the worker: the wire's ARP for the node's
+/// address reaches the host and the host's answer goes back out of the
+/// uplink; a pod's TCP to the node reaches the host addressed to the host's
+/// MAC, and the host's answer reaches the pod.
+#[test]
+fn the_host_path_carries_the_nodes_own_traffic_both_ways() {
+    use sluice_dataplane::io::memory::MemoryHost;
+    use sluice_dataplane::io::HostPath;
+    use std::sync::{Arc, Mutex};
+    /// A host whose received frames the test reads after the worker owns it.
+    struct Seen(MemoryHost, Arc<Mutex<Vec<Vec<u8>>>>);
+    impl HostPath for Seen {
+        fn mac(&self) -> [u8; 6] {
+            self.0.mac()
+        }
+        fn send(&mut self, frame: &[u8]) -> bool {
+            self.1.lock().unwrap().push(frame.to_vec());
+            true
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+            self.0.recv(buf)
+        }
+    }
+    let world = NodeWorld::new();
+    let t = world.tables();
+    let mut w = worker();
+    let host_mac = [0x02, 0x53, 198, 18, 0, 1];
+    let mut host = MemoryHost {
+        mac: host_mac,
+        ..MemoryHost::default()
+    };
+    // The wire asks who has the node's address.
+    w.backend.incoming[3].push_back(frames::arp_request([198, 18, 0, 9], [198, 18, 0, 1]));
+    // A pod opens a connection to a server on the node.
+    w.backend.incoming[0].push_back(frames::tcp(
+        Ip::V4(CLIENT_V4),
+        40000,
+        Ip::V4([198, 18, 0, 1]),
+        22,
+        SYN,
+        b"",
+    ));
+    // The host's answers: its ARP reply to the wire, its SYN-ACK to the pod.
+    let mut reply = frames::arp_request([198, 18, 0, 1], [198, 18, 0, 9]);
+    reply[21] = 2; // ARP operation: reply
+    host.incoming.push_back(reply.clone());
+    let mut synack = frames::tcp(
+        Ip::V4([198, 18, 0, 1]),
+        22,
+        Ip::V4(CLIENT_V4),
+        40000,
+        SYN_ACK,
+        b"",
+    );
+    synack[..6].copy_from_slice(&sluice_dataplane::neighbor::Gateway::DEFAULT.mac);
+    host.incoming.push_back(synack);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    w.host = Some(Box::new(Seen(host, seen.clone())));
+    while w.poll(&t) > 0 {}
+
+    let got = seen.lock().unwrap();
+    assert_eq!(got.len(), 2, "the ARP request and the SYN reach the host");
+    for f in got.iter() {
+        assert_eq!(&f[..6], &host_mac, "addressed to the host's interface");
+    }
+    // Ports are polled in order: the pod's port 0 before the uplink's 3.
+    assert_eq!(&got[1][12..14], &[0x08, 0x06], "the ARP request");
+    let syn = check(&got[0]);
+    assert_eq!((syn.dst, syn.dport), (IpAddr::from([198, 18, 0, 1]), 22));
+
+    assert_eq!(w.counters.host_tx, 2, "{:?}", w.counters);
+    assert_eq!(w.counters.host_rx, 2, "{:?}", w.counters);
+    assert_eq!(
+        w.backend.sent[3],
+        vec![reply],
+        "the host's ARP reply, out of the uplink"
+    );
+    let to_pod = &w.backend.sent[0];
+    assert_eq!(to_pod.len(), 1, "the host's SYN-ACK reaches the pod");
+    let s = check(&to_pod[0]);
+    assert_eq!((s.src, s.sport), (IpAddr::from([198, 18, 0, 1]), 22));
+    assert_eq!(&to_pod[0][..6], &frames::POD_MAC, "addressed to the pod");
+    assert_eq!(w.backend.free_frames(), POOL);
+}
