@@ -274,11 +274,28 @@ pub fn run(o: &Options) -> Result<Report, String> {
         report.sluice.push(s);
     }
     let (c, s) = (median(&report.ceiling), median(&report.sluice));
+    // Adjacent phases share the machine's state of the moment: their ratio
+    // drifts less than either rate.
+    let mut ratios: Vec<f64> = report
+        .ceiling
+        .iter()
+        .zip(&report.sluice)
+        .map(|(c, s)| {
+            if c.received_pps > 0.0 {
+                s.received_pps / c.received_pps
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "median: ceiling {:.3} Mpps, sluice {:.3} Mpps: sluice at {:.0}% of the ceiling",
+        "median: ceiling {:.3} Mpps, sluice {:.3} Mpps; sluice / ceiling per round: median {:.0}%, range {:.0}% to {:.0}%",
         c / 1e6,
         s / 1e6,
-        if c > 0.0 { 100.0 * s / c } else { 0.0 }
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1],
     );
     Ok(report)
 }
