@@ -304,7 +304,7 @@ fn print_hits(m: &BTreeMap<String, usize>) {
 
 pub fn run(o: &Options) -> Result<(), DemoError> {
     println!(
-        "sluice demo: the packet pipeline on generated traffic, two workers, one shared conntrack"
+        "sluice-perf pipeline-demo: the packet pipeline on generated traffic, two workers, one shared conntrack"
     );
     println!("(frames in memory: the AF_XDP lab comes with the I/O backends)\n");
     let mut spec = web_service();
