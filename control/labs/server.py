@@ -32,14 +32,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
+    # One socket for both families: IPv4 clients arrive as ::ffff:a.b.c.d.
+    address_family = socket.AF_INET6
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 512
 
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
 
 def echo(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
     while True:
         data, peer = s.recvfrom(65535)
         s.sendto(name.encode() + b" " + data, peer)
@@ -47,7 +54,7 @@ def echo(port):
 
 for port in udp:
     threading.Thread(target=echo, args=(port,), daemon=True).start()
-servers = [Server(("0.0.0.0", port), Handler) for port in tcp]
+servers = [Server(("::", port), Handler) for port in tcp]
 for srv in servers[1:]:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 print("serving", name, "tcp", tcp, "udp", udp, flush=True)

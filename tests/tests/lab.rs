@@ -28,6 +28,7 @@ nodes:
 services:
   - name: web
     clusterIP: 198.19.0.10
+    clusterIPs: [198.19.0.10, 2001:db8:19::a]
     selector: { app: web }
     ports:
       - { name: http, port: 80, targetPort: 8080, protocol: TCP }
@@ -35,6 +36,7 @@ services:
 ";
 
 const VIP: &str = "198.19.0.10";
+const VIP6: &str = "2001:db8:19::a";
 
 struct Running {
     // Field order: the daemon stops before the lab is removed.
@@ -226,6 +228,67 @@ fn pod_to_pod_the_node_and_the_gateway(io: Io) {
     );
 }
 
+/// The same Service over IPv6 (dual-stack): HTTP from all three backends,
+/// UDP answered from the IPv6 VIP, pod to pod and to the node by IPv6, the
+/// gateway found by NDP, and hop-limit-exceeded from fe80::1.
+fn ipv6_through_the_same_service(io: Io) {
+    let r = start(io, vec![]);
+    let out = r.python(
+        "client",
+        &format!(
+            "import collections,urllib.request\n\
+             c=collections.Counter(urllib.request.urlopen('http://[{VIP6}]/',timeout=10).read().decode().strip() for _ in range(30))\n\
+             print(' '.join(sorted(c)))\n\
+             import socket\n\
+             s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.settimeout(3)\n\
+             s.sendto(b'six',('{VIP6}',7))\n\
+             d,a=s.recvfrom(2048)\n\
+             print(d.decode().split()[1],a[0],a[1])\n"
+        ),
+    );
+    assert_ok(&out, "the IPv6 clients");
+    let text = Running::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["web-1 web-2 web-3", &format!("six {VIP6} 7")],
+        "{text}"
+    );
+    assert_eq!(r.curl("client", "http://[2001:db8:18:1::3]:8080/"), "web-1");
+    assert_eq!(r.curl("client", "http://[2001:db8:18::1]:8080/"), "node1");
+    let neigh = Running::stdout(
+        &r.lab
+            .exec("client", &["ip", "-6", "neigh", "show", "fe80::1"])
+            .expect("ip neigh"),
+    );
+    assert!(
+        neigh.contains("ee:ee:ee:ee:ee:ee"),
+        "NDP for fe80::1: {neigh}"
+    );
+    let ping = r
+        .lab
+        .exec(
+            "client",
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "1",
+                "-t",
+                "1",
+                "-W",
+                "3",
+                "2001:db8:18:1::4",
+            ],
+        )
+        .expect("ping");
+    let ping = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        ping.contains("fe80::1") && ping.contains("Time exceeded"),
+        "{ping}"
+    );
+}
+
 fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
     let r = start(io, cores);
     // Eight keep-alive connections, each asking every 100 ms for 4 s and
@@ -348,6 +411,10 @@ macro_rules! suite {
             #[test]
             fn pod_to_pod_the_node_both_ways_arp_and_ttl() {
                 pod_to_pod_the_node_and_the_gateway(Io::$io);
+            }
+            #[test]
+            fn ipv6_through_the_same_service_ndp_and_hop_limit() {
+                ipv6_through_the_same_service(Io::$io);
             }
             #[test]
             fn a_backend_removed_while_traffic_runs() {

@@ -6,7 +6,7 @@
 //! before it touches the machine, naming the object and field at fault.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 use sluice_dataplane::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
@@ -51,6 +51,10 @@ pub struct LabService {
     pub namespace: String,
     #[serde(rename = "clusterIP")]
     pub cluster_ip: Ipv4Addr,
+    /// Dual-stack, as Kubernetes spells it: `clusterIPs[0]` is `clusterIP`,
+    /// the second an IPv6 ClusterIP. Empty for an IPv4-only Service.
+    #[serde(default, rename = "clusterIPs")]
+    pub cluster_ips: Vec<IpAddr>,
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<LabPort>,
@@ -106,6 +110,8 @@ pub struct PlannedPod {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub ip: Ipv4Addr,
+    /// The IPv6 address: 2001:db8:18:N::H for 198.18.N.H.
+    pub ip6: Ipv6Addr,
     pub mac: [u8; 6],
     /// The pod's network namespace.
     pub netns: String,
@@ -118,8 +124,9 @@ pub struct PlannedNode {
     pub name: String,
     pub index: u8,
     pub netns: String,
-    /// The node's own address, on its TAP.
+    /// The node's own addresses, on its TAP: 198.18.0.N, 2001:db8:18::N.
     pub ip: Ipv4Addr,
+    pub ip6: Ipv6Addr,
     pub host_tap: String,
     pub host_mac: [u8; 6],
     pub pods: Vec<PlannedPod>,
@@ -132,6 +139,30 @@ pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     pub services: Vec<LabService>,
 }
+
+/// The IPv6 twin of a lab IPv4 address: 198.18.N.H is 2001:db8:18:N::H,
+/// the node 198.18.0.N is 2001:db8:18::N.
+pub fn v6_for(ip: Ipv4Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x18,
+        u16::from(o[2]),
+        0,
+        0,
+        0,
+        u16::from(o[3]),
+    )
+}
+
+/// The pods of node N in IPv6.
+pub fn pod_cidr6(node: u8) -> String {
+    format!("2001:db8:18:{node:x}::/64")
+}
+
+/// The IPv6 ClusterIP range of the lab.
+pub const SERVICE_CIDR6: &str = "2001:db8:19::/48";
 
 /// A locally administered MAC that spells the address it belongs to, so
 /// that a capture reads itself: 02:53:c6:12:01:02 is 198.18.1.2.
@@ -247,6 +278,7 @@ impl LabFile {
                     name: p.name.clone(),
                     labels: p.labels.clone(),
                     ip,
+                    ip6: v6_for(ip),
                     mac: mac_for(ip),
                     netns: format!("{}-{}", self.name, p.name),
                     host_end: format!("{}{}p{}", self.name, n.index, i),
@@ -258,6 +290,7 @@ impl LabFile {
                 index: n.index,
                 netns: format!("{}-{}", self.name, n.name),
                 ip,
+                ip6: v6_for(ip),
                 host_tap: format!("{}-host", self.name),
                 host_mac: mac_for(ip),
                 pods,
@@ -279,8 +312,33 @@ impl LabFile {
                     ),
                 ));
             }
-            if !seen.insert(s.cluster_ip) {
+            if !seen.insert(IpAddr::V4(s.cluster_ip)) {
                 return Err(err(&obj, "clusterIP", "another Service has it"));
+            }
+            if !s.cluster_ips.is_empty() {
+                if s.cluster_ips[0] != IpAddr::V4(s.cluster_ip) {
+                    return Err(err(&obj, "clusterIPs[0]", "must equal clusterIP"));
+                }
+                if s.cluster_ips.len() > 2 {
+                    return Err(err(&obj, "clusterIPs", "at most one address per family"));
+                }
+            }
+            for (i, ip) in s.cluster_ips.iter().enumerate().skip(1) {
+                let field = format!("clusterIPs[{i}]");
+                let IpAddr::V6(v6) = ip else {
+                    return Err(err(&obj, &field, "the second ClusterIP is the IPv6 one"));
+                };
+                let seg = v6.segments();
+                if seg[..3] != [0x2001, 0xdb8, 0x19] {
+                    return Err(err(
+                        &obj,
+                        &field,
+                        format!("{v6} is outside the lab's IPv6 ClusterIPs, {SERVICE_CIDR6}"),
+                    ));
+                }
+                if !seen.insert(*ip) {
+                    return Err(err(&obj, &field, "another Service has it"));
+                }
             }
             if s.ports.is_empty() {
                 return Err(err(&obj, "ports", "a Service needs at least one port"));
@@ -322,6 +380,16 @@ fn proto(p: &str) -> Option<Proto> {
     }
 }
 
+impl LabService {
+    /// The IPv6 ClusterIP of a dual-stack Service.
+    pub fn v6(&self) -> Option<Ipv6Addr> {
+        self.cluster_ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    }
+}
+
 impl Plan {
     pub fn node(&self) -> &PlannedNode {
         &self.nodes[0]
@@ -356,7 +424,9 @@ impl Plan {
             .map(|s| ServiceSpec {
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
-                cluster_ips: vec![Addr::from_v4(s.cluster_ip.octets())],
+                cluster_ips: std::iter::once(Addr::from_v4(s.cluster_ip.octets()))
+                    .chain(s.v6().map(|v6| Addr::from_v6(v6.octets())))
+                    .collect(),
                 ports: s
                     .ports
                     .iter()
@@ -367,12 +437,18 @@ impl Plan {
                         target: TargetPort::Number(p.target_port),
                     })
                     .collect(),
+                // One endpoint per pod and family, as the two EndpointSlices
+                // of a dual-stack Service list them.
                 endpoints: self
                     .selected(s)
                     .into_iter()
                     .filter(|p| !removed.contains(&p.name.as_str()))
-                    .map(|p| EndpointSpec {
-                        addr: Addr::from_v4(p.ip.octets()),
+                    .flat_map(|p| {
+                        std::iter::once(Addr::from_v4(p.ip.octets()))
+                            .chain(s.v6().map(|_| Addr::from_v6(p.ip6.octets())))
+                    })
+                    .map(|addr| EndpointSpec {
+                        addr,
                         conditions: Conditions::READY,
                         ports: vec![],
                     })
@@ -403,8 +479,11 @@ mod tests {
         let web = &plan.services[0];
         let selected: Vec<&str> = plan.selected(web).iter().map(|p| p.name.as_str()).collect();
         assert_eq!(selected, ["web-1", "web-2", "web-3"]);
+        assert_eq!(n.pods[1].ip6.to_string(), "2001:db8:18:1::3");
+        assert_eq!(n.ip6.to_string(), "2001:db8:18::1");
         let specs = plan.service_specs(&["web-2"]);
-        assert_eq!(specs[0].endpoints.len(), 2);
+        assert_eq!(specs[0].cluster_ips.len(), 2, "dual-stack");
+        assert_eq!(specs[0].endpoints.len(), 4, "two pods, two families");
         assert_eq!(specs[0].ports[1].proto, Proto::Udp);
     }
 
@@ -427,6 +506,16 @@ mod tests {
                 "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 10.0.0.1, ports: [{port: 80, targetPort: 80}]}]\n",
                 "service default/s",
                 "clusterIP",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.1, 2001:db8:1::1], ports: [{port: 80, targetPort: 80}]}]\n",
+                "service default/s",
+                "clusterIPs[1]",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.2], ports: [{port: 80, targetPort: 80}]}]\n",
+                "service default/s",
+                "clusterIPs[0]",
             ),
             (
                 "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80, protocol: tcp}]}]\n",

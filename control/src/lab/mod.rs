@@ -58,6 +58,30 @@ pub fn sh(args: &[&str]) -> Result<String, SetupError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `ip -n NS ARGS...`, the arguments split on spaces (none has one).
+fn ip(ns: &str, args: &str) -> Result<String, SetupError> {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split(' '));
+    sh(&v)
+}
+
+/// No duplicate address detection in the lab's namespaces: a link-local
+/// address would otherwise stay tentative for a second or two after the
+/// interface comes up, and the first IPv6 packets would wait for it.
+fn no_dad(ns: &str) -> Result<(), SetupError> {
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ])
+    .map(drop)
+}
+
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -150,166 +174,65 @@ impl Lab {
     }
 
     fn create_node(&self, node: &PlannedNode, queues: usize) -> Result<(), SetupError> {
-        let q = queues.to_string();
         let nns = node.netns.as_str();
         sh(&["ip", "netns", "add", nns])?;
-        sh(&["ip", "-n", nns, "link", "set", "lo", "up"])?;
-        // The exception path: the node's address lives on a TAP whose other
+        no_dad(nns)?;
+        ip(nns, "link set lo up")?;
+        // The exception path: the node's addresses live on a TAP whose other
         // side is the dataplane, and the node reaches its pods and the
         // ClusterIPs through the gateway, as a pod does.
         let tap = node.host_tap.as_str();
-        sh(&[
-            "ip",
-            "-n",
+        ip(nns, &format!("tuntap add dev {tap} mode tap multi_queue"))?;
+        ip(
             nns,
-            "tuntap",
-            "add",
-            "dev",
-            tap,
-            "mode",
-            "tap",
-            "multi_queue",
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
+            &format!(
+                "link set {tap} address {} mtu 1450 up",
+                mac_str(node.host_mac)
+            ),
+        )?;
+        ip(nns, &format!("addr add {}/32 dev {tap}", node.ip))?;
+        ip(
             nns,
-            "link",
-            "set",
-            tap,
-            "address",
-            &mac_str(node.host_mac),
-            "mtu",
-            "1450",
-            "up",
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            nns,
-            "addr",
-            "add",
-            &format!("{}/32", node.ip),
-            "dev",
-            tap,
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            nns,
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            tap,
-            "scope",
-            "link",
-        ])?;
+            &format!("-6 addr add {}/128 dev {tap} nodad", node.ip6),
+        )?;
+        ip(nns, &format!("route add 169.254.1.1 dev {tap} scope link"))?;
         for dst in [
             format!("198.18.{}.0/24", node.index),
             "198.19.0.0/17".into(),
         ] {
-            sh(&[
-                "ip",
-                "-n",
-                nns,
-                "route",
-                "add",
-                &dst,
-                "via",
-                "169.254.1.1",
-                "dev",
-                tap,
-            ])?;
+            ip(nns, &format!("route add {dst} via 169.254.1.1 dev {tap}"))?;
         }
+        for dst in [file::pod_cidr6(node.index), file::SERVICE_CIDR6.into()] {
+            ip(nns, &format!("-6 route add {dst} via fe80::1 dev {tap}"))?;
+        }
+        let q = queues;
         for pod in &node.pods {
             let pns = pod.netns.as_str();
             sh(&["ip", "netns", "add", pns])?;
-            sh(&["ip", "-n", pns, "link", "set", "lo", "up"])?;
+            no_dad(pns)?;
+            ip(pns, "link set lo up")?;
             match self.io {
-                Io::Afxdp => sh(&[
-                    "ip",
-                    "link",
-                    "add",
-                    &pod.host_end,
-                    "numtxqueues",
-                    &q,
-                    "numrxqueues",
-                    &q,
-                    "netns",
+                // A queue per worker on both ends: each worker owns one.
+                Io::Afxdp => ip(
                     nns,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "numtxqueues",
-                    &q,
-                    "numrxqueues",
-                    &q,
-                    "netns",
-                    pns,
-                ])?,
-                Io::Tap => sh(&[
-                    "ip",
-                    "-n",
-                    pns,
-                    "tuntap",
-                    "add",
-                    "dev",
-                    "eth0",
-                    "mode",
-                    "tap",
-                    "multi_queue",
-                ])?,
+                    &format!(
+                        "link add {} numtxqueues {q} numrxqueues {q} type veth peer name eth0 numtxqueues {q} numrxqueues {q} netns {pns}",
+                        pod.host_end
+                    ),
+                )?,
+                Io::Tap => ip(pns, "tuntap add dev eth0 mode tap multi_queue")?,
             };
-            sh(&[
-                "ip",
-                "-n",
+            ip(
                 pns,
-                "link",
-                "set",
-                "eth0",
-                "address",
-                &mac_str(pod.mac),
-                "mtu",
-                "1450",
-                "up",
-            ])?;
-            sh(&[
-                "ip",
-                "-n",
-                pns,
-                "addr",
-                "add",
-                &format!("{}/32", pod.ip),
-                "dev",
-                "eth0",
-            ])?;
-            sh(&[
-                "ip",
-                "-n",
-                pns,
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "scope",
-                "link",
-            ])?;
-            sh(&[
-                "ip",
-                "-n",
-                pns,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ])?;
+                &format!("link set eth0 address {} mtu 1450 up", mac_str(pod.mac)),
+            )?;
+            // One /32 (/128) and a default route via the link-local
+            // gateway, which Sluice answers ARP and NDP for.
+            ip(pns, &format!("addr add {}/32 dev eth0", pod.ip))?;
+            ip(pns, &format!("-6 addr add {}/128 dev eth0 nodad", pod.ip6))?;
+            ip(pns, "route add 169.254.1.1 dev eth0 scope link")?;
+            ip(pns, "route add default via 169.254.1.1 dev eth0")?;
+            ip(pns, "-6 route add default via fe80::1 dev eth0")?;
             if self.io == Io::Afxdp {
                 // Full checksums and no GSO/GRO: AF_XDP sees the bytes as
                 // sent (a TAP without IFF_VNET_HDR has none of these).
@@ -317,7 +240,7 @@ impl Lab {
                     "ip", "netns", "exec", pns, "ethtool", "-K", "eth0", "tx", "off", "tso", "off",
                     "gso", "off", "gro", "off",
                 ])?;
-                sh(&["ip", "-n", nns, "link", "set", &pod.host_end, "up"])?;
+                ip(nns, &format!("link set {} up", pod.host_end))?;
             }
         }
         Ok(())
@@ -498,14 +421,17 @@ pub fn daemon_config(
                     Io::Afxdp => None,
                     Io::Tap => Some(p.netns.clone()),
                 },
-                addrs: vec![Addr::from_v4(p.ip.octets())],
+                addrs: vec![Addr::from_v4(p.ip.octets()), Addr::from_v6(p.ip6.octets())],
                 mac: p.mac,
             })
             .collect(),
         host: Some(HostConfig {
             ifname: node.host_tap.clone(),
             mac: node.host_mac,
-            addrs: vec![Addr::from_v4(node.ip.octets())],
+            addrs: vec![
+                Addr::from_v4(node.ip.octets()),
+                Addr::from_v6(node.ip6.octets()),
+            ],
         }),
         cores,
         conntrack_capacity,

@@ -383,23 +383,16 @@ fn print_reports(reports: &[WorkerReport]) {
     }
 }
 
-fn addr_str(a: Addr, family: sluice_dataplane::Family) -> String {
-    a.to_ip(family).to_string()
-}
-
 fn flow_str(f: &FlowRecord) -> String {
     let o = &f.original;
     let t = &f.translated;
-    let fam = o.family;
+    let at = |a: Addr, port: u16| std::net::SocketAddr::new(a.to_ip(o.family), port).to_string();
     format!(
-        "{:<4} {}:{} -> {}:{}  =>  {}:{}  {:?}",
+        "{:<4} {} -> {}  =>  {}  {:?}",
         o.proto.k8s_name(),
-        addr_str(o.src, fam),
-        o.sport,
-        addr_str(o.dst, fam),
-        o.dport,
-        addr_str(t.dst, fam),
-        t.dport,
+        at(o.src, o.sport),
+        at(o.dst, o.dport),
+        at(t.dst, t.dport),
         f.life.state
     )
 }
@@ -524,10 +517,32 @@ fn demo(o: &DemoOptions) -> Result<()> {
     }
     check_stop(&stop)?;
 
+    if let Some(v6) = svc.v6() {
+        let n = 30;
+        let url6 = format!("http://[{v6}]:{http}/");
+        println!("\n== {n} HTTP GETs over IPv6 from {client} to {url6} (dual-stack)");
+        let hits6 = tally(&curl_loop(n, &format!("-g {url6}"))?);
+        println!("   hits per backend: {}", tally_str(&hits6));
+        if hits6.contains_key("FAILED") || hits6.values().sum::<usize>() != n {
+            failures.push(format!("HTTP over IPv6: {}", tally_str(&hits6)));
+        }
+        check_stop(&stop)?;
+    }
+
     let flows = daemon.flows(usize::MAX);
-    println!("\n== conntrack: {} live entries; the first 8:", flows.len());
-    for f in flows.iter().take(8) {
-        println!("   {}", flow_str(f));
+    println!(
+        "\n== conntrack: {} live entries; some of them:",
+        flows.len()
+    );
+    // A few of each kind: TCP and UDP, IPv4 and IPv6.
+    let mut shown = BTreeMap::new();
+    for f in &flows {
+        let kind = (f.original.proto.k8s_name(), f.original.family as u8);
+        let n = shown.entry(kind).or_insert(0);
+        if *n < 3 {
+            *n += 1;
+            println!("   {}", flow_str(f));
+        }
     }
 
     // A backend goes away while a connection to another one is open.
