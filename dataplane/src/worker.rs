@@ -162,7 +162,9 @@ impl<B: Backend> Worker<B> {
             counters: LoopCounters::default(),
             host: None,
             staged: (0..ports)
-                .map(|_| Vec::with_capacity(BURST * ports))
+                // A burst from every port and one from the host, all to one port at
+                // worst: room for that, so that staging never allocates.
+                .map(|_| Vec::with_capacity(BURST * (ports + 1)))
                 .collect(),
             reply: vec![0; 2048],
         }
