@@ -101,6 +101,8 @@ pub enum StartError {
         worker: usize,
         reason: String,
     },
+    /// No answer from the workers: they exited (a panic) or hung.
+    Workers(String),
     Namespace {
         netns: String,
         reason: String,
@@ -119,6 +121,7 @@ impl std::fmt::Display for StartError {
             StartError::Pin { core } => write!(f, "cannot pin a worker to core {core}"),
             StartError::Tables(e) => write!(f, "tables: {e}"),
             StartError::Worker { worker, reason } => write!(f, "worker {worker}: {reason}"),
+            StartError::Workers(reason) => write!(f, "workers: {reason}"),
             StartError::Namespace { netns, reason } => {
                 write!(f, "network namespace {netns}: {reason}")
             }
@@ -164,12 +167,14 @@ pub struct Daemon {
     config: Config,
     routes_template: Vec<(Addr, PortId, [u8; 6])>,
     host_addrs: Vec<Addr>,
+    publishing: std::sync::Mutex<()>,
 }
 
 fn build_services(specs: &[ServiceSpec]) -> Result<ServiceTable, StartError> {
     let (table, problems) = ServiceTable::build(specs);
     if !problems.is_empty() {
-        return Err(StartError::Tables(format!("{problems:?}")));
+        let each: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(StartError::Tables(each.join("; ")));
     }
     Ok(table)
 }
@@ -332,11 +337,16 @@ impl Daemon {
                 Ok((w, Err(reason))) => {
                     first_error.get_or_insert(StartError::Worker { worker: w, reason });
                 }
-                Err(_) => {
-                    first_error.get_or_insert(StartError::Worker {
-                        worker: usize::MAX,
-                        reason: "did not open its ports within 30 s".into(),
-                    });
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    first_error.get_or_insert(StartError::Workers(
+                        "not every worker opened its ports within 30 s".into(),
+                    ));
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    first_error.get_or_insert(StartError::Workers(
+                        "a worker exited before opening its ports (see the log above)".into(),
+                    ));
                     break;
                 }
             }
@@ -361,6 +371,7 @@ impl Daemon {
             config,
             routes_template: pods,
             host_addrs,
+            publishing: std::sync::Mutex::new(()),
         };
         if let Some(e) = first_error {
             d.stop();
@@ -390,6 +401,8 @@ impl Daemon {
     /// Publishes new Services. A table that does not build is refused and
     /// the workers keep the last good one. Returns the new generation.
     pub fn publish_services(&self, specs: &[ServiceSpec]) -> Result<u64, StartError> {
+        // One publisher at a time, so that generations are stored in order.
+        let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let services = build_services(specs)?;
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.snapshot.store(Arc::new(Snapshot {
@@ -408,7 +421,14 @@ impl Daemon {
         let reports: Vec<WorkerReport> = self
             .workers
             .drain(..)
-            .filter_map(|h| h.join().ok())
+            .enumerate()
+            .filter_map(|(w, h)| match h.join() {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    eprintln!("sluice: worker {w} had panicked; its counters are lost");
+                    None
+                }
+            })
             .collect();
         if let Some(s) = self.sweeper.take() {
             let _ = s.join();

@@ -12,6 +12,10 @@ use crate::node::{handle, Action, NodeTables};
 use crate::pipeline::{Worker as PipelineWorker, BURST};
 use crate::route::{Egress, PortId};
 
+/// A busy worker reads the host's TAP every this many rounds (and every
+/// round while the host is sending).
+const HOST_EVERY: u32 = 16;
+
 /// How node ports map to the backend's ports. Validated at start: every
 /// pod port must name a backend port, the uplink too.
 #[derive(Clone, Debug)]
@@ -148,6 +152,11 @@ pub struct Worker<B: Backend> {
     /// The exception path, on the one worker (or each) that has a queue of
     /// the host's TAP.
     pub host: Option<Box<dyn HostPath>>,
+    /// Rounds polled, and whether the host gave frames last time: reading
+    /// the host's TAP is a syscall, so a busy worker reads it every
+    /// `HOST_EVERY` rounds unless the host is sending.
+    rounds: u32,
+    host_hot: bool,
     staged: Vec<Vec<Frame>>,
     reply: Vec<u8>,
 }
@@ -161,6 +170,8 @@ impl<B: Backend> Worker<B> {
             pipeline: PipelineWorker::default(),
             counters: LoopCounters::default(),
             host: None,
+            rounds: 0,
+            host_hot: false,
             staged: (0..ports)
                 // A burst from every port and one from the host, all to one port at
                 // worst: room for that, so that staging never allocates.
@@ -196,7 +207,12 @@ impl<B: Backend> Worker<B> {
                 self.act(port, f, action);
             }
         }
-        got += self.poll_host(t);
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.host.is_some() && (self.host_hot || self.rounds % HOST_EVERY == 0) {
+            let n = self.poll_host(t);
+            self.host_hot = n > 0;
+            got += n;
+        }
         for port in 0..self.staged.len() {
             if self.staged[port].is_empty() {
                 continue;
@@ -344,6 +360,9 @@ impl<B: Backend> Worker<B> {
             }
             *empty = empty.saturating_add(1);
             if *empty >= idle.spin_rounds && !idle.sleep.is_zero() {
+                // A round after a nap costs a syscall anyway: it reads the
+                // host too, so the host waits no longer than a pod.
+                self.host_hot = true;
                 std::thread::sleep(idle.sleep);
             } else {
                 std::hint::spin_loop();

@@ -79,6 +79,7 @@ pub fn forward(
     dst_mac: [u8; 6],
     stop: &AtomicBool,
     forwarded: &AtomicU64,
+    refused: &AtomicU64,
 ) -> Result<(), String> {
     let mut b = AfXdpBackend::open(&[from, to], config()).map_err(|e| e.to_string())?;
     let mut burst = [Frame { index: 0, len: 0 }; BURST];
@@ -98,6 +99,9 @@ pub fn forward(
         let sent = b.tx(1, &burst[..n]);
         for &f in &burst[sent..n] {
             b.free(f);
+        }
+        if sent < n {
+            refused.fetch_add((n - sent) as u64, Ordering::Relaxed);
         }
         b.flush();
         forwarded.fetch_add(sent as u64, Ordering::Relaxed);

@@ -37,6 +37,10 @@ pub struct NodeSpec {
 #[serde(deny_unknown_fields)]
 pub struct PodSpec {
     pub name: String,
+    /// The pod's Kubernetes namespace: a Service selects only pods of its
+    /// own namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Defaults to the next free address of the node's pod CIDR.
@@ -108,6 +112,7 @@ fn err(object: impl Into<String>, field: &str, reason: impl Into<String>) -> Lab
 #[derive(Clone, Debug)]
 pub struct PlannedPod {
     pub name: String,
+    pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub ip: Ipv4Addr,
     /// The IPv6 address: 2001:db8:18:N::H for 198.18.N.H.
@@ -235,8 +240,8 @@ impl LabFile {
             if n.index == 0 || n.index == 255 {
                 return Err(err(&obj, "index", "1 to 254 (node N is 198.18.0.N)"));
             }
-            if n.pods.len() > 200 {
-                return Err(err(&obj, "pods", "at most 200 pods a node"));
+            if n.pods.is_empty() || n.pods.len() > 200 {
+                return Err(err(&obj, "pods", "1 to 200 pods a node"));
             }
             let mut used = std::collections::HashSet::new();
             let mut next = 2u8;
@@ -246,6 +251,11 @@ impl LabFile {
                 // The namespace is "<lab>-<pod>"; names under 15 keep it
                 // short enough to type.
                 check_name(&pobj, "name", &p.name, 20)?;
+                check_name(&pobj, "namespace", &p.namespace, 63)?;
+                // Pods and nodes share the lab's namespaces ("<lab>-<name>").
+                if self.nodes.iter().any(|n| n.name == p.name) {
+                    return Err(err(&pobj, "name", "a node has this name"));
+                }
                 if !pod_names.insert(p.name.clone()) {
                     return Err(err(&pobj, "name", "two pods with this name"));
                 }
@@ -276,6 +286,7 @@ impl LabFile {
                 }
                 pods.push(PlannedPod {
                     name: p.name.clone(),
+                    namespace: p.namespace.clone(),
                     labels: p.labels.clone(),
                     ip,
                     ip6: v6_for(ip),
@@ -297,10 +308,18 @@ impl LabFile {
             });
         }
         let mut seen = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
         for s in &self.services {
             let obj = format!("service {}/{}", s.namespace, s.name);
             check_name(&obj, "name", &s.name, 63)?;
             check_name(&obj, "namespace", &s.namespace, 63)?;
+            if !names.insert((&s.namespace, &s.name)) {
+                return Err(err(
+                    &obj,
+                    "name",
+                    "two Services with this namespace and name",
+                ));
+            }
             let o = s.cluster_ip.octets();
             if o[0] != 198 || o[1] != 19 || o[2] >= 128 {
                 return Err(err(
@@ -355,6 +374,23 @@ impl LabFile {
                         format!("{:?}: TCP, UDP or SCTP", p.protocol),
                     )
                 })?;
+                if s.ports[..i]
+                    .iter()
+                    .any(|q| q.port == p.port && q.protocol == p.protocol)
+                {
+                    return Err(err(
+                        &obj,
+                        &field,
+                        format!("{}/{} is listed twice", p.port, p.protocol),
+                    ));
+                }
+                if !p.name.is_empty() && s.ports[..i].iter().any(|q| q.name == p.name) {
+                    return Err(err(
+                        &obj,
+                        &format!("{field}.name"),
+                        "two ports with this name",
+                    ));
+                }
             }
         }
         Ok(Plan {
@@ -412,6 +448,7 @@ impl Plan {
         self.nodes
             .iter()
             .flat_map(|n| &n.pods)
+            .filter(|p| p.namespace == s.namespace)
             .filter(|p| s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             .collect()
     }
@@ -503,22 +540,22 @@ mod tests {
                 "name",
             ),
             (
-                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 10.0.0.1, ports: [{port: 80, targetPort: 80}]}]\n",
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 10.0.0.1, ports: [{port: 80, targetPort: 80}]}]\n",
                 "service default/s",
                 "clusterIP",
             ),
             (
-                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.1, 2001:db8:1::1], ports: [{port: 80, targetPort: 80}]}]\n",
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.1, 2001:db8:1::1], ports: [{port: 80, targetPort: 80}]}]\n",
                 "service default/s",
                 "clusterIPs[1]",
             ),
             (
-                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.2], ports: [{port: 80, targetPort: 80}]}]\n",
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, clusterIPs: [198.19.0.2], ports: [{port: 80, targetPort: 80}]}]\n",
                 "service default/s",
                 "clusterIPs[0]",
             ),
             (
-                "name: l\nnodes: [{name: n, index: 1}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80, protocol: tcp}]}]\n",
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80, protocol: tcp}]}]\n",
                 "service default/s",
                 "ports[0].protocol",
             ),
@@ -531,9 +568,43 @@ mod tests {
                 "{e}"
             );
         }
+        let more = [
+            ("name: l\nnodes: [{name: n, index: 1, pods: []}]\n", "node n", "pods"),
+            ("name: l\nnodes: [{name: n, index: 1, pods: [{name: n}]}]\n", "pod n", "name"),
+            (
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80}, {port: 80, targetPort: 81}]}]\n",
+                "service default/s",
+                "ports[1]",
+            ),
+            (
+                "name: l\nnodes: [{name: n, index: 1, pods: [{name: a}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, ports: [{port: 80, targetPort: 80}]}, {name: s, clusterIP: 198.19.0.2, ports: [{port: 80, targetPort: 80}]}]\n",
+                "service default/s",
+                "name",
+            ),
+        ];
+        for (yaml, object, field) in more {
+            let e = LabFile::parse(yaml).unwrap().plan().unwrap_err();
+            assert_eq!(
+                (e.object.as_str(), e.field.as_str()),
+                (object, field),
+                "{e}"
+            );
+        }
         let e = LabFile::parse("name: l\nnodes: []\nservics: []\n").unwrap_err();
         assert!(e.reason.contains("unknown field `servics`"), "{e}");
         assert!(e.field.starts_with("line 3"), "{e}");
+    }
+
+    #[test]
+    fn a_service_selects_only_pods_of_its_namespace() {
+        let yaml = "name: l\nnodes: [{name: n, index: 1, pods: [{name: a, labels: {app: x}}, {name: b, namespace: other, labels: {app: x}}]}]\nservices: [{name: s, clusterIP: 198.19.0.1, selector: {app: x}, ports: [{port: 80, targetPort: 80}]}]\n";
+        let plan = LabFile::parse(yaml).unwrap().plan().unwrap();
+        let names: Vec<&str> = plan
+            .selected(&plan.services[0])
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]

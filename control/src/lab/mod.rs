@@ -296,7 +296,9 @@ impl Lab {
                 if !self.plan.selected(s).iter().any(|p| p.name == pod.name) {
                     continue;
                 }
-                for p in &s.ports {
+                // The lab's server speaks HTTP and UDP echo; an SCTP port
+                // gets no server.
+                for p in s.ports.iter().filter(|p| p.protocol != "SCTP") {
                     let v = if p.protocol == "UDP" {
                         &mut udp
                     } else {

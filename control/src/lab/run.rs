@@ -215,44 +215,66 @@ fn up(o: &Options) -> Result<()> {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    let mut child = cmd
+    let child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
         .spawn()
         .map_err(|e| format!("start the daemon: {e}"))?;
+    // Until the daemon is ready, any failure stops it: its workers hold the
+    // lab's interfaces, and the lab is removed on the way out.
+    let mut child = KillOnDrop(Some(child));
+    let pid = child.0.as_ref().map(|c| c.id()).unwrap_or_default();
+    std::fs::write(dir.join("daemon.pid"), pid.to_string()).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !dir.join("ready").exists() {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(Ok(Some(status))) = child.0.as_mut().map(|c| c.try_wait()) {
             let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
             return Err(format!("the daemon exited ({status}):\n{log}"));
         }
         if Instant::now() > deadline {
-            return Err("the daemon did not become ready within 30 s".into());
+            return Err("the daemon did not become ready within 30 s; stopped it".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::write(dir.join("daemon.pid"), child.id().to_string()).map_err(|e| e.to_string())?;
+    child.0 = None;
     lab.keep();
-    let vip = plan.services.first().map(|s| s.cluster_ip.to_string());
     println!(
         "lab {} is up: io {}, {} worker(s) on core(s) {:?}, daemon pid {}, log {}",
         plan.name,
         o.io,
         cores.len().max(1),
         cores,
-        child.id(),
+        pid,
         dir.join("daemon.log").display()
     );
     print!("{}", describe(&plan, o.io));
-    let client = &plan.node().pods[0];
+    // The first pod no Service selects is the natural client.
+    let client = plan
+        .node()
+        .pods
+        .iter()
+        .find(|p| {
+            plan.services
+                .iter()
+                .all(|s| !plan.selected(s).iter().any(|q| q.name == p.name))
+        })
+        .unwrap_or(&plan.node().pods[0]);
     println!("try:");
-    if let Some(vip) = vip {
-        println!("  ip netns exec {} curl http://{vip}/", client.netns);
-        println!(
-            "  ip netns exec {} python3 -c \"import socket;s=socket.socket(2,2);s.sendto(b'hi',('{vip}',7));print(s.recv(99))\"",
-            client.netns
-        );
+    for svc in &plan.services {
+        for p in &svc.ports {
+            match p.protocol.as_str() {
+                "TCP" => println!(
+                    "  ip netns exec {} curl http://{}:{}/",
+                    client.netns, svc.cluster_ip, p.port
+                ),
+                "UDP" => println!(
+                    "  ip netns exec {} python3 -c \"import socket;s=socket.socket(2,2);s.sendto(b'hi',('{}',{}));print(s.recv(99))\"",
+                    client.netns, svc.cluster_ip, p.port
+                ),
+                _ => {}
+            }
+        }
     }
     println!(
         "  ip netns exec {} curl http://{}:8080/   (the node, through the exception path)",
@@ -267,6 +289,18 @@ fn up(o: &Options) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// A child process killed (and reaped) when dropped, unless taken out.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Stops the daemon whose pid `dir` holds, if it is still ours.
@@ -342,7 +376,17 @@ fn daemon(o: &DaemonOptions) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             // SIGHUP: the lab file's Services again (pods stay as they are).
+            let pods = |p: &Plan| -> Vec<(String, std::net::Ipv4Addr)> {
+                p.node()
+                    .pods
+                    .iter()
+                    .map(|q| (q.name.clone(), q.ip))
+                    .collect()
+            };
             match read_file(&o.options.which) {
+                Ok((_, p)) if pods(&p) != pods(&plan) => println!(
+                    "sluice: reload refused, the last tables keep serving: the pods changed, and pods are fixed at `lab up` (run it again)"
+                ),
                 Ok((_, p)) => match d.publish_services(&p.service_specs(&[])) {
                     Ok(g) => println!("sluice: reloaded the Services, generation {g}"),
                     Err(e) => println!("sluice: reload refused, the last tables keep serving: {e}"),
@@ -451,6 +495,14 @@ fn demo(o: &DemoOptions) -> Result<()> {
         cores.len().max(1),
         cores
     );
+    // A `lab up` of the same lab may be running: its daemon goes first.
+    if stop_daemon(&state_dir(&plan.name)) {
+        println!(
+            "   stopped the daemon of a running `lab up` of {}",
+            plan.name
+        );
+    }
+    let _ = std::fs::remove_dir_all(state_dir(&plan.name));
     let mut lab =
         Lab::create(&plan, o.options.io, cores.len()).map_err(|e| format!("set-up: {e}"))?;
     print!("{}", describe(&plan, o.options.io));
@@ -617,7 +669,13 @@ fn demo(o: &DemoOptions) -> Result<()> {
         .to_string();
     println!("   the node -> {url}: {node_to_vip}");
     let first = plan.pod(&backends[0]).unwrap();
-    let direct = curl_loop(1, &format!("http://{}:8080/", first.ip))?;
+    let target = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == "TCP")
+        .map(|p| p.target_port)
+        .unwrap_or(http);
+    let direct = curl_loop(1, &format!("http://{}:{target}/", first.ip))?;
     println!(
         "   {client} -> {} by its IP {}: {}",
         first.name,

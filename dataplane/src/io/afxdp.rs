@@ -79,18 +79,68 @@ impl std::fmt::Display for AfXdpError {
     }
 }
 
+/// Who holds a frame. The backend checks it before it touches a frame, so
+/// that no sequence of calls through the safe `Backend` API (a double free,
+/// a frame used after `tx`) can make it write to a frame the kernel owns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Free,
+    Worker,
+    Kernel,
+}
+
 /// A UMEM and its frames.
 struct Pool {
     descs: Vec<FrameDesc>,
+    held: Vec<Held>,
     free: Vec<u32>,
     umem: Umem,
 }
+
+impl Pool {
+    fn take(&mut self) -> Option<u32> {
+        let i = self.free.pop()?;
+        self.held[i as usize] = Held::Worker;
+        Some(i)
+    }
+    /// Back to the free list, from the worker (`from_kernel` false) or
+    /// from a completion ring.
+    fn give_back(&mut self, i: u32, from_kernel: bool) -> bool {
+        let want = if from_kernel {
+            Held::Kernel
+        } else {
+            Held::Worker
+        };
+        match self.held.get_mut(i as usize) {
+            Some(h) if *h == want => {
+                *h = Held::Free;
+                self.free.push(i);
+                true
+            }
+            _ => false,
+        }
+    }
+    fn worker_holds(&self, i: usize) -> bool {
+        self.held.get(i) == Some(&Held::Worker)
+    }
+}
+
+/// Frames one TX wake-up sends in copy mode (the kernel's default
+/// `max_tx_budget`): a round that queued more wakes the ring again.
+const TX_PER_WAKEUP: usize = 32;
 
 struct Port {
     /// The pool this port's rings take frames from.
     pool: usize,
     /// Frames produced on TX since the last wake-up.
     tx_queued: usize,
+    /// Frames on the TX ring or sent and not yet completed.
+    in_tx: usize,
+    /// Frames on the fill ring or received and not yet consumed: topped
+    /// up to `ring` whenever frames are free, so that a moment of
+    /// shortage (frames waiting on another port's TX) is made up later.
+    in_fill: usize,
+    ring: usize,
     fq: FillQueue,
     cq: CompQueue,
     rx: RxQueue,
@@ -111,6 +161,9 @@ pub struct AfXdpBackend {
     /// Frames forwarded by moving a descriptor, and by copying.
     pub moved: u64,
     pub copied: u64,
+    /// Calls on a frame the worker did not hold (refused, and a bug in
+    /// the caller): expected 0.
+    pub misuse: u64,
     scratch: Vec<FrameDesc>,
     reply: Vec<u8>,
 }
@@ -175,12 +228,14 @@ impl AfXdpBackend {
         let shared_frames = (ifnames.len() as u32 * 2 * cfg.ring + 2 * cfg.ring).max(cfg.frames);
         match Self::open_with(ifnames, cfg, true, shared_frames) {
             Ok(b) => Ok(b),
-            Err(e @ AfXdpError::Socket { .. }) if ifnames.len() > 1 => {
-                let mut b = Self::open_with(ifnames, cfg, false, cfg.frames)?;
+            // The first port's socket is the same in both modes: only a
+            // later port's failure can be the sharing refused.
+            Err((port, e @ AfXdpError::Socket { .. })) if port > 0 => {
+                let mut b = Self::open_with(ifnames, cfg, false, cfg.frames).map_err(|(_, e)| e)?;
                 b.refused = Some(e.to_string());
                 Ok(b)
             }
-            Err(e) => Err(e),
+            Err((_, e)) => Err(e),
         }
     }
 
@@ -204,7 +259,13 @@ impl AfXdpBackend {
             reason: e.to_string(),
         })?;
         let free = descs.iter().map(index_of).rev().collect();
-        Ok(Pool { descs, free, umem })
+        let held = vec![Held::Free; descs.len()];
+        Ok(Pool {
+            descs,
+            held,
+            free,
+            umem,
+        })
     }
 
     fn open_with(
@@ -212,10 +273,7 @@ impl AfXdpBackend {
         cfg: AfXdpConfig,
         shared: bool,
         frames: u32,
-    ) -> Result<AfXdpBackend, AfXdpError> {
-        let q = |n: u32| {
-            QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
-        };
+    ) -> Result<AfXdpBackend, (usize, AfXdpError)> {
         let mut b = AfXdpBackend {
             ports: Vec::new(),
             pools: Vec::new(),
@@ -224,10 +282,32 @@ impl AfXdpBackend {
             refused: None,
             moved: 0,
             copied: 0,
-            scratch: Vec::with_capacity(cfg.ring as usize),
+            misuse: 0,
+            scratch: Vec::with_capacity((cfg.ring as usize).max(TX_PER_WAKEUP)),
             reply: vec![0; FRAME_SIZE],
         };
-        for name in ifnames {
+        for (i, name) in ifnames.iter().enumerate() {
+            b.open_port(name, cfg, shared, frames).map_err(|e| (i, e))?;
+        }
+        for p in 0..b.ports.len() {
+            b.refill(p);
+        }
+        Ok(b)
+    }
+
+    /// Opens one more port: on the shared pool, or on a pool of its own.
+    fn open_port(
+        &mut self,
+        name: &str,
+        cfg: AfXdpConfig,
+        shared: bool,
+        frames: u32,
+    ) -> Result<(), AfXdpError> {
+        let q = |n: u32| {
+            QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
+        };
+        let b = self;
+        {
             if !shared || b.pools.is_empty() {
                 b.pools.push(Self::new_pool(name, cfg, frames)?);
             }
@@ -282,16 +362,16 @@ impl AfXdpBackend {
             b.ports.push(Port {
                 pool,
                 tx_queued: 0,
+                in_tx: 0,
+                in_fill: 0,
+                ring: cfg.ring as usize,
                 fq,
                 cq,
                 rx,
                 tx,
             });
         }
-        for p in 0..b.ports.len() {
-            b.refill(p, cfg.ring as usize);
-        }
-        Ok(b)
+        Ok(())
     }
 
     /// A frame's pool and its index in the pool.
@@ -302,9 +382,13 @@ impl AfXdpBackend {
         )
     }
 
-    /// Gives up to `want` free frames of port `p`'s pool to its fill ring.
-    fn refill(&mut self, p: usize, want: usize) {
+    /// Tops port `p`'s fill ring up to its size from the pool's free frames.
+    fn refill(&mut self, p: usize) {
         let port = &mut self.ports[p];
+        let want = port.ring.saturating_sub(port.in_fill);
+        if want == 0 {
+            return;
+        }
         let pool = &mut self.pools[port.pool];
         self.scratch.clear();
         while self.scratch.len() < want {
@@ -313,9 +397,13 @@ impl AfXdpBackend {
         }
         // SAFETY: the frames come off the free list: nobody else holds them.
         let n = unsafe { port.fq.produce(&self.scratch) };
+        for d in &self.scratch[..n] {
+            pool.held[index_of(d) as usize] = Held::Kernel;
+        }
         for d in &self.scratch[n..] {
             pool.free.push(index_of(d));
         }
+        port.in_fill += n;
         if n > 0 && port.fq.needs_wakeup() {
             let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
         }
@@ -336,40 +424,55 @@ impl Backend for AfXdpBackend {
         // SAFETY: the descriptors written are frames the kernel hands back;
         // they become the worker's until `tx` or `free`.
         let n = unsafe { port.rx.consume(&mut self.scratch) };
+        port.in_fill = port.in_fill.saturating_sub(n);
         for (o, d) in out.iter_mut().zip(&self.scratch[..n]) {
             let i = index_of(d);
             pool.descs[i as usize] = *d;
+            pool.held[i as usize] = Held::Worker;
             *o = Frame {
                 index: base + i,
                 len: d.lengths().data() as u16,
             };
         }
-        // No wake-up when idle: `refill` kicks the fill ring whenever it
-        // gives the kernel frames, and an idle round makes no syscall.
-        self.refill(p, n);
+        // No wake-up when idle: `refill` kicks the fill ring only when it
+        // gives the kernel frames, and an idle round gives none.
+        self.refill(p);
         n
     }
 
     fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
         let mut accepted = 0;
+        let mut produced = 0;
         let to = self.ports[egress].pool;
         for &f in frames {
             let (from, i) = self.split(f);
+            if from >= self.pools.len() || !self.pools[from].worker_holds(i) {
+                // Not the worker's to send: refused, and not the caller's
+                // to keep either.
+                self.misuse += 1;
+                accepted += 1;
+                continue;
+            }
             let ok = if from == to {
                 // One UMEM: the descriptor moves, the bytes stay.
                 let port = &mut self.ports[egress];
-                // SAFETY: the frame is the worker's, handed to the kernel here.
-                let ok = unsafe { port.tx.produce_one(&self.pools[to].descs[i]) == 1 };
-                self.moved += u64::from(ok);
+                let pool = &mut self.pools[to];
+                // SAFETY: the worker holds the frame (checked above); it is
+                // the kernel's once produced.
+                let ok = unsafe { port.tx.produce_one(&pool.descs[i]) == 1 };
+                if ok {
+                    pool.held[i] = Held::Kernel;
+                    self.moved += 1;
+                }
                 ok
             } else {
                 // Another UMEM: copy into a frame of the egress port's.
-                let Some(j) = self.pools[to].free.pop() else {
+                let Some(j) = self.pools[to].take() else {
                     break;
                 };
                 let len = {
                     let s = &self.pools[from];
-                    // SAFETY: the source frame is the worker's until freed below.
+                    // SAFETY: the worker holds the source frame (checked).
                     let data = unsafe { s.umem.data(&s.descs[i]) };
                     let c = data.contents();
                     self.reply[..c.len()].copy_from_slice(c);
@@ -380,13 +483,14 @@ impl Backend for AfXdpBackend {
                 // SAFETY: `j` came off the free list: the frame is ours alone.
                 let written = write_frame(unsafe { pool.umem.data_mut(d) }, &self.reply[..len]);
                 let port = &mut self.ports[egress];
-                // SAFETY: as above; the kernel owns it once produced.
+                // SAFETY: as above; the kernel's once produced.
                 if written && unsafe { port.tx.produce_one(&pool.descs[j as usize]) } == 1 {
-                    self.pools[from].free.push(i as u32);
+                    pool.held[j as usize] = Held::Kernel;
+                    self.pools[from].give_back(i as u32, false);
                     self.copied += 1;
                     true
                 } else {
-                    pool.free.push(j);
+                    pool.give_back(j, false);
                     false
                 }
             };
@@ -394,54 +498,74 @@ impl Backend for AfXdpBackend {
                 break;
             }
             accepted += 1;
+            produced += 1;
         }
-        self.ports[egress].tx_queued += accepted;
+        let port = &mut self.ports[egress];
+        port.tx_queued += produced;
+        port.in_tx += produced;
         accepted
     }
 
     fn flush(&mut self) {
         for p in 0..self.ports.len() {
             let port = &mut self.ports[p];
-            // The wake-up is a syscall: only when something was queued, so
-            // that an idle worker's rounds make none.
-            if port.tx_queued > 0 {
-                if port.tx.needs_wakeup() {
+            // A wake-up is a syscall: only while something is on the ring or
+            // in flight, so an idle round makes none. In copy mode one
+            // wake-up sends at most TX_PER_WAKEUP frames, so a round that
+            // queued more wakes the ring as many times.
+            if port.in_tx > 0 && port.tx.needs_wakeup() {
+                let wakes = port.tx_queued.div_ceil(TX_PER_WAKEUP).max(1);
+                for _ in 0..wakes {
                     let _ = port.tx.wakeup();
                 }
-                port.tx_queued = 0;
             }
+            port.tx_queued = 0;
             self.scratch.clear();
-            self.scratch.resize(256, FrameDesc::default());
+            self.scratch
+                .resize(port.ring.max(TX_PER_WAKEUP), FrameDesc::default());
             // SAFETY: completed descriptors are frames the kernel is done with.
             let n = unsafe { port.cq.consume(&mut self.scratch) };
+            port.in_tx = port.in_tx.saturating_sub(n);
             let pool = &mut self.pools[port.pool];
             for d in &self.scratch[..n] {
-                pool.free.push(index_of(d));
+                pool.give_back(index_of(d), true);
             }
+        }
+        // Frames that came back may make up a fill ring that ran short.
+        for p in 0..self.ports.len() {
+            self.refill(p);
         }
     }
 
     fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
         let (p, i) = self.split(f);
-        let pool = &mut self.pools[p];
-        // SAFETY: the frame is the worker's (received, not yet given back),
-        // so no ring and no other borrow touches it.
-        let mut data = unsafe { pool.umem.data_mut(&mut pool.descs[i]) };
-        op(data.contents_mut())
+        match self.pools.get_mut(p) {
+            Some(pool) if pool.worker_holds(i) => {
+                // SAFETY: the worker holds the frame (received or allocated,
+                // not yet given back), so no ring and no other borrow
+                // touches it.
+                let mut data = unsafe { pool.umem.data_mut(&mut pool.descs[i]) };
+                op(data.contents_mut())
+            }
+            _ => {
+                self.misuse += 1;
+                op(&mut [])
+            }
+        }
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
         let p = (0..self.pools.len()).find(|&p| !self.pools[p].free.is_empty())?;
         let len = write(&mut self.reply[..]).min(FRAME_SIZE);
         let pool = &mut self.pools[p];
-        let j = pool.free.pop()?;
+        let j = pool.take()?;
         // SAFETY: `j` came off the free list.
         let ok = write_frame(
             unsafe { pool.umem.data_mut(&mut pool.descs[j as usize]) },
             &self.reply[..len],
         );
         if !ok {
-            pool.free.push(j);
+            pool.give_back(j, false);
             return None;
         }
         Some(Frame {
@@ -452,6 +576,12 @@ impl Backend for AfXdpBackend {
 
     fn free(&mut self, f: Frame) {
         let (p, i) = self.split(f);
-        self.pools[p].free.push(i as u32);
+        let ok = self
+            .pools
+            .get_mut(p)
+            .is_some_and(|pool| pool.give_back(i as u32, false));
+        if !ok {
+            self.misuse += 1;
+        }
     }
 }

@@ -122,7 +122,12 @@ impl TapQueue {
             TapQueue::open(&ifname)
         })
         .join()
-        .unwrap_or_else(|_| Err(TapError::Name("(opener thread panicked)".into())))
+        .unwrap_or_else(|_| {
+            Err(TapError::Namespace {
+                netns: "?".into(),
+                reason: "the thread attaching the TAP panicked".into(),
+            })
+        })
     }
 
     /// Reads one frame into `buf`; `None` when none is waiting.
