@@ -559,16 +559,6 @@ mod tests {
                 "service default/s",
                 "ports[0].protocol",
             ),
-        ];
-        for (yaml, object, field) in cases {
-            let e = LabFile::parse(yaml).unwrap().plan().unwrap_err();
-            assert_eq!(
-                (e.object.as_str(), e.field.as_str()),
-                (object, field),
-                "{e}"
-            );
-        }
-        let more = [
             ("name: l\nnodes: [{name: n, index: 1, pods: []}]\n", "node n", "pods"),
             ("name: l\nnodes: [{name: n, index: 1, pods: [{name: n}]}]\n", "pod n", "name"),
             (
@@ -582,7 +572,7 @@ mod tests {
                 "name",
             ),
         ];
-        for (yaml, object, field) in more {
+        for (yaml, object, field) in cases {
             let e = LabFile::parse(yaml).unwrap().plan().unwrap_err();
             assert_eq!(
                 (e.object.as_str(), e.field.as_str()),
