@@ -4,3 +4,4 @@
 
 pub mod daemon;
 pub mod lab;
+pub mod translate;
