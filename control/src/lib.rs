@@ -4,4 +4,5 @@
 
 pub mod daemon;
 pub mod lab;
+pub mod source;
 pub mod translate;

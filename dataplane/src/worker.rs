@@ -208,7 +208,7 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.rounds = self.rounds.wrapping_add(1);
-        if self.host.is_some() && (self.host_hot || self.rounds % HOST_EVERY == 0) {
+        if self.host.is_some() && (self.host_hot || self.rounds.is_multiple_of(HOST_EVERY)) {
             let n = self.poll_host(t);
             self.host_hot = n > 0;
             got += n;
