@@ -165,9 +165,57 @@ pub struct Daemon {
     workers: Vec<JoinHandle<WorkerReport>>,
     sweeper: Option<JoinHandle<()>>,
     config: Config,
-    routes_template: Vec<(Addr, PortId, [u8; 6])>,
-    host_addrs: Vec<Addr>,
-    publishing: std::sync::Mutex<()>,
+    publisher: Publisher,
+}
+
+/// Publishes tables to the workers; cloned into whatever thread keeps the
+/// tables in step with a source.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    routes_template: Arc<Vec<(Addr, PortId, [u8; 6])>>,
+    host_addrs: Arc<Vec<Addr>>,
+    publishing: Arc<std::sync::Mutex<()>>,
+}
+
+/// What a publication did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub generation: u64,
+    /// Services or ports left out of the tables (a frontend another
+    /// Service holds, a target port no endpoint resolves); the rest is in.
+    pub problems: Vec<String>,
+}
+
+impl Publisher {
+    /// The generation of the tables the workers now read.
+    pub fn generation(&self) -> u64 {
+        self.shared.snapshot.load().generation
+    }
+
+    /// Publishes new Services: the workers read them from their next batch
+    /// of rounds, whole.
+    pub fn publish_services(&self, specs: &[ServiceSpec]) -> Published {
+        // One publisher at a time, so that generations are stored in order.
+        let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let (services, problems) = ServiceTable::build(specs);
+        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.snapshot.store(Arc::new(Snapshot {
+            services,
+            routes: build_routes(&self.routes_template, &self.host_addrs),
+            gateway: Gateway::DEFAULT,
+            generation,
+        }));
+        Published {
+            generation,
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// Live flows, at most `limit`.
+    pub fn flows(&self, limit: usize) -> Vec<FlowRecord> {
+        self.shared.conntrack.flows(limit)
+    }
 }
 
 fn build_services(specs: &[ServiceSpec]) -> Result<ServiceTable, StartError> {
@@ -364,14 +412,18 @@ impl Daemon {
                 })
                 .expect("spawn the sweeper")
         };
+        let shared_for_publisher = shared.clone();
         let mut d = Daemon {
             shared,
             workers,
             sweeper: Some(sweeper),
             config,
-            routes_template: pods,
-            host_addrs,
-            publishing: std::sync::Mutex::new(()),
+            publisher: Publisher {
+                shared: Arc::clone(&shared_for_publisher),
+                routes_template: Arc::new(pods),
+                host_addrs: Arc::new(host_addrs),
+                publishing: Arc::new(std::sync::Mutex::new(())),
+            },
         };
         if let Some(e) = first_error {
             d.stop();
@@ -395,23 +447,17 @@ impl Daemon {
 
     /// The generation of the tables the workers now read.
     pub fn generation(&self) -> u64 {
-        self.shared.snapshot.load().generation
+        self.publisher.generation()
     }
 
-    /// Publishes new Services. A table that does not build is refused and
-    /// the workers keep the last good one. Returns the new generation.
-    pub fn publish_services(&self, specs: &[ServiceSpec]) -> Result<u64, StartError> {
-        // One publisher at a time, so that generations are stored in order.
-        let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let services = build_services(specs)?;
-        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.snapshot.store(Arc::new(Snapshot {
-            services,
-            routes: build_routes(&self.routes_template, &self.host_addrs),
-            gateway: Gateway::DEFAULT,
-            generation,
-        }));
-        Ok(generation)
+    /// A handle that publishes to these workers from another thread.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Publishes new Services (see `Publisher::publish_services`).
+    pub fn publish_services(&self, specs: &[ServiceSpec]) -> Published {
+        self.publisher.publish_services(specs)
     }
 
     /// Stops the workers, waits for them, detaches every XDP program, and

@@ -5,4 +5,5 @@
 pub mod daemon;
 pub mod lab;
 pub mod source;
+pub mod sync;
 pub mod translate;

@@ -115,6 +115,44 @@ fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
     let end = format!("{name}1p1");
     assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
 
+    // The daemon watches the lab's manifests: a file that does not parse is
+    // refused and logged while the Services keep serving; a new Service in
+    // a new file is served.
+    let manifests = state.join("manifests");
+    std::fs::write(
+        manifests.join("broken.yaml"),
+        "kind: Service\nmetadata: {name: [\n",
+    )
+    .unwrap();
+    std::fs::write(
+        manifests.join("extra.yaml"),
+        "apiVersion: v1
+kind: Service
+metadata: { name: extra }
+spec: { clusterIP: 198.19.0.20, ports: [{ port: 81, targetPort: 8080 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: extra-1, labels: { kubernetes.io/service-name: extra } }
+addressType: IPv4
+endpoints: [{ addresses: [198.18.1.4] }]
+",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut extra = String::new();
+    while Instant::now() < deadline && extra != "web-2" {
+        extra = curl(&client, "http://198.19.0.20:81/");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(extra, "web-2", "the new Service from extra.yaml");
+    assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
+    let log = std::fs::read_to_string(state.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("broken.yaml") && log.contains("refused"),
+        "{log}"
+    );
+
     // A crash: the program stays, and the pods' frames go nowhere.
     let pid = daemon_pid(&state);
     // SAFETY: the daemon this test's `lab up` started.

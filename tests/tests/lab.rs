@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use sluice_control::daemon::{Daemon, Io};
 use sluice_control::lab::file::LabFile;
-use sluice_control::lab::{namespaces_of, Lab};
+use sluice_control::lab::{namespaces_of, start_daemon, write_manifests, Lab};
+use sluice_control::sync::FileSync;
 use sluice_dataplane::worker::Idle;
 
 const LAB: &str = "
@@ -39,9 +40,12 @@ const VIP: &str = "198.19.0.10";
 const VIP6: &str = "2001:db8:19::a";
 
 struct Running {
-    // Field order: the daemon stops before the lab is removed.
+    // Field order: the sync stops, then the daemon, then the lab goes.
+    files: FileSync,
     daemon: Daemon,
     lab: Lab,
+    /// The manifests the daemon's file source watches.
+    manifests: std::path::PathBuf,
 }
 
 /// Sets up a lab of its own, starts the daemon on it and the servers.
@@ -63,11 +67,26 @@ fn start(io: Io, cores: Vec<usize>) -> Running {
         spin_rounds: 2_000,
         sleep: Duration::from_micros(50),
     };
-    let daemon = Daemon::start(lab.daemon_config(cores, idle, 1 << 16))
+    let manifests = std::env::temp_dir().join(format!("{name}-manifests"));
+    let _ = std::fs::remove_dir_all(&manifests);
+    write_manifests(&manifests, &plan, &[]).expect("the lab's manifests");
+    let (daemon, files) = start_daemon(&plan, io, cores, idle, 1 << 16, &manifests)
         .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
+    assert_eq!(files.status().services, 1, "{:?}", files.status());
     lab.start_servers(None, false)
         .unwrap_or_else(|e| panic!("servers: {e}"));
-    Running { daemon, lab }
+    Running {
+        files,
+        daemon,
+        lab,
+        manifests,
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.manifests);
+    }
 }
 
 impl Running {
@@ -331,12 +350,16 @@ fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
         .spawn()
         .expect("python3 in the client");
     std::thread::sleep(Duration::from_millis(1000));
+    // The EndpointSlices without web-3, as the API's controller would
+    // write them: through the file source to the workers.
     let plan = r.lab.plan.clone();
-    let generation = r
-        .daemon
-        .publish_services(&plan.service_specs(&["web-3"]))
-        .expect("the new tables");
-    assert_eq!(r.daemon.generation(), generation);
+    let before = r.daemon.generation();
+    write_manifests(&r.manifests, &plan, &["web-3"]).expect("the edit");
+    let st = r
+        .files
+        .wait_for_generation(before, Duration::from_secs(10))
+        .expect("the edited manifests reach the workers");
+    assert_eq!(r.daemon.generation(), st.generation);
     // New connections while the old ones run: none reaches web-3.
     let out = r.python(
         "client",

@@ -453,6 +453,95 @@ impl Plan {
             .collect()
     }
 
+    /// The lab's Services as Kubernetes manifests: each Service and one
+    /// EndpointSlice per family listing the pods it selects (less those in
+    /// `removed`), as the API server's EndpointSlice controller would
+    /// write them. The daemon reads them through its file source.
+    pub fn manifests(&self, removed: &[&str]) -> String {
+        let mut out = String::from(
+            "# Written by `sluice lab` from the lab file: the lab's Services and\n\
+             # their EndpointSlices. The daemon watches this directory: edit,\n\
+             # add or delete manifests here and the workers follow.\n",
+        );
+        for s in &self.services {
+            let mut ips = vec![s.cluster_ip.to_string()];
+            ips.extend(s.v6().map(|v6| format!("\"{v6}\"")));
+            // A port's name, if it has one, as a flow-map entry.
+            let named = |p: &LabPort| {
+                if p.name.is_empty() {
+                    String::new()
+                } else {
+                    format!("name: {}, ", p.name)
+                }
+            };
+            let port_list: Vec<String> = s
+                .ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{ {}port: {}, targetPort: {}, protocol: {} }}",
+                        named(p),
+                        p.port,
+                        p.target_port,
+                        p.protocol
+                    )
+                })
+                .collect();
+            out += &format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{ name: {}, namespace: {} }}\nspec:\n  type: ClusterIP\n  clusterIP: {}\n  clusterIPs: [{}]\n  ports: [{}]\n",
+                s.name,
+                s.namespace,
+                s.cluster_ip,
+                ips.join(", "),
+                port_list.join(", ")
+            );
+            let slice_ports: Vec<String> = s
+                .ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{ {}port: {}, protocol: {} }}",
+                        named(p),
+                        p.target_port,
+                        p.protocol
+                    )
+                })
+                .collect();
+            let pods: Vec<&PlannedPod> = self
+                .selected(s)
+                .into_iter()
+                .filter(|p| !removed.contains(&p.name.as_str()))
+                .collect();
+            let families: Vec<(&str, bool)> = if s.v6().is_some() {
+                vec![("IPv4", true), ("IPv6", false)]
+            } else {
+                vec![("IPv4", true)]
+            };
+            for (family, v4) in families {
+                let endpoints: String = pods
+                    .iter()
+                    .map(|p| {
+                        let a = if v4 { p.ip.to_string() } else { format!("\"{}\"", p.ip6) };
+                        format!(
+                            "  - {{ addresses: [{a}], conditions: {{ ready: true }}, nodeName: {} }}\n",
+                            self.node().name
+                        )
+                    })
+                    .collect();
+                out += &format!(
+                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {}-{}\n  namespace: {}\n  labels: {{ kubernetes.io/service-name: {} }}\naddressType: {family}\nports: [{}]\nendpoints:{}\n",
+                    s.name,
+                    family.to_lowercase(),
+                    s.namespace,
+                    s.name,
+                    slice_ports.join(", "),
+                    if endpoints.is_empty() { " []".to_string() } else { format!("\n{}", endpoints.trim_end()) }
+                );
+            }
+        }
+        out
+    }
+
     /// The dataplane's Services, every selected pod a ready endpoint, less
     /// the pods in `removed`.
     pub fn service_specs(&self, removed: &[&str]) -> Vec<ServiceSpec> {
@@ -583,6 +672,31 @@ mod tests {
         let e = LabFile::parse("name: l\nnodes: []\nservics: []\n").unwrap_err();
         assert!(e.reason.contains("unknown field `servics`"), "{e}");
         assert!(e.field.starts_with("line 3"), "{e}");
+    }
+
+    #[test]
+    fn the_manifests_translate_to_the_same_specs_as_the_plan() {
+        let plan = LabFile::parse(DEFAULT).unwrap().plan().unwrap();
+        for removed in [&[][..], &["web-2"][..], &["web-1", "web-2", "web-3"][..]] {
+            let (objects, ignored) =
+                crate::source::file::parse(&plan.manifests(removed)).expect("manifests parse");
+            assert_eq!(ignored, 0);
+            let mut m = crate::translate::Model::default();
+            for o in objects {
+                let a = crate::source::apply(&mut m, &crate::source::file::Event::Apply(o));
+                assert!(a.rejected.is_none(), "{:?}", a.rejected);
+            }
+            let mut want = plan.service_specs(removed);
+            let mut got = m.specs();
+            // Endpoint order differs (per family in the slices).
+            for s in want.iter_mut().chain(got.iter_mut()) {
+                s.endpoints.sort_by_key(|e| e.addr.0);
+                for e in &mut s.endpoints {
+                    e.ports.clear();
+                }
+            }
+            assert_eq!(got, want, "removed {removed:?}");
+        }
     }
 
     #[test]

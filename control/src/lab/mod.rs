@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use sluice_dataplane::worker::Idle;
 use sluice_dataplane::Addr;
 
+use std::path::{Path, PathBuf};
+
 use crate::daemon::{self, HostConfig, Io, PortConfig};
+use crate::sync::FileSync;
 use file::{Plan, PlannedNode};
 
 /// The lab's server (HTTP and UDP echo), run in each backend pod.
@@ -440,4 +443,35 @@ pub fn daemon_config(
         idle,
         services: plan.service_specs(&[]),
     }
+}
+
+/// Writes the lab's Service manifests (`Plan::manifests`) into `dir`,
+/// created if missing, as `services.yaml`; returns its path.
+pub fn write_manifests(dir: &Path, plan: &Plan, removed: &[&str]) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("services.yaml");
+    // Beside and renamed over, so that a scan never reads half a file.
+    let tmp = dir.join(".services.yaml.tmp");
+    std::fs::write(&tmp, plan.manifests(removed)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Starts the daemon's workers on a planned lab with their tables from the
+/// manifests in `manifests` (the file source), and the sync that keeps
+/// them in step, scanning every 200 ms.
+pub fn start_daemon(
+    plan: &Plan,
+    io: Io,
+    cores: Vec<usize>,
+    idle: Idle,
+    conntrack_capacity: usize,
+    manifests: &Path,
+) -> Result<(daemon::Daemon, FileSync), String> {
+    let prepared = crate::sync::prepare(manifests);
+    let mut config = daemon_config(plan, io, cores, idle, conntrack_capacity);
+    config.services = prepared.specs.clone();
+    let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    let files = FileSync::start(prepared, d.publisher(), Duration::from_millis(200));
+    Ok((d, files))
 }

@@ -19,9 +19,10 @@ use sluice_dataplane::worker::Idle;
 use sluice_dataplane::Addr;
 
 use super::file::{LabFile, Plan, DEFAULT};
-use super::{remove, Lab};
+use super::{remove, write_manifests, Lab};
 
 use crate::daemon::{Daemon, Io, WorkerReport};
+use crate::sync::FileSync;
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -187,6 +188,7 @@ fn up(o: &Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::write(dir.join("lab.yaml"), &yaml).map_err(|e| e.to_string())?;
+    let manifest = write_manifests(&dir.join("manifests"), &plan, &[])?;
     let cores = cores(o);
     let mut lab = Lab::create(&plan, o.io, cores.len()).map_err(|e| format!("set-up: {e}"))?;
     lab.start_servers(Some(&dir), true)
@@ -249,6 +251,10 @@ fn up(o: &Options) -> Result<()> {
         dir.join("daemon.log").display()
     );
     print!("{}", describe(&plan, o.io));
+    println!(
+        "  the Services come from {} (Kubernetes manifests, watched): edit, add or delete manifests there and the workers follow",
+        manifest.display()
+    );
     // The first pod no Service selects is the natural client.
     let client = plan
         .node()
@@ -350,52 +356,46 @@ fn down(w: &Which) -> Result<()> {
     Ok(())
 }
 
+/// The daemon's workers on the lab, with their tables from the manifests
+/// directory (the file source), kept in step while it runs.
+fn start_daemon(
+    plan: &Plan,
+    o: &Options,
+    cores: Vec<usize>,
+    manifests: &Path,
+) -> Result<(Daemon, FileSync)> {
+    super::start_daemon(plan, o.io, cores, idle(o), o.conntrack_capacity, manifests)
+}
+
 fn daemon(o: &DaemonOptions) -> Result<()> {
     let (_, plan) = read_file(&o.options.which)?;
-    let config = super::daemon_config(
-        &plan,
-        o.options.io,
-        o.options.cores.clone(),
-        idle(&o.options),
-        o.options.conntrack_capacity,
-    );
     let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+    // The manifests are watched: SIGHUP has nothing to reload, and must
+    // not end the daemon.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| e.to_string())?;
-    let mut d = Daemon::start(config).map_err(|e| e.to_string())?;
+    let manifests = o.state.join("manifests");
+    let (mut d, files) = start_daemon(&plan, &o.options, o.options.cores.clone(), &manifests)?;
+    let st = files.status();
     println!(
-        "sluice: lab {} daemon running, generation {}",
+        "sluice: lab {} daemon running, generation {}, {} Service(s) from {}",
         plan.name,
-        d.generation()
+        d.generation(),
+        st.services,
+        manifests.display()
     );
     std::fs::write(o.state.join("ready"), d.generation().to_string()).map_err(|e| e.to_string())?;
     while !stop.load(Ordering::Relaxed) {
-        if reload.swap(false, Ordering::Relaxed) {
-            // SIGHUP: the lab file's Services again (pods stay as they are).
-            let pods = |p: &Plan| -> Vec<(String, std::net::Ipv4Addr)> {
-                p.node()
-                    .pods
-                    .iter()
-                    .map(|q| (q.name.clone(), q.ip))
-                    .collect()
-            };
-            match read_file(&o.options.which) {
-                Ok((_, p)) if pods(&p) != pods(&plan) => println!(
-                    "sluice: reload refused, the last tables keep serving: the pods changed, and pods are fixed at `lab up` (run it again)"
-                ),
-                Ok((_, p)) => match d.publish_services(&p.service_specs(&[])) {
-                    Ok(g) => println!("sluice: reloaded the Services, generation {g}"),
-                    Err(e) => println!("sluice: reload refused, the last tables keep serving: {e}"),
-                },
-                Err(e) => println!("sluice: reload refused, the last tables keep serving: {e}"),
-            }
+        if hup.swap(false, Ordering::Relaxed) {
+            println!("sluice: SIGHUP: the manifests directory is watched; nothing to reload");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(files);
     let reports = d.stop();
     println!("sluice: stopped; XDP programs detached");
     print_reports(&reports);
@@ -506,9 +506,18 @@ fn demo(o: &DemoOptions) -> Result<()> {
     let mut lab =
         Lab::create(&plan, o.options.io, cores.len()).map_err(|e| format!("set-up: {e}"))?;
     print!("{}", describe(&plan, o.options.io));
-    let mut daemon =
-        Daemon::start(lab.daemon_config(cores, idle(&o.options), o.options.conntrack_capacity))
-            .map_err(|e| format!("daemon: {e}"))?;
+    // The tables come from the lab's Service manifests, through the file
+    // source, as they do under `lab up`.
+    let manifests = state_dir(&plan.name).join("manifests");
+    let manifest = write_manifests(&manifests, &plan, &[])?;
+    let (mut daemon, files) =
+        start_daemon(&plan, &o.options, cores, &manifests).map_err(|e| format!("daemon: {e}"))?;
+    println!(
+        "   {} Service(s) from {} (the file source), tables generation {}",
+        files.status().services,
+        manifest.display(),
+        daemon.generation()
+    );
     lab.start_servers(None, false)
         .map_err(|e| format!("servers: {e}"))?;
     let mut failures = Vec::new();
@@ -614,15 +623,21 @@ fn demo(o: &DemoOptions) -> Result<()> {
         .spawn()
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(700));
-    let g = daemon
-        .publish_services(&plan.service_specs(&[gone.as_str()]))
-        .map_err(|e| e.to_string())?;
-    let after = tally(&curl_loop(o.requests, &url)?);
+    // As the EndpointSlice controller would: the slices without it.
+    let before = daemon.generation();
+    let edited = Instant::now();
+    write_manifests(&manifests, &plan, &[gone.as_str()])?;
+    let st = files
+        .wait_for_generation(before, Duration::from_secs(10))
+        .ok_or("the edited manifests did not reach the workers within 10 s")?;
     println!(
-        "   tables generation {g}; {} new GETs: {}",
-        o.requests,
-        tally_str(&after)
+        "   {} rewritten without {gone}: tables generation {} in the workers after {} ms",
+        manifest.display(),
+        st.generation,
+        edited.elapsed().as_millis()
     );
+    let after = tally(&curl_loop(o.requests, &url)?);
+    println!("   {} new GETs: {}", o.requests, tally_str(&after));
     if after.contains_key(&gone)
         || after.values().sum::<usize>() != o.requests
         || after.contains_key("FAILED")
@@ -691,10 +706,12 @@ fn demo(o: &DemoOptions) -> Result<()> {
         ));
     }
 
+    drop(files);
     let reports = daemon.stop();
     println!("\n== counters");
     print_reports(&reports);
     drop(lab);
+    let _ = std::fs::remove_dir_all(state_dir(&plan.name));
     println!(
         "\n== torn down: {} namespaces of lab {} left",
         super::namespaces_of(&plan.name).len(),
