@@ -12,10 +12,25 @@ use std::time::Duration;
 
 use sluice_dataplane::service::ServiceSpec;
 
-use crate::daemon::Publisher;
+use crate::daemon::{Published, Publisher};
 use crate::source::file::FileSource;
 use crate::source::{self};
 use crate::translate::Model;
+
+/// Where a sync publishes: the daemon's workers, or a test's recorder.
+pub trait Publish: Send + 'static {
+    fn publish(&self, specs: &[ServiceSpec]) -> Published;
+    fn generation(&self) -> u64;
+}
+
+impl Publish for Publisher {
+    fn publish(&self, specs: &[ServiceSpec]) -> Published {
+        self.publish_services(specs)
+    }
+    fn generation(&self) -> u64 {
+        Publisher::generation(self)
+    }
+}
 
 /// What the control side has done, for `status` and for tests that wait
 /// until a change is programmed rather than sleep.
@@ -31,6 +46,12 @@ pub struct Status {
     pub rejections: u64,
     /// Files refused at their last reading.
     pub file_problems: Vec<String>,
+    /// The API server source: every kind listed once (the tables are
+    /// whole), whether the watches work now, the last error, lists done.
+    pub synced: bool,
+    pub connected: bool,
+    pub last_error: Option<String>,
+    pub lists: u64,
 }
 
 /// The file source, its model, and the first specs, read before the
@@ -90,7 +111,7 @@ pub struct FileSync {
 
 impl FileSync {
     /// Scans every `period` and publishes through `publisher`.
-    pub fn start(p: Prepared, publisher: Publisher, period: Duration) -> FileSync {
+    pub fn start(p: Prepared, publisher: impl Publish, period: Duration) -> FileSync {
         let stop = Arc::new(AtomicBool::new(false));
         let mut first = p.status;
         first.generation = publisher.generation();
@@ -105,7 +126,7 @@ impl FileSync {
                     while !stop.load(Ordering::Relaxed) {
                         if step(&mut source, &mut model, &mut st) {
                             let specs = model.specs();
-                            let published = publisher.publish_services(&specs);
+                            let published = publisher.publish(&specs);
                             for problem in &published.problems {
                                 eprintln!("sluice: left out of the tables: {problem}");
                             }
@@ -151,6 +172,160 @@ impl Drop for FileSync {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The API server sync: kube-rs's watchers on a thread of their own
+/// (a single-threaded tokio runtime), publishing as the File sync does.
+/// The first publication waits until every kind has been listed, so that
+/// the tables are never published half-built.
+pub struct KubeSync {
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<Status>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KubeSync {
+    pub fn start(config: kube::Config, publisher: impl Publish) -> KubeSync {
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(Mutex::new(Status::default()));
+        let thread = {
+            let (stop, status) = (stop.clone(), status.clone());
+            std::thread::Builder::new()
+                .name("sluice-kube".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            eprintln!("sluice: API server source: no tokio runtime: {e}");
+                            return;
+                        }
+                    };
+                    rt.block_on(kube_loop(config, publisher, stop, status));
+                })
+                .expect("spawn the API server sync")
+        };
+        KubeSync {
+            stop,
+            status,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `ready(status)` holds; the status, or `None` on timeout.
+    pub fn wait(&self, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Option<Status> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let s = self.status();
+            if ready(&s) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for KubeSync {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn kube_loop(
+    config: kube::Config,
+    publisher: impl Publish,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<Status>>,
+) {
+    use futures::{FutureExt, StreamExt};
+
+    use crate::source::kube::{watch_all, Item, Relister};
+
+    let client = match kube::Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: API server source: {e}");
+            if let Ok(mut s) = status.lock() {
+                s.last_error = Some(e.to_string());
+            }
+            return;
+        }
+    };
+    let mut stream = watch_all(client);
+    let mut relister = Relister::default();
+    let mut model = Model::default();
+    let mut st = Status::default();
+    let mut dirty = false;
+    while !stop.load(Ordering::Relaxed) {
+        // Wake every 100 ms to see the stop flag.
+        let Ok(first) = tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+        else {
+            continue;
+        };
+        let Some(first) = first else { break };
+        // This item and whatever else is ready now, in one publication.
+        let mut items = vec![first];
+        while items.len() < 65_536 {
+            match stream.next().now_or_never() {
+                Some(Some(i)) => items.push(i),
+                _ => break,
+            }
+        }
+        for item in items {
+            match &item {
+                Item::Error(kind, e) => {
+                    if st.connected || st.last_error.as_deref() != Some(e.as_str()) {
+                        eprintln!(
+                            "sluice: API server: watching {}s failed: {e}; retrying with backoff, the last tables keep serving",
+                            kind.as_str()
+                        );
+                    }
+                    st.connected = false;
+                    st.last_error = Some(e.clone());
+                }
+                _ => {
+                    if !st.connected && st.last_error.is_some() {
+                        eprintln!("sluice: API server: watching again");
+                    }
+                    st.connected = true;
+                }
+            }
+            for ev in relister.feed(item) {
+                let a = source::apply(&mut model, &ev);
+                if let Some(r) = &a.rejected {
+                    eprintln!("sluice: rejected {r}; its last good version keeps serving");
+                }
+                dirty |= !a.touched.is_empty();
+            }
+        }
+        st.lists = relister.lists;
+        st.rejected = model.rejected().map(|r| r.to_string()).collect();
+        st.rejections = model.rejections;
+        if relister.settled() && (dirty || !st.synced) {
+            let specs = model.specs();
+            let published = publisher.publish(&specs);
+            for problem in &published.problems {
+                eprintln!("sluice: left out of the tables: {problem}");
+            }
+            st.generation = published.generation;
+            st.services = specs.len();
+            st.synced = true;
+            dirty = false;
+        }
+        if let Ok(mut s) = status.lock() {
+            *s = st.clone();
         }
     }
 }

@@ -2,6 +2,7 @@
 //! table, frames built with etherparse, and an independent check of every
 //! frame the pipeline emits.
 
+pub mod apiserver;
 pub mod frames;
 pub mod verify;
 

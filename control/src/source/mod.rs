@@ -3,6 +3,7 @@
 //! `apply` feeds to the translation model.
 
 pub mod file;
+pub mod kube;
 
 use crate::translate::{Applied, Kind, Model};
 use file::{Event, Object};
