@@ -103,13 +103,54 @@ fn step(source: &mut FileSource, model: &mut Model, status: &mut Status) -> bool
 }
 
 /// The running sync.
-pub struct FileSync {
+/// A sync's thread, its stop flag and its status; stopped when dropped.
+pub struct Running {
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<Status>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl FileSync {
+impl Running {
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `ready(status)` holds; the status, or `None` on timeout.
+    pub fn wait(&self, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Option<Status> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let s = self.status();
+            if ready(&s) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Waits until the tables' generation passes `after`.
+    pub fn wait_for_generation(&self, after: u64, timeout: Duration) -> Option<Status> {
+        self.wait(timeout, |s| s.generation > after)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The file source's sync.
+pub type FileSync = Running;
+/// The API server's sync.
+pub type KubeSync = Running;
+
+pub struct Files;
+
+impl Files {
     /// Scans every `period` and publishes through `publisher`.
     pub fn start(p: Prepared, publisher: impl Publish, period: Duration) -> FileSync {
         let stop = Arc::new(AtomicBool::new(false));
@@ -141,37 +182,10 @@ impl FileSync {
                 })
                 .expect("spawn the file sync")
         };
-        FileSync {
+        Running {
             stop,
             status,
             thread: Some(thread),
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Waits until the tables' generation passes `after` and a scan has
-    /// seen the source since; returns the status, or `None` on timeout.
-    pub fn wait_for_generation(&self, after: u64, timeout: Duration) -> Option<Status> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            let s = self.status();
-            if s.generation > after {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for FileSync {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -180,13 +194,9 @@ impl Drop for FileSync {
 /// (a single-threaded tokio runtime), publishing as the File sync does.
 /// The first publication waits until every kind has been listed, so that
 /// the tables are never published half-built.
-pub struct KubeSync {
-    stop: Arc<AtomicBool>,
-    status: Arc<Mutex<Status>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Kube;
 
-impl KubeSync {
+impl Kube {
     pub fn start(config: kube::Config, publisher: impl Publish) -> KubeSync {
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(Status::default()));
@@ -209,36 +219,10 @@ impl KubeSync {
                 })
                 .expect("spawn the API server sync")
         };
-        KubeSync {
+        Running {
             stop,
             status,
             thread: Some(thread),
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Waits until `ready(status)` holds; the status, or `None` on timeout.
-    pub fn wait(&self, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Option<Status> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            let s = self.status();
-            if ready(&s) {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for KubeSync {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

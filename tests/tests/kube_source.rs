@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice_control::daemon::Published;
 use sluice_control::source::kube::load_config;
-use sluice_control::sync::{KubeSync, Publish, Status};
+use sluice_control::sync::{Kube, KubeSync, Publish, Status};
 use sluice_dataplane::service::ServiceSpec;
 use sluice_tests::apiserver::ApiServer;
 
@@ -103,7 +103,7 @@ fn synced() -> (ApiServer, Recorder, KubeSync) {
     let config = load_config(Some(&dir)).expect("the kubeconfig");
     let _ = std::fs::remove_file(&dir);
     let rec = Recorder::default();
-    let sync = KubeSync::start(config, rec.clone());
+    let sync = Kube::start(config, rec.clone());
     let st = sync
         .wait(Duration::from_secs(20), |s: &Status| s.synced)
         .unwrap_or_else(|| panic!("not synced: {:?}", sync.status()));

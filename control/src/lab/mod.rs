@@ -472,6 +472,6 @@ pub fn start_daemon(
     let mut config = daemon_config(plan, io, cores, idle, conntrack_capacity);
     config.services = prepared.specs.clone();
     let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
-    let files = FileSync::start(prepared, d.publisher(), Duration::from_millis(200));
+    let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     Ok((d, files))
 }
