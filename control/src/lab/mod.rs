@@ -475,3 +475,29 @@ pub fn start_daemon(
     let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     Ok((d, files))
 }
+
+/// Starts the daemon's workers on a planned lab with their tables from an
+/// API server (the `kube` source), once every kind has been listed.
+pub fn start_daemon_kube(
+    plan: &Plan,
+    io: Io,
+    cores: Vec<usize>,
+    idle: Idle,
+    conntrack_capacity: usize,
+    kube: kube::Config,
+) -> Result<(daemon::Daemon, crate::sync::KubeSync), String> {
+    let mut config = daemon_config(plan, io, cores, idle, conntrack_capacity);
+    // The workers start with no Services and serve them once the first
+    // complete list is published, as kube-proxy starts with no rules.
+    config.services = Vec::new();
+    let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    let sync = crate::sync::Kube::start(kube, d.publisher());
+    sync.wait(Duration::from_secs(30), |s| s.synced)
+        .ok_or_else(|| {
+            format!(
+                "the API server's objects were not listed within 30 s: {:?}",
+                sync.status()
+            )
+        })?;
+    Ok((d, sync))
+}

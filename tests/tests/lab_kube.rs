@@ -1,0 +1,208 @@
+//! The lab with its tables from an API server (the test API server, the
+//! real kube client), while real connections run: Services scaled, added
+//! and deleted under traffic, then the API server stopped for 30 seconds:
+//! no connection breaks, and the changes made while it was away are
+//! applied once it returns. Root only (namespaces, AF_XDP).
+#![cfg(feature = "afxdp")]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_control::daemon::Io;
+use sluice_control::lab::file::LabFile;
+use sluice_control::lab::{start_daemon_kube, Lab};
+use sluice_control::source::kube::load_config;
+use sluice_dataplane::worker::Idle;
+use sluice_tests::apiserver::ApiServer;
+
+const LAB: &str = "
+name: NAME
+nodes:
+  - name: node1
+    index: 1
+    pods:
+      - { name: client, labels: { app: client } }
+      - { name: web-1, labels: { app: web } }
+      - { name: web-2, labels: { app: web } }
+      - { name: web-3, labels: { app: web } }
+services:
+  - name: web
+    clusterIP: 198.19.0.10
+    selector: { app: web }
+    ports:
+      - { name: http, port: 80, targetPort: 8080, protocol: TCP }
+";
+
+fn curl(lab: &Lab, url: &str) -> String {
+    let out = lab
+        .exec("client", &["curl", "-s", "--max-time", "5", url])
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `url` from the client until `f` holds for its answer.
+fn until(lab: &Lab, url: &str, what: &str, f: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = curl(lab, url);
+        if f(&last) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: last answer {last:?}");
+}
+
+/// Eight keep-alive connections asking every 200 ms for `secs` seconds;
+/// each prints its answers on one line, or FAILED.
+fn keepalive(lab: &Lab, secs: u32) -> Child {
+    let n = secs * 5;
+    lab.command(&lab.netns("client"), "python3")
+        .args([
+            "-c",
+            &format!(
+                "import http.client,threading,time\n\
+                 out=[None]*8\n\
+                 def run(i):\n  c=http.client.HTTPConnection('198.19.0.10',80,timeout=10)\n  seen=[]\n  \
+                 for _ in range({n}):\n    c.request('GET','/');seen.append(c.getresponse().read().decode().strip());time.sleep(0.2)\n  out[i]=seen\n\
+                 ts=[threading.Thread(target=run,args=(i,)) for i in range(8)]\n\
+                 [t.start() for t in ts];[t.join() for t in ts]\n\
+                 for s in out: print(' '.join(s) if s else 'FAILED')\n"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 in the client")
+}
+
+fn check_held(child: Child, n: usize) {
+    let out = child.wait_with_output().expect("the keep-alive client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    for l in lines {
+        let seen: Vec<&str> = l.split(' ').collect();
+        assert_eq!(seen.len(), n, "a connection broke: {l}");
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "a connection changed backend: {l}"
+        );
+    }
+}
+
+#[test]
+fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "k{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let plan = LabFile::parse(&LAB.replace("NAME", &name))
+        .and_then(|f| f.plan())
+        .expect("the lab file");
+    let mut lab = Lab::create(&plan, Io::Afxdp, 1).unwrap_or_else(|e| {
+        panic!("cannot set up the lab (root, iproute2, ethtool, python3): {e}")
+    });
+    // The API server holds what the lab's EndpointSlice controller would.
+    let mut api = ApiServer::start();
+    for doc in plan
+        .manifests(&[])
+        .split("\n---\n")
+        .filter(|d| d.contains("kind:"))
+    {
+        api.apply(doc);
+    }
+    let kubeconfig = std::env::temp_dir().join(format!("{name}-kubeconfig"));
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let config = load_config(Some(&kubeconfig)).expect("the kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
+    let idle = Idle {
+        spin_rounds: 2_000,
+        sleep: Duration::from_micros(50),
+    };
+    let (_daemon, sync) = start_daemon_kube(&plan, Io::Afxdp, vec![], idle, 1 << 16, config)
+        .unwrap_or_else(|e| panic!("the daemon: {e}"));
+    lab.start_servers(None, false).expect("servers");
+    assert!(curl(&lab, "http://198.19.0.10/").starts_with("web-"));
+
+    // Under traffic: web scaled down to web-1, a Service added, one deleted.
+    let held = keepalive(&lab, 8);
+    std::thread::sleep(Duration::from_millis(800));
+    let slice = |addrs: &[&str]| {
+        let eps: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{addresses: [{a}]}}"))
+            .collect();
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-ipv4, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints: [{}]\n",
+            eps.join(", ")
+        )
+    };
+    api.apply(&slice(&["198.18.1.3"]));
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: extra, namespace: default}\nspec: {clusterIP: 198.19.0.20, ports: [{port: 81, targetPort: 8080}]}\n");
+    api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: extra-1, namespace: default, labels: {kubernetes.io/service-name: extra}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.1.4]}]\n");
+    until(&lab, "http://198.19.0.20:81/", "the added Service", |a| {
+        a == "web-2"
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            curl(&lab, "http://198.19.0.10/"),
+            "web-1",
+            "scaled to web-1"
+        );
+    }
+    api.delete("Service", "default", "extra");
+    until(&lab, "http://198.19.0.20:81/", "the deleted Service", |a| {
+        a.is_empty()
+    });
+    check_held(held, 40);
+
+    // The API server goes away for 30 s under traffic.
+    let held = keepalive(&lab, 36);
+    std::thread::sleep(Duration::from_millis(500));
+    api.stop();
+    sync.wait(Duration::from_secs(15), |s| !s.connected)
+        .unwrap_or_else(|| panic!("the sync did not notice: {:?}", sync.status()));
+    // While it is away: the tables keep serving, and changes pile up.
+    api.apply(&slice(&["198.18.1.3", "198.18.1.5"]));
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: later, namespace: default}\nspec: {clusterIP: 198.19.0.30, ports: [{port: 82, targetPort: 8080}]}\n");
+    api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: later-1, namespace: default, labels: {kubernetes.io/service-name: later}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.1.5]}]\n");
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(30) {
+        assert_eq!(
+            curl(&lab, "http://198.19.0.10/"),
+            "web-1",
+            "the last tables serve"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        curl(&lab, "http://198.19.0.30:82/").is_empty(),
+        "not before it returns"
+    );
+    api.restart();
+    until(
+        &lab,
+        "http://198.19.0.30:82/",
+        "a Service added while away",
+        |a| a == "web-3",
+    );
+    until(
+        &lab,
+        "http://198.19.0.10/",
+        "web scaled up while away",
+        |a| a == "web-3",
+    );
+    check_held(held, 180);
+    let st = sync.status();
+    assert!(st.connected && st.synced, "{st:?}");
+}
