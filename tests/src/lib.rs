@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod frames;
+pub mod labkit;
 pub mod verify;
 
 use sluice_dataplane::conntrack::{Conntrack, Timeouts};

@@ -6,7 +6,7 @@
 //! name, and its namespaces are removed on drop, also when it fails.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -15,26 +15,14 @@ use sluice_control::lab::file::LabFile;
 use sluice_control::lab::{namespaces_of, start_daemon, write_manifests, Lab};
 use sluice_control::sync::FileSync;
 use sluice_dataplane::worker::Idle;
+use sluice_tests::labkit::{check_held, keepalive, FOUR_PODS};
 
-const LAB: &str = "
-name: NAME
-nodes:
-  - name: node1
-    index: 1
-    pods:
-      - { name: client, labels: { app: client } }
-      - { name: web-1, labels: { app: web } }
-      - { name: web-2, labels: { app: web } }
-      - { name: web-3, labels: { app: web } }
-services:
-  - name: web
-    clusterIP: 198.19.0.10
-    clusterIPs: [198.19.0.10, 2001:db8:19::a]
-    selector: { app: web }
-    ports:
-      - { name: http, port: 80, targetPort: 8080, protocol: TCP }
-      - { name: echo, port: 7, targetPort: 7007, protocol: UDP }
-";
+fn lab_file(name: &str) -> String {
+    FOUR_PODS
+        .replace("NAME", name)
+        .replace("EXTRA", "    clusterIPs: [198.19.0.10, 2001:db8:19::a]\n")
+        + "      - { name: echo, port: 7, targetPort: 7007, protocol: UDP }\n"
+}
 
 const VIP: &str = "198.19.0.10";
 const VIP6: &str = "2001:db8:19::a";
@@ -56,7 +44,7 @@ fn start(io: Io, cores: Vec<usize>) -> Running {
         std::process::id() % 10_000,
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let plan = LabFile::parse(&LAB.replace("NAME", &name))
+    let plan = LabFile::parse(&lab_file(&name))
         .and_then(|f| f.plan())
         .expect("the test's lab file");
     let queues = cores.len().max(1);
@@ -328,27 +316,9 @@ fn ipv6_through_the_same_service(io: Io) {
 
 fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
     let r = start(io, cores);
-    // Eight keep-alive connections, each asking every 100 ms for 4 s and
-    // printing who answered; they must all run to the end.
-    let held = r
-        .lab
-        .command(&r.lab.netns("client"), "python3")
-        .args([
-            "-c",
-            &format!(
-                "import http.client,threading,time\n\
-                 out=[None]*8\n\
-                 def run(i):\n  c=http.client.HTTPConnection('{VIP}',80,timeout=10)\n  seen=[]\n  \
-                 for _ in range(40):\n    c.request('GET','/');seen.append(c.getresponse().read().decode().strip());time.sleep(0.1)\n  out[i]=seen\n\
-                 ts=[threading.Thread(target=run,args=(i,)) for i in range(8)]\n\
-                 [t.start() for t in ts];[t.join() for t in ts]\n\
-                 for s in out: print(' '.join(s) if s else 'FAILED')\n"
-            ),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 in the client");
+    // Eight keep-alive connections, each asking every 100 ms for 4 s;
+    // they must all run to the end.
+    let held = keepalive(&r.lab, VIP, 8, 40, 100);
     std::thread::sleep(Duration::from_millis(1000));
     // The EndpointSlices without web-3, as the API's controller would
     // write them: through the file source to the workers.
@@ -379,19 +349,7 @@ fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
         fresh.contains("web-1") && fresh.contains("web-2"),
         "{fresh}"
     );
-    let held = held.wait_with_output().expect("the keep-alive client");
-    assert_ok(&held, "the established connections");
-    let text = Running::stdout(&held);
-    let conns: Vec<&str> = text.lines().collect();
-    assert_eq!(conns.len(), 8, "{text}");
-    for c in conns {
-        let seen: Vec<&str> = c.split(' ').collect();
-        assert_eq!(seen.len(), 40, "a connection broke: {c}");
-        assert!(
-            seen.iter().all(|s| *s == seen[0]),
-            "a connection changed backend: {c}"
-        );
-    }
+    check_held(held, 8, 40);
 }
 
 /// The lab leaves nothing behind, and the workers detach every XDP

@@ -5,7 +5,6 @@
 //! applied once it returns. Root only (namespaces, AF_XDP).
 #![cfg(feature = "afxdp")]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,24 +14,7 @@ use sluice_control::lab::{start_daemon_kube, Lab};
 use sluice_control::source::kube::load_config;
 use sluice_dataplane::worker::Idle;
 use sluice_tests::apiserver::ApiServer;
-
-const LAB: &str = "
-name: NAME
-nodes:
-  - name: node1
-    index: 1
-    pods:
-      - { name: client, labels: { app: client } }
-      - { name: web-1, labels: { app: web } }
-      - { name: web-2, labels: { app: web } }
-      - { name: web-3, labels: { app: web } }
-services:
-  - name: web
-    clusterIP: 198.19.0.10
-    selector: { app: web }
-    ports:
-      - { name: http, port: 80, targetPort: 8080, protocol: TCP }
-";
+use sluice_tests::labkit::{check_held, keepalive, FOUR_PODS};
 
 fn curl(lab: &Lab, url: &str) -> String {
     let out = lab
@@ -55,49 +37,6 @@ fn until(lab: &Lab, url: &str, what: &str, f: impl Fn(&str) -> bool) {
     panic!("{what}: last answer {last:?}");
 }
 
-/// Eight keep-alive connections asking every 200 ms for `secs` seconds;
-/// each prints its answers on one line, or FAILED.
-fn keepalive(lab: &Lab, secs: u32) -> Child {
-    let n = secs * 5;
-    lab.command(&lab.netns("client"), "python3")
-        .args([
-            "-c",
-            &format!(
-                "import http.client,threading,time\n\
-                 out=[None]*8\n\
-                 def run(i):\n  c=http.client.HTTPConnection('198.19.0.10',80,timeout=10)\n  seen=[]\n  \
-                 for _ in range({n}):\n    c.request('GET','/');seen.append(c.getresponse().read().decode().strip());time.sleep(0.2)\n  out[i]=seen\n\
-                 ts=[threading.Thread(target=run,args=(i,)) for i in range(8)]\n\
-                 [t.start() for t in ts];[t.join() for t in ts]\n\
-                 for s in out: print(' '.join(s) if s else 'FAILED')\n"
-            ),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 in the client")
-}
-
-fn check_held(child: Child, n: usize) {
-    let out = child.wait_with_output().expect("the keep-alive client");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 8, "{text}");
-    for l in lines {
-        let seen: Vec<&str> = l.split(' ').collect();
-        assert_eq!(seen.len(), n, "a connection broke: {l}");
-        assert!(
-            seen.iter().all(|s| *s == seen[0]),
-            "a connection changed backend: {l}"
-        );
-    }
-}
-
 #[test]
 fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -106,7 +45,7 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
         std::process::id() % 10_000,
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let plan = LabFile::parse(&LAB.replace("NAME", &name))
+    let plan = LabFile::parse(&FOUR_PODS.replace("NAME", &name).replace("EXTRA", ""))
         .and_then(|f| f.plan())
         .expect("the lab file");
     let mut lab = Lab::create(&plan, Io::Afxdp, 1).unwrap_or_else(|e| {
@@ -135,7 +74,7 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
     assert!(curl(&lab, "http://198.19.0.10/").starts_with("web-"));
 
     // Under traffic: web scaled down to web-1, a Service added, one deleted.
-    let held = keepalive(&lab, 8);
+    let held = keepalive(&lab, "198.19.0.10", 8, 40, 200);
     std::thread::sleep(Duration::from_millis(800));
     let slice = |addrs: &[&str]| {
         let eps: Vec<String> = addrs
@@ -164,10 +103,10 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
     until(&lab, "http://198.19.0.20:81/", "the deleted Service", |a| {
         a.is_empty()
     });
-    check_held(held, 40);
+    check_held(held, 8, 40);
 
     // The API server goes away for 30 s under traffic.
-    let held = keepalive(&lab, 36);
+    let held = keepalive(&lab, "198.19.0.10", 8, 180, 200);
     std::thread::sleep(Duration::from_millis(500));
     api.stop();
     sync.wait(Duration::from_secs(15), |s| !s.connected)
@@ -202,7 +141,7 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
         "web scaled up while away",
         |a| a == "web-3",
     );
-    check_held(held, 180);
+    check_held(held, 8, 180);
     let st = sync.status();
     assert!(st.connected && st.synced, "{st:?}");
 }
