@@ -6,6 +6,7 @@ pub mod bench_world;
 pub mod craft;
 pub mod fixtures;
 pub mod pipeline_demo;
+pub mod publish;
 #[cfg(feature = "afxdp")]
 pub mod throughput;
 #[cfg(feature = "afxdp")]

@@ -24,6 +24,9 @@ enum Command {
     Throughput(sluice_perf::throughput::Options),
     /// The pipeline on generated traffic through two workers, no network.
     PipelineDemo(sluice_perf::pipeline_demo::Options),
+    /// Time from an EndpointSlice event to the new tables swapped in, at
+    /// 1,000 to 100,000 Services.
+    Publish(sluice_perf::publish::Options),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
         #[cfg(feature = "afxdp")]
         Command::Throughput(o) => sluice_perf::throughput::run(&o).map(|_| ()),
         Command::PipelineDemo(o) => sluice_perf::pipeline_demo::run(&o).map_err(|e| e.to_string()),
+        Command::Publish(o) => sluice_perf::publish::run(&o),
     };
     if let Err(e) = result {
         eprintln!("sluice-perf: {e}");

@@ -1,0 +1,98 @@
+//! `sluice-perf publish`: the time from an EndpointSlice event received to
+//! the new tables ready for the workers (translated, built, swapped in),
+//! at a number of Services, p50 and p99 over a series of events. The
+//! events go through the real path: k8s-openapi objects into the
+//! translation model, the model's specs into a Service table, the table
+//! into the `ArcSwap` the workers load from.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sluice_control::translate::Model;
+use sluice_dataplane::service::ServiceTable;
+
+use crate::fixtures::bench_frontend;
+
+#[derive(clap::Args, Clone)]
+pub struct Options {
+    /// Service counts to measure at.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
+    pub services: Vec<usize>,
+    /// Events measured at each count (fewer at 100,000 if they are slow:
+    /// the run stops a count after 60 s).
+    #[arg(long, default_value_t = 30)]
+    pub events: usize,
+}
+
+fn service(i: usize) -> Service {
+    let (vip, port) = bench_frontend(i);
+    let ip = std::net::Ipv4Addr::from(vip.v4_octets());
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+        "spec": {"clusterIP": ip.to_string(), "ports": [{"port": port, "targetPort": 8080}]}
+    }))
+    .expect("a Service")
+}
+
+fn slice(i: usize, backends: usize) -> EndpointSlice {
+    let eps: Vec<serde_json::Value> = (0..backends)
+        .map(|b| serde_json::json!({"addresses": [format!("198.18.{}.{}", 2 + b, i % 250 + 2)]}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-1"), "namespace": "bench",
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4", "endpoints": eps
+    }))
+    .expect("an EndpointSlice")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    println!("publish: EndpointSlice event -> translated -> Service table built -> swapped in");
+    println!("{:>9} {:>12} {:>10} {:>10} {:>7}", "services", "first build", "p50", "p99", "events");
+    for &n in &o.services {
+        let mut model = Model::default();
+        for i in 0..n {
+            model.upsert_service(&service(i));
+            model.upsert_slice(&slice(i, 2));
+        }
+        let t = Instant::now();
+        let (table, problems) = ServiceTable::build(&model.specs());
+        if !problems.is_empty() {
+            return Err(format!("{} problems, the first: {}", problems.len(), problems[0]));
+        }
+        let first = t.elapsed();
+        let live = arc_swap::ArcSwap::from_pointee(table);
+        let mut times = Vec::new();
+        let budget = Instant::now();
+        for e in 0..o.events {
+            // Scale one Service between 2 and 3 backends.
+            let i = (e * 7919) % n;
+            let ev = slice(i, 2 + (e % 2));
+            let t = Instant::now();
+            model.upsert_slice(&ev);
+            let (table, _) = ServiceTable::build(&model.specs());
+            live.store(Arc::new(table));
+            times.push(t.elapsed());
+            if budget.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+        times.sort();
+        println!(
+            "{n:>9} {:>10.1}ms {:>8.2}ms {:>8.2}ms {:>7}",
+            first.as_secs_f64() * 1e3,
+            pct(&times, 0.5).as_secs_f64() * 1e3,
+            pct(&times, 0.99).as_secs_f64() * 1e3,
+            times.len()
+        );
+    }
+    Ok(())
+}
