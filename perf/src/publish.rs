@@ -56,7 +56,10 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn run(o: &Options) -> Result<(), String> {
     println!("publish: EndpointSlice event -> translated -> Service table built -> swapped in");
-    println!("{:>9} {:>12} {:>10} {:>10} {:>7}", "services", "first build", "p50", "p99", "events");
+    println!(
+        "{:>9} {:>12} {:>10} {:>10} {:>7}",
+        "services", "first build", "p50", "p99", "events"
+    );
     for &n in &o.services {
         let mut model = Model::default();
         for i in 0..n {
@@ -66,7 +69,11 @@ pub fn run(o: &Options) -> Result<(), String> {
         let t = Instant::now();
         let (table, problems) = ServiceTable::build(&model.specs());
         if !problems.is_empty() {
-            return Err(format!("{} problems, the first: {}", problems.len(), problems[0]));
+            return Err(format!(
+                "{} problems, the first: {}",
+                problems.len(),
+                problems[0]
+            ));
         }
         let first = t.elapsed();
         let live = arc_swap::ArcSwap::from_pointee(table);

@@ -13,6 +13,7 @@
 
 pub mod maglev;
 pub mod spec;
+mod update;
 
 use hashbrown::HashMap;
 
@@ -151,6 +152,22 @@ pub struct ServiceTable {
     maglev: HugeSlice<u16>,
     backends: HugeSlice<Backend>,
     ports: Vec<ServicePort>,
+    /// What incremental updates (`update.rs`) need: each Service's port
+    /// ids, each frontend's owner, the ids and arena regions free for
+    /// reuse, and where each arena's unused tail starts.
+    by_service: HashMap<(String, String), Vec<u32>>,
+    owners: HashMap<Frontend, u32>,
+    free_ids: Vec<u32>,
+    maglev_top: usize,
+    maglev_free: HashMap<u32, Vec<u32>>,
+    backends_top: usize,
+    backends_free: HashMap<u32, Vec<u32>>,
+}
+
+/// The backend arena's region for `n` eligible backends: a power of two,
+/// so that a freed region fits the next Service port of its class.
+fn backend_class(n: usize) -> usize {
+    n.next_power_of_two().max(1)
 }
 
 impl Default for ServiceTable {
@@ -161,6 +178,7 @@ impl Default for ServiceTable {
 
 /// A Service port before the arenas exist.
 struct Draft {
+    service: (String, String),
     name: String,
     frontend: Frontend,
     endpoints: Vec<Backend>,
@@ -171,29 +189,48 @@ struct Draft {
 impl ServiceTable {
     /// Builds the table from validated specs.
     pub fn build(specs: &[ServiceSpec]) -> (ServiceTable, Vec<BuildProblem>) {
+        Self::build_with_room(specs, 0)
+    }
+
+    /// Builds the table with room for `extra` more Service ports than the
+    /// specs have, so that incremental updates can add them in place.
+    pub fn build_with_room(
+        specs: &[ServiceSpec],
+        extra: usize,
+    ) -> (ServiceTable, Vec<BuildProblem>) {
         let mut problems = Vec::new();
         let mut owners: HashMap<Frontend, usize> = HashMap::new();
         let mut drafts: Vec<Draft> = Vec::new();
         for s in specs {
             draft(s, &mut owners, &mut drafts, &mut problems);
         }
-        let slots_len = (drafts.len() * 2).next_power_of_two().max(64);
+        let want = drafts.len() + extra;
+        let slots_len = (want * 2).next_power_of_two().max(64);
         let mut slots: HugeSlice<FrontSlot> = HugeSlice::zeroed(slots_len);
-        let mut maglev: HugeSlice<u16> =
-            HugeSlice::zeroed(drafts.iter().map(|d| d.maglev.len()).sum::<usize>().max(1));
-        let mut backends: HugeSlice<Backend> = HugeSlice::zeroed(
-            drafts
-                .iter()
-                .map(|d| d.eligible.len())
-                .sum::<usize>()
-                .max(1),
-        );
+        // Room in the arenas in proportion: the average port's share each.
+        let maglev_used: usize = drafts.iter().map(|d| d.maglev.len()).sum();
+        let backends_used: usize = drafts.iter().map(|d| backend_class(d.eligible.len())).sum();
+        let per = |used: usize, floor: usize| {
+            if drafts.is_empty() {
+                floor
+            } else {
+                used.div_ceil(drafts.len()).max(floor)
+            }
+        };
+        let maglev_room = maglev_used + extra * per(maglev_used, maglev::SIZE_CLASSES[0]);
+        let backends_room = backends_used + extra * per(backends_used, 4);
+        let mut maglev: HugeSlice<u16> = HugeSlice::zeroed(maglev_room.max(1));
+        let mut backends: HugeSlice<Backend> = HugeSlice::zeroed(backends_room.max(1));
+        let mut by_service: HashMap<(String, String), Vec<u32>> = HashMap::new();
+        let mut owner_ids: HashMap<Frontend, u32> = HashMap::new();
         let mut boff = 0usize;
         let mut ports = Vec::with_capacity(drafts.len());
         let mask = slots_len - 1;
         let mut moff = 0usize;
         for (id, d) in drafts.into_iter().enumerate() {
             maglev[moff..moff + d.maglev.len()].copy_from_slice(&d.maglev);
+            by_service.entry(d.service).or_default().push(id as u32);
+            owner_ids.insert(d.frontend, id as u32);
             let p = ServicePort {
                 name: d.name,
                 frontend: d.frontend,
@@ -204,7 +241,7 @@ impl ServiceTable {
                 eligible: d.eligible,
             };
             backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
-            boff += p.eligible.len();
+            boff += backend_class(p.eligible.len());
             moff += d.maglev.len();
             let fe = p.frontend;
             let mut pos = front_hash(fe.addr, fe.port, fe.proto) as usize & mask;
@@ -234,6 +271,13 @@ impl ServiceTable {
                 maglev,
                 backends,
                 ports,
+                by_service,
+                owners: owner_ids,
+                free_ids: Vec::new(),
+                maglev_top: moff,
+                maglev_free: HashMap::new(),
+                backends_top: boff,
+                backends_free: HashMap::new(),
             },
             problems,
         )
@@ -330,12 +374,13 @@ impl ServiceTable {
         &self.ports
     }
 
+    /// Service ports in the table (frontends, one per port and family).
     pub fn len(&self) -> usize {
-        self.ports.len()
+        self.ports.len() - self.free_ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
+        self.len() == 0
     }
 }
 
@@ -412,6 +457,7 @@ fn draft(
             let refs: Vec<&[u8]> = ids.iter().map(|v| v.as_slice()).collect();
             let maglev = maglev::build(&refs);
             drafts.push(Draft {
+                service: (s.namespace.clone(), s.name.clone()),
                 name,
                 frontend,
                 endpoints,

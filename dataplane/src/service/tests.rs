@@ -227,3 +227,84 @@ fn maglev_disruption_is_about_one_nth() {
         );
     }
 }
+
+/// A Service of the incremental test: `i` picks its ClusterIP, `n` its
+/// backends.
+fn small(i: u8, n: u8) -> ServiceSpec {
+    ServiceSpec {
+        namespace: "inc".into(),
+        name: format!("s{i}"),
+        cluster_ips: vec![v4([198, 19, 1, i])],
+        ports: vec![PortSpec {
+            name: String::new(),
+            port: 80,
+            proto: Proto::Tcp,
+            target: TargetPort::Number(8080),
+        }],
+        endpoints: (0..n)
+            .map(|b| EndpointSpec {
+                addr: v4([198, 18, 2, b + 2]),
+                conditions: Conditions::READY,
+                ports: vec![],
+            })
+            .collect(),
+    }
+}
+
+/// What a table answers for every Service's frontend and a spread of
+/// flows: the backend each flow goes to, or that there is none.
+fn answers(t: &ServiceTable, services: u8) -> Vec<Option<(Addr, u16)>> {
+    let mut out = Vec::new();
+    for i in 0..services {
+        for sport in 0..40u16 {
+            let key = flow(v4([198, 19, 1, i]), 80, Proto::Tcp, 1000 + sport);
+            out.push(t.find(&key).and_then(|s| {
+                let at = t.maglev_index(s, &key)?;
+                t.backend_at(s.backends_off(), at).map(|b| (b.addr, b.port))
+            }));
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Any sequence of upserts and removals, applied in place, leaves a
+    /// table that answers every flow as a table built from scratch from
+    /// the same Services does.
+    #[test]
+    fn incremental_updates_answer_as_a_rebuild(ops in proptest::collection::vec((0u8..24, 0u8..6, proptest::bool::ANY), 1..80)) {
+        let (mut t, _) = ServiceTable::build_with_room(&[], 16);
+        let mut live: std::collections::BTreeMap<u8, u8> = Default::default();
+        for (i, n, remove) in ops {
+            if remove {
+                t.remove_service("inc", &format!("s{i}"));
+                live.remove(&i);
+            } else if t.upsert_service(&small(i, n)).is_ok() {
+                live.insert(i, n);
+            } else {
+                // Full: as the daemon does, rebuild with room.
+                live.insert(i, n);
+                let specs: Vec<ServiceSpec> = live.iter().map(|(&i, &n)| small(i, n)).collect();
+                t = ServiceTable::build_with_room(&specs, 16).0;
+            }
+            let specs: Vec<ServiceSpec> = live.iter().map(|(&i, &n)| small(i, n)).collect();
+            let (fresh, _) = ServiceTable::build(&specs);
+            proptest::prop_assert_eq!(answers(&t, 24), answers(&fresh, 24));
+            proptest::prop_assert_eq!(t.len(), fresh.len());
+        }
+    }
+}
+
+#[test]
+fn a_duplicate_frontend_in_an_update_is_refused_and_the_owner_keeps_it() {
+    let (mut t, _) = ServiceTable::build_with_room(&[small(1, 2)], 4);
+    let mut other = small(1, 3);
+    other.name = "other".into();
+    let problems = t.upsert_service(&other).unwrap();
+    assert!(
+        matches!(problems[0], BuildProblem::DuplicateFrontend { ref owner, .. } if owner == "inc/s1:80"),
+        "{problems:?}"
+    );
+    assert_eq!(t.len(), 1);
+}
