@@ -8,6 +8,7 @@
 //! no lock, no allocation), so it sees the old tables or the new ones, never
 //! a mix, and a publication never waits for a worker.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -175,7 +176,24 @@ pub struct Publisher {
     shared: Arc<Shared>,
     routes_template: Arc<Vec<(Addr, PortId, [u8; 6])>>,
     host_addrs: Arc<Vec<Addr>>,
-    publishing: Arc<std::sync::Mutex<()>>,
+    /// The copy the workers are not reading, and what it lacks; held by
+    /// one publication at a time, so that generations go out in order.
+    publishing: Arc<std::sync::Mutex<Spare>>,
+}
+
+struct Spare {
+    table: Option<Arc<Snapshot>>,
+    /// The changes of the last publication, which this copy has not had.
+    pending: Vec<Change>,
+    /// Every Service as published last: what a rebuild is made from.
+    current: BTreeMap<(String, String), ServiceSpec>,
+}
+
+/// One Service's change, as the control side publishes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Upsert(ServiceSpec),
+    Remove { namespace: String, name: String },
 }
 
 /// What a publication did.
@@ -188,27 +206,177 @@ pub struct Published {
 }
 
 impl Publisher {
+    /// A publisher whose tables no worker reads, built from `specs`: for
+    /// benchmarks of the publication path alone.
+    pub fn detached(specs: &[ServiceSpec]) -> Publisher {
+        let build = || Snapshot {
+            services: ServiceTable::build_with_room(specs, room(ports_of(specs))).0,
+            routes: Routes::default(),
+            gateway: Gateway::DEFAULT,
+            generation: 1,
+        };
+        let first = build();
+        Publisher {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(first),
+                conntrack: Conntrack::new(1024, Timeouts::default()),
+                stop: AtomicBool::new(false),
+                generation: AtomicU64::new(1),
+            }),
+            routes_template: Arc::new(Vec::new()),
+            host_addrs: Arc::new(Vec::new()),
+            publishing: Arc::new(std::sync::Mutex::new(Spare {
+                table: Some(Arc::new(build())),
+                pending: Vec::new(),
+                current: specs
+                    .iter()
+                    .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
+                    .collect(),
+            })),
+        }
+    }
+
+    /// A reader's load of the live tables, as a worker's: the Service
+    /// ports they hold, and their generation.
+    pub fn read(&self) -> (usize, u64) {
+        let s = self.shared.snapshot.load();
+        (s.services.len(), s.generation)
+    }
+
     /// The generation of the tables the workers now read.
     pub fn generation(&self) -> u64 {
         self.shared.snapshot.load().generation
     }
 
-    /// Publishes new Services: the workers read them from their next batch
-    /// of rounds, whole.
+    /// Publishes a whole set of Services: the differences from what was
+    /// published last go out as changes.
     pub fn publish_services(&self, specs: &[ServiceSpec]) -> Published {
-        // One publisher at a time, so that generations are stored in order.
-        let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let (services, problems) = ServiceTable::build(specs);
+        let changes = {
+            let sp = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted: BTreeMap<(String, String), &ServiceSpec> = specs
+                .iter()
+                .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+                .collect();
+            let mut changes: Vec<Change> = sp
+                .current
+                .keys()
+                .filter(|k| !wanted.contains_key(*k))
+                .map(|(namespace, name)| Change::Remove {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
+                .collect();
+            changes.extend(
+                wanted
+                    .iter()
+                    .filter(|(k, s)| sp.current.get(*k) != Some(**s))
+                    .map(|(_, s)| Change::Upsert((*s).clone())),
+            );
+            changes
+        };
+        self.publish_changes(&changes)
+    }
+
+    /// Publishes changes to some Services, in time proportional to them:
+    /// they are made in place to the copy the workers are not reading
+    /// (once the last worker has left it), and that copy is swapped in.
+    /// The workers see the old tables or the new ones, never a mix, and
+    /// never wait; the copy they leave gets the same changes next time.
+    pub fn publish_changes(&self, changes: &[Change]) -> Published {
+        let mut sp = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut problems = Vec::new();
+        for c in changes {
+            match c {
+                Change::Upsert(s) => {
+                    sp.current
+                        .insert((s.namespace.clone(), s.name.clone()), s.clone());
+                }
+                Change::Remove { namespace, name } => {
+                    sp.current.remove(&(namespace.clone(), name.clone()));
+                }
+            }
+        }
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.snapshot.store(Arc::new(Snapshot {
-            services,
-            routes: build_routes(&self.routes_template, &self.host_addrs),
-            gateway: Gateway::DEFAULT,
-            generation,
-        }));
+        let mut table = sp.table.take();
+        // Workers hold a snapshot for one batch of rounds (microseconds,
+        // a few milliseconds when they nap): wait for the last to leave.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut ready = false;
+        if let Some(t) = table.as_mut() {
+            while Arc::get_mut(t).is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            ready = Arc::get_mut(t).is_some();
+        }
+        let pending = std::mem::take(&mut sp.pending);
+        let mut full = !ready;
+        if let Some(snap) = table.as_mut().and_then(Arc::get_mut).filter(|_| ready) {
+            // The last publication's changes (their problems were told
+            // then), then this one's.
+            let todo = pending
+                .iter()
+                .map(|c| (c, false))
+                .chain(changes.iter().map(|c| (c, true)));
+            for (c, new) in todo {
+                let ok = match c {
+                    Change::Upsert(s) => match snap.services.upsert_service(s) {
+                        Ok(p) => {
+                            if new {
+                                problems.extend(p.iter().map(|p| p.to_string()));
+                            }
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    Change::Remove { namespace, name } => {
+                        snap.services.remove_service(namespace, name);
+                        true
+                    }
+                };
+                if !ok {
+                    full = true;
+                    break;
+                }
+            }
+            snap.generation = generation;
+        }
+        let next = if full {
+            // No room left, or a worker held the copy for a second: both
+            // copies are built afresh from every Service (rare; the tables
+            // are built with a quarter more room than they need).
+            let specs: Vec<ServiceSpec> = sp.current.values().cloned().collect();
+            let build = || {
+                let (services, p) = ServiceTable::build_with_room(&specs, room(ports_of(&specs)));
+                (
+                    Snapshot {
+                        services,
+                        routes: build_routes(&self.routes_template, &self.host_addrs),
+                        gateway: Gateway::DEFAULT,
+                        generation,
+                    },
+                    p,
+                )
+            };
+            let (snap, p) = build();
+            problems = p.iter().map(|p| p.to_string()).collect();
+            let prev = self.shared.snapshot.swap(Arc::new(snap));
+            drop(prev);
+            // The spare is built now, not from the copy just swapped out,
+            // which workers may still read.
+            Arc::new(build().0)
+        } else {
+            let new = table.expect("the spare copy");
+            let prev = self.shared.snapshot.swap(new);
+            sp.pending = changes.to_vec();
+            prev
+        };
+        if full {
+            sp.pending.clear();
+        }
+        sp.table = Some(next);
         Published {
             generation,
-            problems: problems.iter().map(|p| p.to_string()).collect(),
+            problems,
         }
     }
 
@@ -218,8 +386,21 @@ impl Publisher {
     }
 }
 
+/// Room for this many more Service ports than a table is built with, so
+/// that updates go in place for a while before a rebuild.
+fn room(ports: usize) -> usize {
+    (ports / 4).max(1024)
+}
+
+fn ports_of(specs: &[ServiceSpec]) -> usize {
+    specs
+        .iter()
+        .map(|s| s.ports.len() * s.cluster_ips.len())
+        .sum()
+}
+
 fn build_services(specs: &[ServiceSpec]) -> Result<ServiceTable, StartError> {
-    let (table, problems) = ServiceTable::build(specs);
+    let (table, problems) = ServiceTable::build_with_room(specs, room(ports_of(specs)));
     if !problems.is_empty() {
         let each: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         return Err(StartError::Tables(each.join("; ")));
@@ -328,6 +509,19 @@ impl Daemon {
                 }
             }
         }
+        // The second copy, which publications change while the workers
+        // read the first (left-right).
+        let spare = Snapshot {
+            services: build_services(&config.services)?,
+            routes: build_routes(&pods, &host_addrs),
+            gateway: Gateway::DEFAULT,
+            generation: 1,
+        };
+        let current: BTreeMap<(String, String), ServiceSpec> = config
+            .services
+            .iter()
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
+            .collect();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 services,
@@ -422,7 +616,11 @@ impl Daemon {
                 shared: Arc::clone(&shared_for_publisher),
                 routes_template: Arc::new(pods),
                 host_addrs: Arc::new(host_addrs),
-                publishing: Arc::new(std::sync::Mutex::new(())),
+                publishing: Arc::new(std::sync::Mutex::new(Spare {
+                    table: Some(Arc::new(spare)),
+                    pending: Vec::new(),
+                    current,
+                })),
             },
         };
         if let Some(e) = first_error {

@@ -12,14 +12,20 @@ use std::time::Duration;
 
 use sluice_dataplane::service::ServiceSpec;
 
-use crate::daemon::{Published, Publisher};
+use std::collections::BTreeSet;
+
+use crate::daemon::{Change, Published, Publisher};
 use crate::source::file::FileSource;
 use crate::source::{self};
 use crate::translate::Model;
+use crate::translate::ServiceKey;
 
 /// Where a sync publishes: the daemon's workers, or a test's recorder.
 pub trait Publish: Send + 'static {
+    /// Every Service.
     fn publish(&self, specs: &[ServiceSpec]) -> Published;
+    /// Some Services changed.
+    fn publish_changes(&self, changes: &[Change]) -> Published;
     fn generation(&self) -> u64;
 }
 
@@ -27,9 +33,26 @@ impl Publish for Publisher {
     fn publish(&self, specs: &[ServiceSpec]) -> Published {
         self.publish_services(specs)
     }
+    fn publish_changes(&self, changes: &[Change]) -> Published {
+        Publisher::publish_changes(self, changes)
+    }
     fn generation(&self) -> u64 {
         Publisher::generation(self)
     }
+}
+
+/// The changes of the Services `touched`, as the model now has them.
+pub fn changes(model: &Model, touched: &BTreeSet<ServiceKey>) -> Vec<Change> {
+    touched
+        .iter()
+        .map(|k| match model.spec(k) {
+            Some(s) => Change::Upsert(s),
+            None => Change::Remove {
+                namespace: k.0.clone(),
+                name: k.1.clone(),
+            },
+        })
+        .collect()
 }
 
 /// What the control side has done, for `status` and for tests that wait
@@ -79,8 +102,8 @@ pub fn prepare(dir: impl Into<PathBuf>) -> Prepared {
     }
 }
 
-/// One scan: returns whether a Service changed.
-fn step(source: &mut FileSource, model: &mut Model, status: &mut Status) -> bool {
+/// One scan: returns the Services it changed.
+fn step(source: &mut FileSource, model: &mut Model, status: &mut Status) -> BTreeSet<ServiceKey> {
     let scan = source.scan();
     status.scans += 1;
     for p in &scan.problems {
@@ -89,13 +112,13 @@ fn step(source: &mut FileSource, model: &mut Model, status: &mut Status) -> bool
     if !scan.problems.is_empty() || !scan.events.is_empty() {
         status.file_problems = scan.problems.iter().map(|p| p.to_string()).collect();
     }
-    let mut touched = false;
+    let mut touched = BTreeSet::new();
     for ev in &scan.events {
         let a = source::apply(model, ev);
         if let Some(r) = &a.rejected {
             eprintln!("sluice: rejected {r}; its last good version keeps serving");
         }
-        touched |= !a.touched.is_empty();
+        touched.extend(a.touched);
     }
     status.rejected = model.rejected().map(|r| r.to_string()).collect();
     status.rejections = model.rejections;
@@ -165,14 +188,14 @@ impl Files {
                 .spawn(move || {
                     let mut st = status.lock().map(|s| s.clone()).unwrap_or_default();
                     while !stop.load(Ordering::Relaxed) {
-                        if step(&mut source, &mut model, &mut st) {
-                            let specs = model.specs();
-                            let published = publisher.publish(&specs);
+                        let touched = step(&mut source, &mut model, &mut st);
+                        if !touched.is_empty() {
+                            let published = publisher.publish_changes(&changes(&model, &touched));
                             for problem in &published.problems {
                                 eprintln!("sluice: left out of the tables: {problem}");
                             }
                             st.generation = published.generation;
-                            st.services = specs.len();
+                            st.services = model.services();
                         }
                         if let Ok(mut s) = status.lock() {
                             *s = st.clone();
@@ -251,7 +274,7 @@ async fn kube_loop(
     let mut relister = Relister::default();
     let mut model = Model::default();
     let mut st = Status::default();
-    let mut dirty = false;
+    let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         // Wake every 100 ms to see the stop flag.
         let Ok(first) = tokio::time::timeout(Duration::from_millis(100), stream.next()).await
@@ -291,22 +314,26 @@ async fn kube_loop(
                 if let Some(r) = &a.rejected {
                     eprintln!("sluice: rejected {r}; its last good version keeps serving");
                 }
-                dirty |= !a.touched.is_empty();
+                dirty.extend(a.touched);
             }
         }
         st.lists = relister.lists;
         st.rejected = model.rejected().map(|r| r.to_string()).collect();
         st.rejections = model.rejections;
-        if relister.settled() && (dirty || !st.synced) {
-            let specs = model.specs();
-            let published = publisher.publish(&specs);
+        if relister.settled() && (!dirty.is_empty() || !st.synced) {
+            // The first time every Service; then only the changed ones.
+            let published = if st.synced {
+                publisher.publish_changes(&changes(&model, &dirty))
+            } else {
+                publisher.publish(&model.specs())
+            };
             for problem in &published.problems {
                 eprintln!("sluice: left out of the tables: {problem}");
             }
             st.generation = published.generation;
-            st.services = specs.len();
+            st.services = model.services();
             st.synced = true;
-            dirty = false;
+            dirty.clear();
         }
         if let Ok(mut s) = status.lock() {
             *s = st.clone();

@@ -572,6 +572,11 @@ impl Model {
         })
     }
 
+    /// Services with frontends.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
     /// Every Service's spec, in namespace and name order.
     pub fn specs(&self) -> Vec<ServiceSpec> {
         self.services.keys().filter_map(|k| self.spec(k)).collect()

@@ -1,17 +1,22 @@
 //! `sluice-perf publish`: the time from an EndpointSlice event received to
-//! the new tables ready for the workers (translated, built, swapped in),
-//! at a number of Services, p50 and p99 over a series of events. The
-//! events go through the real path: k8s-openapi objects into the
-//! translation model, the model's specs into a Service table, the table
-//! into the `ArcSwap` the workers load from.
+//! the new tables visible to the workers, at a number of Services, p50 and
+//! p99 over a series of events. The events go through the daemon's path:
+//! a k8s-openapi object into the translation model, the touched Service's
+//! change to the publisher, which makes it in place in the copy of the
+//! tables no worker reads and swaps that copy in (left-right). A reader
+//! thread loads the tables all the while, as workers do, so the wait for
+//! readers to leave the spare copy is in the figures.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sluice_control::daemon::Publisher;
+use sluice_control::sync::changes;
 use sluice_control::translate::Model;
-use sluice_dataplane::service::ServiceTable;
 
 use crate::fixtures::bench_frontend;
 
@@ -20,9 +25,8 @@ pub struct Options {
     /// Service counts to measure at.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
     pub services: Vec<usize>,
-    /// Events measured at each count (fewer at 100,000 if they are slow:
-    /// the run stops a count after 60 s).
-    #[arg(long, default_value_t = 30)]
+    /// Events measured at each count (the run stops a count after 60 s).
+    #[arg(long, default_value_t = 1000)]
     pub events: usize,
 }
 
@@ -55,7 +59,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
-    println!("publish: EndpointSlice event -> translated -> Service table built -> swapped in");
+    println!("publish: EndpointSlice event -> translated -> changed in the spare copy -> swapped in (a reader loading throughout)");
     println!(
         "{:>9} {:>12} {:>10} {:>10} {:>7}",
         "services", "first build", "p50", "p99", "events"
@@ -67,16 +71,21 @@ pub fn run(o: &Options) -> Result<(), String> {
             model.upsert_slice(&slice(i, 2));
         }
         let t = Instant::now();
-        let (table, problems) = ServiceTable::build(&model.specs());
-        if !problems.is_empty() {
-            return Err(format!(
-                "{} problems, the first: {}",
-                problems.len(),
-                problems[0]
-            ));
-        }
+        let publisher = Publisher::detached(&model.specs());
         let first = t.elapsed();
-        let live = arc_swap::ArcSwap::from_pointee(table);
+        // A reader, as a worker: a load per batch of rounds.
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (p, stop) = (publisher.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut loads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(p.read());
+                    loads += 1;
+                }
+                loads
+            })
+        };
         let mut times = Vec::new();
         let budget = Instant::now();
         for e in 0..o.events {
@@ -84,17 +93,21 @@ pub fn run(o: &Options) -> Result<(), String> {
             let i = (e * 7919) % n;
             let ev = slice(i, 2 + (e % 2));
             let t = Instant::now();
-            model.upsert_slice(&ev);
-            let (table, _) = ServiceTable::build(&model.specs());
-            live.store(Arc::new(table));
+            let touched: BTreeSet<_> = model.upsert_slice(&ev).touched;
+            let published = publisher.publish_changes(&changes(&model, &touched));
             times.push(t.elapsed());
+            if !published.problems.is_empty() {
+                return Err(published.problems.join("; "));
+            }
             if budget.elapsed() > Duration::from_secs(60) {
                 break;
             }
         }
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader.join();
         times.sort();
         println!(
-            "{n:>9} {:>10.1}ms {:>8.2}ms {:>8.2}ms {:>7}",
+            "{n:>9} {:>10.1}ms {:>8.3}ms {:>8.3}ms {:>7}",
             first.as_secs_f64() * 1e3,
             pct(&times, 0.5).as_secs_f64() * 1e3,
             pct(&times, 0.99).as_secs_f64() * 1e3,

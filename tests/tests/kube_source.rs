@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_control::daemon::Published;
+use sluice_control::daemon::{Change, Published};
 use sluice_control::source::kube::load_config;
 use sluice_control::sync::{Kube, KubeSync, Publish, Status};
 use sluice_dataplane::service::ServiceSpec;
@@ -24,6 +24,22 @@ impl Publish for Recorder {
             generation: v.len() as u64,
             problems: Vec::new(),
         }
+    }
+    fn publish_changes(&self, changes: &[Change]) -> Published {
+        let mut now = self.last();
+        for c in changes {
+            match c {
+                Change::Upsert(s) => {
+                    now.retain(|x| (&x.namespace, &x.name) != (&s.namespace, &s.name));
+                    now.push(s.clone());
+                }
+                Change::Remove { namespace, name } => {
+                    now.retain(|x| (&x.namespace, &x.name) != (namespace, name));
+                }
+            }
+        }
+        now.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.publish(&now)
     }
     fn generation(&self) -> u64 {
         self.0.lock().unwrap().len() as u64
