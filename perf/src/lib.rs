@@ -5,6 +5,7 @@
 pub mod bench_world;
 pub mod craft;
 pub mod fixtures;
+pub mod kernel_rules;
 pub mod pipeline_demo;
 pub mod publish;
 #[cfg(feature = "afxdp")]

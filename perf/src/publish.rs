@@ -28,6 +28,12 @@ pub struct Options {
     /// Events measured at each count (the run stops a count after 60 s).
     #[arg(long, default_value_t = 1000)]
     pub events: usize,
+    /// Also load kube-proxy's iptables and nftables rules for the same
+    /// Services (in a namespace of our own) up to this many Services: a
+    /// full load and a one-Service update each (0: not at all). iptables
+    /// takes minutes past 10,000 (docs/benchmarks.md).
+    #[arg(long, default_value_t = 10_000)]
+    pub kernel_up_to: usize,
 }
 
 fn service(i: usize) -> Service {
@@ -56,6 +62,23 @@ fn slice(i: usize, backends: usize) -> EndpointSlice {
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// kube-proxy's two programs at `n` Services: (full load, one update) for
+/// iptables-restore and for nft -f.
+fn kernel(n: usize) -> Result<[(Duration, Duration); 2], String> {
+    use crate::kernel_rules as k;
+    let ipt = k::RulesNs::new()?;
+    let full = ipt.load(&["iptables-restore"], &k::iptables_full(n))?;
+    let update = ipt.load(
+        &["iptables-restore", "--noflush"],
+        &k::iptables_update(n, n / 2, 3),
+    )?;
+    drop(ipt);
+    let nft = k::RulesNs::new()?;
+    let nfull = nft.load(&["nft", "-f", "-"], &k::nft_full(n))?;
+    let nupdate = nft.load(&["nft", "-f", "-"], &k::nft_update(n / 2, 3))?;
+    Ok([(full, update), (nfull, nupdate)])
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
@@ -106,13 +129,32 @@ pub fn run(o: &Options) -> Result<(), String> {
         stop.store(true, Ordering::Relaxed);
         let _ = reader.join();
         times.sort();
+        let p99 = pct(&times, 0.99);
         println!(
             "{n:>9} {:>10.1}ms {:>8.3}ms {:>8.3}ms {:>7}",
             first.as_secs_f64() * 1e3,
             pct(&times, 0.5).as_secs_f64() * 1e3,
-            pct(&times, 0.99).as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
             times.len()
         );
+        if n <= o.kernel_up_to {
+            let [(ifull, iupd), (nfull, nupd)] = kernel(n)?;
+            let x = |d: Duration| d.as_secs_f64() / p99.as_secs_f64();
+            println!(
+                "{:>9}   kube-proxy iptables-restore: full {:.3} s, a one-Service update {:.3} s ({:.0}x Sluice's p99)",
+                "",
+                ifull.as_secs_f64(),
+                iupd.as_secs_f64(),
+                x(iupd)
+            );
+            println!(
+                "{:>9}   kube-proxy nft -f:           full {:.3} s, a one-Service update {:.3} s ({:.0}x Sluice's p99)",
+                "",
+                nfull.as_secs_f64(),
+                nupd.as_secs_f64(),
+                x(nupd)
+            );
+        }
     }
     Ok(())
 }
