@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod lab;
+pub mod run;
 pub mod source;
 pub mod sync;
 pub mod translate;

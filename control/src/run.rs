@@ -1,0 +1,127 @@
+//! `sluice run`: the node daemon. Its tables come from a source (the API
+//! server, or a directory of manifests); its pod ports are given on the
+//! command line until the CNI plugin registers them over the admin socket
+//! (issue 6).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_dataplane::worker::Idle;
+use sluice_dataplane::Addr;
+
+use crate::daemon::{Config, Daemon, HostConfig, Io, PortConfig};
+use crate::sync::{self, Files, Kube};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Where the Services come from: `kube` (kubeconfig as kubectl finds
+    /// it, or the in-cluster service account), `kube:PATH` (that
+    /// kubeconfig), or `file:DIR` (a directory of manifests, watched).
+    #[arg(long)]
+    source: String,
+    #[arg(long, value_enum, default_value_t = Io::Afxdp)]
+    io: Io,
+    /// A pod's port: IFNAME=ADDR[,ADDR6]@MAC (repeatable).
+    #[arg(long = "pod")]
+    pods: Vec<String>,
+    /// The host's TAP for the node's own traffic, and the node's
+    /// addresses: IFNAME=ADDR[,ADDR6]@MAC.
+    #[arg(long)]
+    host: Option<String>,
+    /// The network namespace the workers run in (default: this one).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Cores to pin workers to, one worker each.
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
+    #[arg(long, default_value_t = 1 << 20)]
+    conntrack_capacity: usize,
+}
+
+/// `IFNAME=ADDR[,ADDR6]@MAC`.
+fn port(s: &str) -> Result<(String, Vec<Addr>, [u8; 6]), String> {
+    let bad = || format!("{s:?}: IFNAME=ADDR[,ADDR6]@MAC, e.g. sl1p0=198.18.1.2,2001:db8:18:1::2@02:53:c6:12:01:02");
+    let (ifname, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (addrs, mac) = rest.split_once('@').ok_or_else(bad)?;
+    let addrs = addrs
+        .split(',')
+        .map(|a| match a.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => Ok(Addr::from_v4(v4.octets())),
+            Ok(std::net::IpAddr::V6(v6)) => Ok(Addr::from_v6(v6.octets())),
+            Err(_) => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let m: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let mac: [u8; 6] = m.try_into().map_err(|_| bad())?;
+    Ok((ifname.to_string(), addrs, mac))
+}
+
+pub fn run(a: RunArgs) -> Result<(), String> {
+    let ports = a
+        .pods
+        .iter()
+        .map(|p| port(p).map(|(ifname, addrs, mac)| PortConfig { ifname, netns: None, addrs, mac }))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--pod {e}"))?;
+    let host = a
+        .host
+        .as_deref()
+        .map(port)
+        .transpose()
+        .map_err(|e| format!("--host {e}"))?
+        .map(|(ifname, addrs, mac)| HostConfig { ifname, mac, addrs });
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut config = Config {
+        io: a.io,
+        node_netns: a.netns.clone(),
+        ports,
+        host,
+        cores: a.cores.clone(),
+        conntrack_capacity: a.conntrack_capacity,
+        idle: Idle::BUSY,
+        services: Vec::new(),
+    };
+    let (mut daemon, sync) = if let Some(dir) = a.source.strip_prefix("file:") {
+        let prepared = sync::prepare(PathBuf::from(dir));
+        config.services = prepared.specs.clone();
+        let d = Daemon::start(config).map_err(|e| e.to_string())?;
+        let s = Files::start(prepared, d.publisher(), Duration::from_millis(200));
+        (d, s)
+    } else if a.source == "kube" || a.source.starts_with("kube:") {
+        let path = a.source.strip_prefix("kube:").map(PathBuf::from);
+        let kube = crate::source::kube::load_config(path.as_deref())?;
+        let d = Daemon::start(config).map_err(|e| e.to_string())?;
+        let s = Kube::start(kube, d.publisher());
+        if s.wait(Duration::from_secs(60), |s| s.synced).is_none() {
+            eprintln!(
+                "sluice: the API server's objects are not listed yet ({:?}); serving none until they are",
+                s.status().last_error
+            );
+        }
+        (d, s)
+    } else {
+        return Err(format!("--source {:?}: kube, kube:PATH or file:DIR", a.source));
+    };
+    let st = sync.status();
+    println!(
+        "sluice: running, {} Service(s), tables generation {}",
+        st.services,
+        daemon.generation()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(sync);
+    daemon.stop();
+    println!("sluice: stopped; XDP programs detached");
+    Ok(())
+}
