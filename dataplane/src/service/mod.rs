@@ -1,8 +1,9 @@
 //! The Service table: frontends (ClusterIP:port/protocol) to the backends
 //! that serve them, with a Maglev table per Service port and family.
 //!
-//! Immutable once built: the control plane builds a new table and swaps it
-//! in; workers read a snapshot and never wait.
+//! Read-only to the workers: the control plane changes a copy no worker
+//! reads (`update.rs`, one Service at a time) and swaps it in; workers
+//! read a snapshot and never wait.
 //!
 //! Laid out for the first packet of a flow, which must find its backend in
 //! as few cache misses as possible, and ask for them early: a frontend slot
