@@ -42,7 +42,9 @@ pub struct RunArgs {
 
 /// `IFNAME=ADDR[,ADDR6]@MAC`.
 fn port(s: &str) -> Result<(String, Vec<Addr>, [u8; 6]), String> {
-    let bad = || format!("{s:?}: IFNAME=ADDR[,ADDR6]@MAC, e.g. sl1p0=198.18.1.2,2001:db8:18:1::2@02:53:c6:12:01:02");
+    let bad = || {
+        format!("{s:?}: IFNAME=ADDR[,ADDR6]@MAC, e.g. sl1p0=198.18.1.2,2001:db8:18:1::2@02:53:c6:12:01:02")
+    };
     let (ifname, rest) = s.split_once('=').ok_or_else(bad)?;
     let (addrs, mac) = rest.split_once('@').ok_or_else(bad)?;
     let addrs = addrs
@@ -66,7 +68,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let ports = a
         .pods
         .iter()
-        .map(|p| port(p).map(|(ifname, addrs, mac)| PortConfig { ifname, netns: None, addrs, mac }))
+        .map(|p| {
+            port(p).map(|(ifname, addrs, mac)| PortConfig {
+                ifname,
+                netns: None,
+                addrs,
+                mac,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("--pod {e}"))?;
     let host = a
@@ -109,7 +118,10 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         }
         (d, s)
     } else {
-        return Err(format!("--source {:?}: kube, kube:PATH or file:DIR", a.source));
+        return Err(format!(
+            "--source {:?}: kube, kube:PATH or file:DIR",
+            a.source
+        ));
     };
     let st = sync.status();
     println!(

@@ -221,11 +221,18 @@ endpoints: [{ addresses: [198.18.1.4] }]
     assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
     let held = held.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&held.stdout).to_string();
-    assert!(held.status.success(), "{}\n{text}", String::from_utf8_lossy(&held.stderr));
+    assert!(
+        held.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&held.stderr)
+    );
     for l in text.lines() {
         let seen: Vec<&str> = l.split(' ').collect();
         assert_eq!(seen.len(), 50, "a connection broke across the restart: {l}");
-        assert!(seen.iter().all(|s| *s == seen[0]), "a connection changed backend: {l}");
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "a connection changed backend: {l}"
+        );
     }
     assert_eq!(text.lines().count(), 6, "{text}");
 
