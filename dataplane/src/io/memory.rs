@@ -5,14 +5,12 @@
 
 use std::collections::VecDeque;
 
+use super::heap_pool::HeapPool;
+pub use super::heap_pool::FRAME_SIZE;
 use super::{Backend, Frame};
 
-/// Bytes a pool frame holds, as an AF_XDP UMEM frame of 2 KiB.
-pub const FRAME_SIZE: usize = 2048;
-
 pub struct MemoryBackend {
-    pool: Vec<[u8; FRAME_SIZE]>,
-    free: Vec<u32>,
+    pool: HeapPool,
     /// Frames waiting to arrive, per port.
     pub incoming: Vec<VecDeque<Vec<u8>>>,
     /// Frames queued for transmission and not yet flushed, per port.
@@ -26,8 +24,7 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     pub fn new(ports: usize, frames: usize) -> MemoryBackend {
         MemoryBackend {
-            pool: vec![[0u8; FRAME_SIZE]; frames],
-            free: (0..frames as u32).rev().collect(),
+            pool: HeapPool::new(frames),
             incoming: vec![VecDeque::new(); ports],
             queued: vec![Vec::new(); ports],
             sent: vec![Vec::new(); ports],
@@ -37,7 +34,7 @@ impl MemoryBackend {
 
     /// Frames in the pool, free or not: none may leak.
     pub fn free_frames(&self) -> usize {
-        self.free.len()
+        self.pool.free_frames()
     }
 }
 
@@ -52,14 +49,15 @@ impl Backend for MemoryBackend {
             let Some(bytes) = self.incoming[port].front() else {
                 break;
             };
-            let Some(index) = self.free.pop() else { break };
-            let len = bytes.len().min(FRAME_SIZE);
-            self.pool[index as usize][..len].copy_from_slice(&bytes[..len]);
-            self.incoming[port].pop_front();
-            out[n] = Frame {
-                index,
-                len: len as u16,
+            let Some(f) = self.pool.alloc_with(|buf| {
+                let len = bytes.len().min(FRAME_SIZE);
+                buf[..len].copy_from_slice(&bytes[..len]);
+                len
+            }) else {
+                break;
             };
+            self.incoming[port].pop_front();
+            out[n] = f;
             n += 1;
         }
         n
@@ -75,27 +73,22 @@ impl Backend for MemoryBackend {
     fn flush(&mut self) {
         for port in 0..self.queued.len() {
             for f in std::mem::take(&mut self.queued[port]) {
-                self.sent[port].push(self.pool[f.index as usize][..usize::from(f.len)].to_vec());
-                self.free.push(f.index);
+                self.sent[port].push(self.pool.bytes(f).to_vec());
+                self.pool.free(f);
             }
         }
     }
 
     fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
-        op(&mut self.pool[f.index as usize][..usize::from(f.len)])
+        self.pool.with_bytes(f, op)
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
-        let index = self.free.pop()?;
-        let len = write(&mut self.pool[index as usize][..]).min(FRAME_SIZE);
-        Some(Frame {
-            index,
-            len: len as u16,
-        })
+        self.pool.alloc_with(write)
     }
 
     fn free(&mut self, f: Frame) {
-        self.free.push(f.index);
+        self.pool.free(f);
     }
 }
 

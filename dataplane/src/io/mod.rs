@@ -10,6 +10,7 @@
 
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+mod heap_pool;
 pub mod memory;
 pub mod tap;
 

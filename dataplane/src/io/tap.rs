@@ -25,10 +25,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::heap_pool::HeapPool;
+pub use super::heap_pool::FRAME_SIZE;
 use super::{Backend, Frame};
-
-/// Bytes a pool frame holds, as an AF_XDP UMEM frame of 2 KiB.
-pub const FRAME_SIZE: usize = 2048;
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -180,8 +179,7 @@ pub fn enter_netns(name: &str) -> Result<(), String> {
 /// ports is a write of the frame, so there is nothing to copy between pools.
 pub struct TapBackend {
     queues: Vec<TapQueue>,
-    pool: Vec<[u8; FRAME_SIZE]>,
-    free: Vec<u32>,
+    pool: HeapPool,
     /// Frames a full or downed device refused.
     pub tx_refused: u64,
 }
@@ -192,8 +190,7 @@ impl TapBackend {
     pub fn new(queues: Vec<TapQueue>, frames: usize) -> TapBackend {
         TapBackend {
             queues,
-            pool: vec![[0u8; FRAME_SIZE]; frames],
-            free: (0..frames as u32).rev().collect(),
+            pool: HeapPool::new(frames),
             tx_refused: 0,
         }
     }
@@ -207,17 +204,11 @@ impl Backend for TapBackend {
     fn rx(&mut self, port: usize, out: &mut [Frame]) -> usize {
         let mut n = 0;
         while n < out.len() {
-            let Some(&index) = self.free.last() else {
+            let queue = &mut self.queues[port];
+            let Some(f) = self.pool.fill(|buf| queue.recv(buf)) else {
                 break;
             };
-            let Some(len) = self.queues[port].recv(&mut self.pool[index as usize]) else {
-                break;
-            };
-            self.free.pop();
-            out[n] = Frame {
-                index,
-                len: len as u16,
-            };
+            out[n] = f;
             n += 1;
         }
         n
@@ -227,12 +218,11 @@ impl Backend for TapBackend {
         // A write either takes the frame or refuses it: there is no ring to
         // wait on, so a refused frame is counted and freed here, and every
         // frame counts as accepted.
-        for f in frames {
-            let bytes = &self.pool[f.index as usize][..usize::from(f.len)];
-            if !self.queues[port].send(bytes) {
+        for &f in frames {
+            if !self.queues[port].send(self.pool.bytes(f)) {
                 self.tx_refused += 1;
             }
-            self.free.push(f.index);
+            self.pool.free(f);
         }
         frames.len()
     }
@@ -240,19 +230,14 @@ impl Backend for TapBackend {
     fn flush(&mut self) {}
 
     fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
-        op(&mut self.pool[f.index as usize][..usize::from(f.len)])
+        self.pool.with_bytes(f, op)
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
-        let index = self.free.pop()?;
-        let len = write(&mut self.pool[index as usize][..]).min(FRAME_SIZE);
-        Some(Frame {
-            index,
-            len: len as u16,
-        })
+        self.pool.alloc_with(write)
     }
 
     fn free(&mut self, f: Frame) {
-        self.free.push(f.index);
+        self.pool.free(f);
     }
 }
