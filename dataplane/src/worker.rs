@@ -128,6 +128,16 @@ pub struct LoopCounters {
     pub host_loop: u64,
 }
 
+impl LoopCounters {
+    fn count_host_send(&mut self, sent: bool) {
+        if sent {
+            self.host_tx += 1;
+        } else {
+            self.host_refused += 1;
+        }
+    }
+}
+
 /// What a worker does when a round finds nothing: spin (it owns its core),
 /// or after `spin_rounds` empty rounds sleep `sleep` between rounds, for
 /// cores that a lab shares with the pods' own processes.
@@ -229,15 +239,21 @@ impl<B: Backend> Worker<B> {
         got
     }
 
+    /// Queues `f` for its egress port, or frees and counts it when the
+    /// egress has no port here.
+    fn stage(&mut self, e: Egress, f: Frame) {
+        match self.map.egress(e) {
+            Some(port) => self.staged[port].push(f),
+            None => {
+                self.counters.no_egress += 1;
+                self.backend.free(f);
+            }
+        }
+    }
+
     fn act(&mut self, ingress: usize, f: Frame, action: Action) {
         match action {
-            Action::Transmit(e) => match self.map.egress(e) {
-                Some(port) => self.staged[port].push(f),
-                None => {
-                    self.counters.no_egress += 1;
-                    self.backend.free(f);
-                }
-            },
+            Action::Transmit(e) => self.stage(e, f),
             Action::Reply(n) => {
                 self.backend.free(f);
                 let reply = &self.reply[..n];
@@ -261,11 +277,7 @@ impl<B: Backend> Worker<B> {
                             }
                             h.send(b)
                         });
-                        if sent {
-                            self.counters.host_tx += 1;
-                        } else {
-                            self.counters.host_refused += 1;
-                        }
+                        self.counters.count_host_send(sent);
                     }
                     None => self.counters.no_host += 1,
                 }
@@ -279,7 +291,9 @@ impl<B: Backend> Worker<B> {
     /// for the gateway answered, its packets to pods routed, and its
     /// connections to ClusterIPs load-balanced.
     fn poll_host(&mut self, t: &NodeTables<'_>) -> usize {
-        let Some(host) = self.host.as_mut() else {
+        // Out of `self` for the loop, so that the staging helpers can take
+        // `self`; put back at the end.
+        let Some(mut host) = self.host.take() else {
             return 0;
         };
         let mut got = 0;
@@ -303,20 +317,11 @@ impl<B: Backend> Worker<B> {
                 .backend
                 .with_bytes(f, |bytes| handle(bytes, t, pipeline, reply));
             match action {
-                Action::Transmit(e) => match self.map.egress(e) {
-                    Some(port) => self.staged[port].push(f),
-                    None => {
-                        self.counters.no_egress += 1;
-                        self.backend.free(f);
-                    }
-                },
+                Action::Transmit(e) => self.stage(e, f),
                 Action::Reply(n) => {
                     self.backend.free(f);
-                    if host.send(&self.reply[..n]) {
-                        self.counters.host_tx += 1;
-                    } else {
-                        self.counters.host_refused += 1;
-                    }
+                    let sent = host.send(&self.reply[..n]);
+                    self.counters.count_host_send(sent);
                 }
                 // The host's ARP (its answers for the node's address, its
                 // own questions) belongs on the wire: out of the uplink.
@@ -337,6 +342,7 @@ impl<B: Backend> Worker<B> {
                 Action::Drop(_) => self.backend.free(f),
             }
         }
+        self.host = Some(host);
         got
     }
 
