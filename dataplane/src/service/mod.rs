@@ -244,25 +244,7 @@ impl ServiceTable {
             backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
             boff += backend_class(p.eligible.len());
             moff += d.maglev.len();
-            let fe = p.frontend;
-            let mut pos = front_hash(fe.addr, fe.port, fe.proto) as usize & mask;
-            while slots[pos].used != 0 {
-                pos = (pos + 1) & mask;
-            }
-            slots[pos] = FrontSlot {
-                addr: fe.addr.0,
-                port: fe.port,
-                proto: fe.proto.number(),
-                used: if fe.addr.is_v4() {
-                    Family::V4 as u8
-                } else {
-                    Family::V6 as u8
-                },
-                id: id as u32,
-                maglev_off: p.maglev_off,
-                maglev_len: p.maglev_len,
-                backends_off: p.backends_off,
-            };
+            place(&mut slots, mask, &p, id as u32);
             ports.push(p);
         }
         (
@@ -383,6 +365,30 @@ impl ServiceTable {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Puts Service port `p`'s slot (id `id`) at the first free place of its
+/// probe sequence.
+fn place(slots: &mut [FrontSlot], mask: usize, p: &ServicePort, id: u32) {
+    let fe = p.frontend;
+    let mut pos = front_hash(fe.addr, fe.port, fe.proto) as usize & mask;
+    while slots[pos].used != 0 {
+        pos = (pos + 1) & mask;
+    }
+    slots[pos] = FrontSlot {
+        addr: fe.addr.0,
+        port: fe.port,
+        proto: fe.proto.number(),
+        used: if fe.addr.is_v4() {
+            Family::V4 as u8
+        } else {
+            Family::V6 as u8
+        },
+        id,
+        maglev_off: p.maglev_off,
+        maglev_len: p.maglev_len,
+        backends_off: p.backends_off,
+    };
 }
 
 impl FrontSlot {

@@ -16,7 +16,7 @@ use hashbrown::HashMap;
 
 use super::BuildProblem;
 use super::{
-    backend_class, draft, front_hash, Draft, Family, FrontSlot, Frontend, ServicePort, ServiceSpec,
+    backend_class, draft, front_hash, place, Draft, FrontSlot, Frontend, ServicePort, ServiceSpec,
     ServiceTable,
 };
 use crate::flow::{Addr, Proto};
@@ -144,27 +144,8 @@ impl ServiceTable {
                 (self.ports.len() - 1) as u32
             }
         };
-        let p = &self.ports[id as usize];
-        let fe = p.frontend;
-        let slot = FrontSlot {
-            addr: fe.addr.0,
-            port: fe.port,
-            proto: fe.proto.number(),
-            used: if fe.addr.is_v4() {
-                Family::V4 as u8
-            } else {
-                Family::V6 as u8
-            },
-            id,
-            maglev_off: p.maglev_off,
-            maglev_len: p.maglev_len,
-            backends_off: p.backends_off,
-        };
-        let mut pos = front_hash(fe.addr, fe.port, fe.proto) as usize & self.mask;
-        while self.slots[pos].used != 0 {
-            pos = (pos + 1) & self.mask;
-        }
-        self.slots[pos] = slot;
+        let fe = self.ports[id as usize].frontend;
+        place(&mut self.slots, self.mask, &self.ports[id as usize], id);
         self.owners.insert(fe, id);
         Ok(id)
     }
