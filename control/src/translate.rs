@@ -410,7 +410,29 @@ pub struct Applied {
     pub rejected: Option<Rejection>,
 }
 
+impl Applied {
+    fn touching(key: ServiceKey, changed: bool) -> Applied {
+        Applied {
+            touched: if changed {
+                [key].into()
+            } else {
+                BTreeSet::new()
+            },
+            rejected: None,
+        }
+    }
+}
+
 impl Model {
+    /// A deleted object is no longer a rejected one.
+    fn forget(&mut self, kind: Kind, namespace: &str, name: &str) {
+        self.rejected.remove(&ObjectRef {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+    }
+
     fn record(&mut self, r: Rejection) -> Applied {
         self.rejections += 1;
         self.rejected.insert(r.object.clone(), r.clone());
@@ -432,34 +454,16 @@ impl Model {
                     Some(f) => self.services.insert(key.clone(), f.clone()) != Some(f),
                     None => self.services.remove(&key).is_some(),
                 };
-                Applied {
-                    touched: if changed {
-                        [key].into()
-                    } else {
-                        BTreeSet::new()
-                    },
-                    rejected: None,
-                }
+                Applied::touching(key, changed)
             }
         }
     }
 
     pub fn delete_service(&mut self, namespace: &str, name: &str) -> Applied {
+        self.forget(Kind::Service, namespace, name);
         let key = (namespace.to_string(), name.to_string());
-        self.rejected.remove(&ObjectRef {
-            kind: Kind::Service,
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-        });
         let changed = self.services.remove(&key).is_some();
-        Applied {
-            touched: if changed {
-                [key].into()
-            } else {
-                BTreeSet::new()
-            },
-            rejected: None,
-        }
+        Applied::touching(key, changed)
     }
 
     /// An EndpointSlice added or changed. A bad one leaves its last good
@@ -501,11 +505,7 @@ impl Model {
     }
 
     pub fn delete_slice(&mut self, namespace: &str, name: &str) -> Applied {
-        self.rejected.remove(&ObjectRef {
-            kind: Kind::EndpointSlice,
-            namespace: namespace.into(),
-            name: name.into(),
-        });
+        self.forget(Kind::EndpointSlice, namespace, name);
         let key = (namespace.to_string(), name.to_string());
         let Some(old) = self.slices.remove(&key) else {
             return Applied::default();
@@ -536,11 +536,7 @@ impl Model {
     }
 
     pub fn delete_node(&mut self, name: &str) -> Applied {
-        self.rejected.remove(&ObjectRef {
-            kind: Kind::Node,
-            namespace: String::new(),
-            name: name.into(),
-        });
+        self.forget(Kind::Node, "", name);
         self.nodes.remove(name);
         Applied::default()
     }
