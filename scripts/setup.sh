@@ -13,9 +13,10 @@ fi
 # libxdp for the AF_XDP backend), and what the lab runs: iproute2 for
 # namespaces, veth pairs and TAPs, ethtool for pod offloads, python3 for
 # the pods' servers and clients, curl and ping as clients; iptables and
-# nftables for the kube-proxy comparisons (only ever inside our namespaces).
+# nftables for the kube-proxy comparisons (only ever inside our namespaces),
+# conntrack to forget their connections between measurements.
 need=()
-for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables; do
+for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables conntrack; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,14 +1,23 @@
 //! sluice-perf's library: frames crafted for generators and benchmarks,
-//! the Service fixtures that tests, benchmarks and the demo share, and the
-//! throughput run (AF_XDP generator, sink and bare forwarder on a lab).
+//! the Service fixtures that tests, benchmarks and the demo share, the
+//! AF_XDP generator, the probe-reading sink, kube-proxy's rules, and the
+//! side-by-side comparison on a lab.
 
 pub mod bench_world;
+#[cfg(feature = "afxdp")]
+pub mod chart;
+#[cfg(feature = "afxdp")]
+pub mod compare;
 pub mod craft;
 pub mod fixtures;
+pub mod kernel_path;
 pub mod kernel_rules;
 pub mod pipeline_demo;
+pub mod probe;
 pub mod publish;
+pub mod sink;
 #[cfg(feature = "afxdp")]
-pub mod throughput;
+pub mod standalone;
+pub mod traffic;
 #[cfg(feature = "afxdp")]
 pub mod xdp;

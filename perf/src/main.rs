@@ -1,6 +1,7 @@
-//! `sluice-perf`: benchmarks that need a network. `throughput` measures
-//! Sluice against the bare AF_XDP forwarder on a lab; `pipeline-demo` runs
-//! the pipeline on generated traffic with no network. The per-packet
+//! `sluice-perf`: benchmarks that need a network. `compare` sets Sluice
+//! beside the bare AF_XDP forwarder and kube-proxy's kernel rules on a
+//! lab; `generate` and `sink` are its two ends, to use by hand;
+//! `pipeline-demo` runs the pipeline on generated traffic with no network. The per-packet
 //! micro-benchmarks are criterion's (`cargo bench -p sluice-perf`).
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mpps of small UDP frames between two lab pods: the bare AF_XDP
-    /// forwarder (the ceiling) and Sluice through a ClusterIP, alternated.
+    /// The bare AF_XDP forwarder, Sluice, and the kernel with kube-proxy's
+    /// iptables and nftables rules, on one lab: rates at 1 to 100,000
+    /// Services, latency at half load; a table, a CSV and a chart.
     #[cfg(feature = "afxdp")]
-    Throughput(sluice_perf::throughput::Options),
+    Compare(sluice_perf::compare::Options),
+    /// Sends crafted, probe-stamped frames from an interface with AF_XDP
+    /// (a lab pod's eth0, say).
+    #[cfg(feature = "afxdp")]
+    Generate(sluice_perf::standalone::GenerateOptions),
+    /// Counts the generator's probes on a UDP port: per flow, with loss,
+    /// reordering and latency.
+    #[cfg(feature = "afxdp")]
+    Sink(sluice_perf::standalone::SinkOptions),
     /// The pipeline on generated traffic through two workers, no network.
     PipelineDemo(sluice_perf::pipeline_demo::Options),
     /// Time from an EndpointSlice event to the new tables swapped in, at
@@ -32,7 +42,11 @@ enum Command {
 fn main() {
     let result = match Cli::parse().command {
         #[cfg(feature = "afxdp")]
-        Command::Throughput(o) => sluice_perf::throughput::run(&o).map(|_| ()),
+        Command::Compare(o) => sluice_perf::compare::run(&o).map(|_| ()),
+        #[cfg(feature = "afxdp")]
+        Command::Generate(o) => sluice_perf::standalone::generate(&o),
+        #[cfg(feature = "afxdp")]
+        Command::Sink(o) => sluice_perf::standalone::sink(&o),
         Command::PipelineDemo(o) => sluice_perf::pipeline_demo::run(&o).map_err(|e| e.to_string()),
         Command::Publish(o) => sluice_perf::publish::run(&o),
     };

@@ -1,18 +1,35 @@
-//! The AF_XDP parts of a throughput run: a generator that transmits crafted
-//! frames as fast as its socket takes them, a sink that counts what arrives,
-//! and the bare forwarder (the ceiling: every frame from one port out of
+//! The AF_XDP parts of a comparison: a generator that transmits crafted
+//! frames, paced or as fast as its socket takes them, and the bare
+//! forwarder (the ceiling: every frame from one port out of
 //! the other with its destination MAC set, nothing else), all on the
 //! dataplane's own AF_XDP backend, so that Sluice and the ceiling differ
 //! only in the processing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sluice_dataplane::io::afxdp::{AfXdpBackend, AfXdpConfig};
 use sluice_dataplane::io::{Backend, Frame};
 
-const BURST: usize = 64;
+use crate::probe::{self, Probe};
+use crate::traffic::Template;
 
-fn config() -> AfXdpConfig {
+const BURST: usize = 64;
+const PACED_BURST: usize = 8;
+
+/// The forwarder's sizes are the daemon's workers' (control's
+/// `afxdp_worker`), so that the ceiling and Sluice buffer alike.
+fn forwarder_config() -> AfXdpConfig {
+    AfXdpConfig {
+        frames: 8192,
+        ring: 2048,
+        queue: 0,
+    }
+}
+
+/// The generator's ring is smaller: what waits on it is the generator's
+/// own queue, which would count as the path's latency.
+fn generator_config() -> AfXdpConfig {
     AfXdpConfig {
         frames: 4096,
         ring: 1024,
@@ -20,55 +37,88 @@ fn config() -> AfXdpConfig {
     }
 }
 
-/// Transmits `frames` round-robin on `ifname` (in the calling thread's
-/// namespace) until `stop`; counts what the socket accepted in `sent`.
+/// Transmits the templates round-robin on `ifname` (in the calling
+/// thread's namespace) until `stop`, each frame stamped with its flow, its
+/// sequence number in the flow and the time; at `rate` frames a second, or
+/// as fast as the socket takes them. Counts what the socket accepted in
+/// `sent`; returns the frames sent per flow.
 pub fn generate(
     ifname: &str,
-    frames: &[Vec<u8>],
+    templates: &[Template],
+    rate: Option<f64>,
     stop: &AtomicBool,
     sent: &AtomicU64,
-) -> Result<(), String> {
-    let mut b = AfXdpBackend::open(&[ifname], config()).map_err(|e| e.to_string())?;
+) -> Result<Vec<u32>, String> {
+    if templates.is_empty() {
+        return Err("no frames to send".into());
+    }
+    let mut b = AfXdpBackend::open(&[ifname], generator_config()).map_err(|e| e.to_string())?;
+    let mut seq = vec![0u32; templates.len()];
     let mut next = 0usize;
     let mut batch = Vec::with_capacity(BURST);
+    let mut flows = Vec::with_capacity(BURST);
+    let start = Instant::now();
+    let mut total = 0u64;
+    // Paced, a burst is a few frames, so that a burst's own length adds
+    // little to the latency measured; flat out, a full one.
+    let burst = if rate.is_some() { PACED_BURST } else { BURST };
     while !stop.load(Ordering::Relaxed) {
+        if let Some(rate) = rate {
+            // Paced: the next burst is due when the frames so far would
+            // have taken at `rate`. Waits sleep or yield, so that a sink
+            // sharing the core gets it.
+            let due = Duration::from_secs_f64(total as f64 / rate);
+            let now = start.elapsed();
+            if now < due {
+                // Frames a wake-up left on the ring (the peer dropped one,
+                // which ends a copy-mode batch) go out now, not behind the
+                // next burst: a generator's own queue is not the latency
+                // of the path under test.
+                b.flush();
+                let wait = due - now;
+                if wait > Duration::from_micros(200) {
+                    std::thread::sleep(wait - Duration::from_micros(100));
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+        }
         batch.clear();
-        while batch.len() < BURST {
-            let f = &frames[next % frames.len()];
+        flows.clear();
+        let sent_ns = probe::now_ns();
+        while batch.len() < burst {
+            let flow = next % templates.len();
+            let t = &templates[flow];
+            let p = Probe {
+                flow: flow as u32,
+                seq: seq[flow],
+                sent_ns,
+            };
             let Some(fr) = b.alloc_with(|buf| {
-                buf[..f.len()].copy_from_slice(f);
-                f.len()
+                buf[..t.bytes.len()].copy_from_slice(&t.bytes);
+                p.stamp(&mut buf[..t.bytes.len()], t.slot);
+                t.bytes.len()
             }) else {
                 break;
             };
+            seq[flow] = seq[flow].wrapping_add(1);
             next += 1;
             batch.push(fr);
+            flows.push(flow);
         }
         let n = b.tx(0, &batch);
-        for &f in &batch[n..] {
+        // What the ring refused is sent again, with the same numbers.
+        for (&f, &flow) in batch[n..].iter().zip(&flows[n..]).rev() {
             b.free(f);
+            seq[flow] = seq[flow].wrapping_sub(1);
             next -= 1;
         }
         b.flush();
+        total += n as u64;
         sent.fetch_add(n as u64, Ordering::Relaxed);
     }
-    Ok(())
-}
-
-/// Receives on `ifname` until `stop`, counting frames in `got`.
-pub fn sink(ifname: &str, stop: &AtomicBool, got: &AtomicU64) -> Result<(), String> {
-    let mut b = AfXdpBackend::open(&[ifname], config()).map_err(|e| e.to_string())?;
-    let mut burst = [Frame { index: 0, len: 0 }; BURST];
-    while !stop.load(Ordering::Relaxed) {
-        let n = b.rx(0, &mut burst);
-        for &f in &burst[..n] {
-            b.free(f);
-        }
-        if n > 0 {
-            got.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-    Ok(())
+    Ok(seq)
 }
 
 /// The ceiling: frames from port `from` out of port `to` with their
@@ -81,7 +131,7 @@ pub fn forward(
     forwarded: &AtomicU64,
     refused: &AtomicU64,
 ) -> Result<(), String> {
-    let mut b = AfXdpBackend::open(&[from, to], config()).map_err(|e| e.to_string())?;
+    let mut b = AfXdpBackend::open(&[from, to], forwarder_config()).map_err(|e| e.to_string())?;
     let mut burst = [Frame { index: 0, len: 0 }; BURST];
     while !stop.load(Ordering::Relaxed) {
         let n = b.rx(0, &mut burst);

@@ -469,9 +469,10 @@ pub fn start_daemon(
     manifests: &Path,
 ) -> Result<(daemon::Daemon, FileSync), String> {
     let prepared = crate::sync::prepare(manifests);
-    let mut config = daemon_config(plan, io, cores, idle, conntrack_capacity);
+    let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     config.services = prepared.specs.clone();
     let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    daemon::keep_off_cores(&cores);
     let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     Ok((d, files))
 }
@@ -486,11 +487,12 @@ pub fn start_daemon_kube(
     conntrack_capacity: usize,
     kube: kube::Config,
 ) -> Result<(daemon::Daemon, crate::sync::KubeSync), String> {
-    let mut config = daemon_config(plan, io, cores, idle, conntrack_capacity);
+    let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     // The workers start with no Services and serve them once the first
     // complete list is published, as kube-proxy starts with no rules.
     config.services = Vec::new();
     let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    daemon::keep_off_cores(&cores);
     let sync = crate::sync::Kube::start(kube, d.publisher());
     sync.wait(Duration::from_secs(30), |s| s.synced)
         .ok_or_else(|| {

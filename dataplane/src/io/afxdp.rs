@@ -26,6 +26,30 @@ use super::{Backend, Frame};
 
 const FRAME_SIZE: usize = 2048;
 
+/// What the kernel dropped on one socket before the worker saw it
+/// (XDP_STATISTICS): the first place to look when frames vanish between
+/// an interface's counters and the worker's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// The RX ring was full: the worker fell behind.
+    pub rx_ring_full: u64,
+    /// A frame arrived and the fill ring had no buffer for it.
+    pub rx_fill_ring_empty: u64,
+    pub rx_dropped: u64,
+    pub rx_invalid: u64,
+    pub tx_invalid: u64,
+}
+
+impl SocketStats {
+    pub fn add(&mut self, o: &SocketStats) {
+        self.rx_ring_full += o.rx_ring_full;
+        self.rx_fill_ring_empty += o.rx_fill_ring_empty;
+        self.rx_dropped += o.rx_dropped;
+        self.rx_invalid += o.rx_invalid;
+        self.tx_invalid += o.tx_invalid;
+    }
+}
+
 /// Sizes of a port's pool and rings.
 #[derive(Clone, Copy, Debug)]
 pub struct AfXdpConfig {
@@ -218,6 +242,21 @@ fn quiet_libxdp() {
 }
 
 impl AfXdpBackend {
+    /// The kernel's drop counts of `port`'s socket; `None` if it would
+    /// not say (a syscall: not for the packet path).
+    pub fn socket_stats(&self, port: usize) -> Option<SocketStats> {
+        let st = self.ports.get(port)?.rx.fd().xdp_statistics().ok()?;
+        Some(SocketStats {
+            rx_ring_full: st.rx_ring_full(),
+            // Counted per attempt while the ring stays empty, so it can
+            // exceed the frames lost; any count means the ring ran dry.
+            rx_fill_ring_empty: st.rx_fill_ring_empty_descs(),
+            rx_dropped: st.rx_dropped(),
+            rx_invalid: st.rx_invalid_descs(),
+            tx_invalid: st.tx_invalid_descs(),
+        })
+    }
+
     /// Opens every interface of `ifnames` (in the calling thread's network
     /// namespace) as a port, in that order: on one shared UMEM if the
     /// kernel takes it, else on a UMEM per port.
