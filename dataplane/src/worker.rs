@@ -126,6 +126,11 @@ pub struct LoopCounters {
     /// Frames from the host that the pipeline sent back to the host (a
     /// loop, dropped).
     pub host_loop: u64,
+    /// The longest time from one round to the next (naps left out), and
+    /// the rounds that came more than 1 ms after the last: a worker that
+    /// lost its core while its rings filled.
+    pub longest_gap_ns: u64,
+    pub slow_rounds: u64,
 }
 
 impl LoopCounters {
@@ -140,7 +145,7 @@ impl LoopCounters {
 
 /// What a worker does when a round finds nothing: spin (it owns its core),
 /// or after `spin_rounds` empty rounds sleep `sleep` between rounds, for
-/// cores that a lab shares with the pods' own processes.
+/// cores that a lab shares with the pods' own processes,.
 #[derive(Clone, Copy, Debug)]
 pub struct Idle {
     pub spin_rounds: u32,
@@ -167,6 +172,7 @@ pub struct Worker<B: Backend> {
     /// `HOST_EVERY` rounds unless the host is sending.
     rounds: u32,
     host_hot: bool,
+    last_round: Option<std::time::Instant>,
     staged: Vec<Vec<Frame>>,
     reply: Vec<u8>,
 }
@@ -182,6 +188,7 @@ impl<B: Backend> Worker<B> {
             host: None,
             rounds: 0,
             host_hot: false,
+            last_round: None,
             staged: (0..ports)
                 // A burst from every port and one from the host, all to one port at
                 // worst: room for that, so that staging never allocates.
@@ -360,18 +367,29 @@ impl<B: Backend> Worker<B> {
     /// fresh tables between batches of rounds.
     pub fn run_rounds(&mut self, t: &NodeTables<'_>, rounds: u32, empty: &mut u32, idle: Idle) {
         for _ in 0..rounds {
+            // One clock read a round (vDSO, no syscall): the gap since the
+            // last round is the stall that a full ring would explain.
+            let now = std::time::Instant::now();
+            if let Some(prev) = self.last_round.replace(now) {
+                let gap = (now - prev).as_nanos() as u64;
+                self.counters.longest_gap_ns = self.counters.longest_gap_ns.max(gap);
+                if gap > 1_000_000 {
+                    self.counters.slow_rounds += 1;
+                }
+            }
             if self.poll(t) > 0 {
                 *empty = 0;
                 continue;
             }
             *empty = empty.saturating_add(1);
-            if *empty >= idle.spin_rounds && !idle.sleep.is_zero() {
+            if idle.sleep.is_zero() || *empty < idle.spin_rounds {
+                std::hint::spin_loop();
+            } else {
                 // A round after a nap costs a syscall anyway: it reads the
                 // host too, so the host waits no longer than a pod.
                 self.host_hot = true;
                 std::thread::sleep(idle.sleep);
-            } else {
-                std::hint::spin_loop();
+                self.last_round = None;
             }
         }
     }

@@ -18,7 +18,12 @@
 //! forwarder, Sluice's worker or the kernel's routing on the other. The
 //! kernel's routing is put there with RPS on the node's end of the
 //! generator's veth, as a NIC's queue would; without it the kernel would
-//! route in the generator's own softirq, on the generator's core.
+//! route in the generator's own softirq, on the generator's core
+//! (`--kernel-on-one-core`). The AF_XDP paths are left without RPS: their
+//! generic-XDP receive then runs in the generator's softirq, and the
+//! worker has its core to itself. Steered to the worker's core as well,
+//! that receive and the busy-polling worker share one core and both
+//! AF_XDP paths fall to a third of their rate (tried, docs/benchmarks.md).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, UdpSocket};
@@ -95,6 +100,12 @@ pub struct Options {
     /// Skip the latency measurements at half load.
     #[arg(long)]
     pub no_latency: bool,
+    /// Let the kernel route in the generator's own softirq, on the
+    /// traffic core, instead of steering it to the dataplane core with
+    /// RPS: about the same rate here, and a shorter tail, since nothing
+    /// crosses cores.
+    #[arg(long)]
+    pub kernel_on_one_core: bool,
     /// Where the CSV and the chart go.
     #[arg(long, default_value = "compare-out")]
     pub out: PathBuf,
@@ -147,8 +158,12 @@ pub struct Latency {
     pub rate_pps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Probes the generator sent, and the sink received.
+    pub sent: u64,
     pub received: u64,
     pub lost: u64,
+    /// Of those lost, dropped by the sink's own socket.
+    pub sink_dropped: u64,
     pub reordered: u64,
 }
 
@@ -291,8 +306,10 @@ impl Bench<'_> {
                 rate_pps: m.received_pps,
                 p50_us: s.latency_us(0.5).unwrap_or(f64::NAN),
                 p99_us: s.latency_us(0.99).unwrap_or(f64::NAN),
+                sent: m.sent_per_flow.iter().map(|&n| u64::from(n)).sum(),
                 received: s.received,
                 lost: s.lost(&m.sent_per_flow),
+                sink_dropped: s.socket_drops,
                 reordered: s.reordered(),
             })
         };
@@ -372,14 +389,18 @@ impl Bench<'_> {
             let mut r = r?;
             let mut sockets = sluice_dataplane::io::afxdp::SocketStats::default();
             let (mut forwarded, mut drops) = (0, Vec::new());
+            let (mut longest, mut slow) = (0, 0);
             for w in &reports {
+                longest = longest.max(w.loop_counters.longest_gap_ns);
+                slow += w.loop_counters.slow_rounds;
                 sockets.add(&w.sockets);
                 forwarded += w.packets.forwarded;
                 drops.extend(w.packets.drop_breakdown().filter(|(_, n)| *n > 0));
             }
             r.note = format!(
-                "worker forwarded {forwarded}, dropped {drops:?}; kernel at the sockets: \
-                 RX ring full {}, fill ring empty {}, other {}",
+                "worker forwarded {forwarded}, dropped {drops:?}, longest gap between rounds {:.1} ms, \
+                 {slow} over 1 ms; kernel at the sockets: RX ring full {}, fill ring empty {}, other {}",
+                longest as f64 / 1e6,
                 sockets.rx_ring_full,
                 sockets.rx_fill_ring_empty,
                 sockets.rx_dropped + sockets.rx_invalid + sockets.tx_invalid
@@ -446,7 +467,9 @@ impl Bench<'_> {
         }
         .as_secs_f64();
         let gen_end = self.plan.pod("gen").unwrap().host_end.clone();
-        kernel_path::steer(&node_ns, &gen_end, Some(self.worker_core))?;
+        if !self.o.kernel_on_one_core {
+            kernel_path::steer(&node_ns, &gen_end, Some(self.worker_core))?;
+        }
         let mut result = Ok(());
         for &flows in &self.o.flows {
             if let Err(e) = kernel_path::clear_connections(&node_ns) {
@@ -486,11 +509,12 @@ fn print_row(r: &Row) {
     }
     let lat = r.latency.map_or(String::new(), |l| {
         format!(
-            "; at {} Mpps p50 {:.1} us p99 {:.1} us, lost {}, reordered {}",
+            "; at {} Mpps p50 {:.1} us p99 {:.1} us, lost {} (by the sink's socket {}), reordered {}",
             mpps(l.rate_pps),
             l.p50_us,
             l.p99_us,
             l.lost,
+            l.sink_dropped,
             l.reordered
         )
     });
@@ -562,13 +586,13 @@ pub fn table(rows: &[Row], paths: &[Path]) -> String {
 
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "path,services,flows,skipped,setup_s,peak_pps,offered_pps,latency_rate_pps,p50_us,p99_us,received,lost,reordered,note\n",
+        "path,services,flows,skipped,setup_s,peak_pps,offered_pps,latency_rate_pps,p50_us,p99_us,received,lost,sink_dropped,reordered,note\n",
     );
     for r in rows {
         let l = r.latency;
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{:.0},{:.0},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.3},{:.0},{:.0},{},{},{},{},{},{},{},{}",
             r.path.name(),
             r.services,
             r.flows,
@@ -581,6 +605,7 @@ pub fn csv(rows: &[Row]) -> String {
             l.map_or(String::new(), |l| format!("{:.1}", l.p99_us)),
             l.map_or(String::new(), |l| l.received.to_string()),
             l.map_or(String::new(), |l| l.lost.to_string()),
+            l.map_or(String::new(), |l| l.sink_dropped.to_string()),
             l.map_or(String::new(), |l| l.reordered.to_string()),
             r.note.replace(',', ";"),
         );

@@ -26,6 +26,9 @@ pub struct SinkStats {
     pub flows: Vec<FlowStats>,
     /// One-way latency of every probe, in nanoseconds.
     pub latencies_ns: Vec<u64>,
+    /// Datagrams the sink's own socket dropped (its buffer was full): the
+    /// part of the loss that is the sink's, not the path's.
+    pub socket_drops: u64,
 }
 
 impl SinkStats {
@@ -102,6 +105,25 @@ pub fn bind(port: u16) -> Result<UdpSocket, String> {
     Ok(s)
 }
 
+/// The socket's drop count (SO_MEMINFO, whose number the libc crate
+/// does not export for x86; 55 in asm-generic/socket.h).
+fn socket_drops(socket: &UdpSocket) -> Option<u64> {
+    const SO_MEMINFO: libc::c_int = 55;
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then(|| u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
+}
+
 const BATCH: usize = 64;
 const BUF: usize = 2048;
 
@@ -149,6 +171,7 @@ pub fn run(socket: &UdpSocket, stop: &AtomicBool) -> Result<SinkStats, String> {
             }
         }
     }
+    stats.socket_drops = socket_drops(socket).unwrap_or(0);
     Ok(stats)
 }
 
