@@ -7,20 +7,12 @@ use std::process::{Command, Stdio};
 
 use sluice_control::lab::file::{PlannedNode, PlannedPod};
 
-/// Runs `script` with sh inside `netns`.
+/// Runs `script` with sh inside `netns`, through the lab's own set-up
+/// runner (its errors name the command and carry its stderr).
 fn sh(netns: &str, script: &str) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sh", "-ec", script])
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip netns exec {netns}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "in {netns}: {script}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    sluice_control::lab::sh(&["ip", "netns", "exec", netns, "sh", "-ec", script])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Makes the node a router for `pods`: forwarding on, reverse-path
