@@ -110,7 +110,9 @@ impl std::fmt::Display for AfXdpError {
 enum Held {
     Free,
     Worker,
-    Kernel,
+    /// On a ring of this port (its slot): given back when the port closes,
+    /// whatever its rings held.
+    Kernel(u16),
 }
 
 /// A UMEM and its frames.
@@ -130,13 +132,8 @@ impl Pool {
     /// Back to the free list, from the worker (`from_kernel` false) or
     /// from a completion ring.
     fn give_back(&mut self, i: u32, from_kernel: bool) -> bool {
-        let want = if from_kernel {
-            Held::Kernel
-        } else {
-            Held::Worker
-        };
         match self.held.get_mut(i as usize) {
-            Some(h) if *h == want => {
+            Some(h) if matches!(*h, Held::Kernel(_)) == from_kernel && *h != Held::Free => {
                 *h = Held::Free;
                 self.free.push(i);
                 true
@@ -146,6 +143,19 @@ impl Pool {
     }
     fn worker_holds(&self, i: usize) -> bool {
         self.held.get(i) == Some(&Held::Worker)
+    }
+    /// Every frame on a ring of port `slot`, back to the free list: its
+    /// socket is closed, and the kernel will not give them back.
+    fn reclaim(&mut self, slot: u16) -> usize {
+        let mut n = 0;
+        for (i, h) in self.held.iter_mut().enumerate() {
+            if *h == Held::Kernel(slot) {
+                *h = Held::Free;
+                self.free.push(i as u32);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -169,11 +179,19 @@ struct Port {
     cq: CompQueue,
     rx: RxQueue,
     tx: TxQueue,
+    /// Descriptors libxdp opened for this socket and will not close
+    /// (`libxdp_leaks`).
+    libxdp_fds: Vec<(i32, u64)>,
 }
 
 pub struct AfXdpBackend {
-    // Dropped first (field order): the sockets' rings before the UMEMs.
-    ports: Vec<Port>,
+    // Dropped first (`Drop`, then field order): the sockets' rings before
+    // the UMEMs. A slot is empty once its port is detached: node ports
+    // keep their numbers.
+    ports: Vec<Option<Port>>,
+    /// Frames a port's fill ring is topped up to: the pool shared fairly,
+    /// so that the first ports do not take every frame.
+    fill_target: usize,
     pools: Vec<Pool>,
     /// Frames of each pool.
     frames: u32,
@@ -241,11 +259,69 @@ fn quiet_libxdp() {
     });
 }
 
+/// Held while libxdp opens or closes a socket: libxdp attaches its
+/// program with an interface's first socket and finds it for the next (two
+/// first sockets at once would both attach), and `libxdp_leaks` tells
+/// libxdp's descriptors from others by what appeared during an open.
+static LIBXDP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This process's BPF map descriptors and their map ids.
+fn bpf_map_fds() -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            map_id(fd).map(|id| (fd, id))
+        })
+        .collect()
+}
+
+/// The id of the BPF map `fd` refers to, if it refers to one.
+fn map_id(fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    if link.to_str() != Some("anon_inode:bpf-map") {
+        return None;
+    }
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("map_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Closes what libxdp left open of a closed socket's descriptors. libxdp
+/// 1.6 looks up its program's reference-count map for every socket and
+/// never closes that descriptor (xdp-tools #576, fixed upstream after the
+/// release xsk-rs builds): one per socket, and the map keeps the
+/// program's objects alive. Whatever of `opened` still refers to the same
+/// map after the socket closed is that leak (libxdp closes its other
+/// descriptors with the socket, and nothing else opens BPF maps while
+/// `LIBXDP` is held).
+fn close_libxdp_leaks(opened: &[(i32, u64)]) {
+    for &(fd, id) in opened {
+        if map_id(fd) == Some(id) {
+            // SAFETY: the descriptor is libxdp's and libxdp no longer uses
+            // it: its socket is deleted.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 impl AfXdpBackend {
     /// The kernel's drop counts of `port`'s socket; `None` if it would
     /// not say (a syscall: not for the packet path).
     pub fn socket_stats(&self, port: usize) -> Option<SocketStats> {
-        let st = self.ports.get(port)?.rx.fd().xdp_statistics().ok()?;
+        let st = self
+            .ports
+            .get(port)?
+            .as_ref()?
+            .rx
+            .fd()
+            .xdp_statistics()
+            .ok()?;
         Some(SocketStats {
             rx_ring_full: st.rx_ring_full(),
             // Counted per attempt while the ring stays empty, so it can
@@ -315,6 +391,7 @@ impl AfXdpBackend {
     ) -> Result<AfXdpBackend, (usize, AfXdpError)> {
         let mut b = AfXdpBackend {
             ports: Vec::new(),
+            fill_target: cfg.ring as usize,
             pools: Vec::new(),
             frames,
             shared: shared || ifnames.len() == 1,
@@ -326,22 +403,102 @@ impl AfXdpBackend {
             reply: vec![0; FRAME_SIZE],
         };
         for (i, name) in ifnames.iter().enumerate() {
-            b.open_port(name, cfg, shared, frames).map_err(|e| (i, e))?;
+            let port = b.open_port(name, cfg, shared, frames).map_err(|e| (i, e))?;
+            b.ports.push(Some(port));
         }
+        b.share_fill();
         for p in 0..b.ports.len() {
             b.refill(p);
         }
         Ok(b)
     }
 
-    /// Opens one more port: on the shared pool, or on a pool of its own.
+    /// Ports open now (slots of detached ones excluded).
+    pub fn open_ports(&self) -> usize {
+        self.ports.iter().flatten().count()
+    }
+
+    /// The interfaces' share of a shared pool: a fill ring each and a TX
+    /// ring each, and a burst's worth in the worker's hands.
+    fn share_fill(&mut self) {
+        let open = self.open_ports().max(1);
+        let per = if self.shared {
+            self.frames as usize / (2 * open + 2)
+        } else {
+            self.frames as usize / 4
+        };
+        let ring = self.ports.iter().flatten().map(|p| p.ring).max().unwrap_or(0);
+        self.fill_target = per.min(ring).max(64);
+    }
+
+    /// Opens `ifname` as port `slot` while the backend runs (a pod the CNI
+    /// plugin registered), on the shared UMEM where the backend has one.
+    /// `slot` must be empty: a node port number is never reused for
+    /// another interface while frames for it may be in flight.
+    pub fn attach(&mut self, slot: usize, ifname: &str, cfg: AfXdpConfig) -> Result<(), AfXdpError> {
+        if self.ports.get(slot).is_some_and(Option::is_some) {
+            return Err(AfXdpError::Config(format!(
+                "port {slot} is taken (by another interface than {ifname})"
+            )));
+        }
+        if slot >= u16::MAX as usize {
+            return Err(AfXdpError::Config(format!("port {slot}: too many ports")));
+        }
+        let shared = self.shared;
+        let frames = self.frames;
+        let cfg = AfXdpConfig {
+            frames,
+            ring: cfg.ring.min(frames / 2),
+            ..cfg
+        };
+        if self.ports.len() <= slot {
+            self.ports.resize_with(slot + 1, || None);
+        }
+        let port = self.open_port_at(slot, ifname, cfg, shared, frames)?;
+        self.ports[slot] = Some(port);
+        self.share_fill();
+        self.refill(slot);
+        Ok(())
+    }
+
+    /// Closes port `slot` (a pod deleted): its socket is closed, libxdp's
+    /// leftovers with it, and the frames its rings held are the pool's
+    /// again. Frames the worker holds for it are its to free. Returns
+    /// whether there was a port.
+    pub fn detach(&mut self, slot: usize) -> bool {
+        let Some(port) = self.ports.get_mut(slot).and_then(Option::take) else {
+            return false;
+        };
+        let pool = port.pool;
+        close_port(port);
+        if let Some(p) = self.pools.get_mut(pool) {
+            p.reclaim(slot as u16);
+        }
+        self.share_fill();
+        true
+    }
+
+    /// Opens one more port, the next slot: on the shared pool, or on a
+    /// pool of its own.
     fn open_port(
         &mut self,
         name: &str,
         cfg: AfXdpConfig,
         shared: bool,
         frames: u32,
-    ) -> Result<(), AfXdpError> {
+    ) -> Result<Port, AfXdpError> {
+        let slot = self.ports.len();
+        self.open_port_at(slot, name, cfg, shared, frames)
+    }
+
+    fn open_port_at(
+        &mut self,
+        _slot: usize,
+        name: &str,
+        cfg: AfXdpConfig,
+        shared: bool,
+        frames: u32,
+    ) -> Result<Port, AfXdpError> {
         let q = |n: u32| {
             QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
         };
@@ -370,6 +527,8 @@ impl AfXdpBackend {
             // closed (a daemon restarted, a benchmark's next phase) can
             // find the queue still busy for a moment: retried for 2 s.
             let mut attempts = 0;
+            let libxdp = LIBXDP.lock().unwrap_or_else(|p| p.into_inner());
+            let before = bpf_map_fds();
             let (tx, rx, fq_cq) = loop {
                 // SAFETY: each (interface, queue) pair is bound once, so
                 // libxdp loads its program for each (no INHIBIT_PROG_LOAD
@@ -384,6 +543,8 @@ impl AfXdpBackend {
                             .and_then(|s| s.downcast_ref::<std::io::Error>())
                             .and_then(std::io::Error::raw_os_error);
                         if errno == Some(libc::EBUSY) && attempts < 40 {
+                            // Opened nothing that stays open: libxdp
+                            // closes what a failed create opened.
                             attempts += 1;
                             std::thread::sleep(std::time::Duration::from_millis(50));
                             continue;
@@ -395,10 +556,15 @@ impl AfXdpBackend {
                     }
                 }
             };
+            let libxdp_fds: Vec<(i32, u64)> = bpf_map_fds()
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            drop(libxdp);
             let (fq, cq) = fq_cq.ok_or_else(|| {
                 socket_error("no fill and completion rings (the pair is bound already)".into())
             })?;
-            b.ports.push(Port {
+            Ok(Port {
                 pool,
                 tx_queued: 0,
                 in_tx: 0,
@@ -408,9 +574,9 @@ impl AfXdpBackend {
                 cq,
                 rx,
                 tx,
-            });
+                libxdp_fds,
+            })
         }
-        Ok(())
     }
 
     /// A frame's pool and its index in the pool.
@@ -423,8 +589,10 @@ impl AfXdpBackend {
 
     /// Tops port `p`'s fill ring up to its size from the pool's free frames.
     fn refill(&mut self, p: usize) {
-        let port = &mut self.ports[p];
-        let want = port.ring.saturating_sub(port.in_fill);
+        let Some(port) = self.ports[p].as_mut() else {
+            return;
+        };
+        let want = self.fill_target.min(port.ring).saturating_sub(port.in_fill);
         if want == 0 {
             return;
         }
@@ -437,7 +605,7 @@ impl AfXdpBackend {
         // SAFETY: the frames come off the free list: nobody else holds them.
         let n = unsafe { port.fq.produce(&self.scratch) };
         for d in &self.scratch[..n] {
-            pool.held[index_of(d) as usize] = Held::Kernel;
+            pool.held[index_of(d) as usize] = Held::Kernel(p as u16);
         }
         for d in &self.scratch[n..] {
             pool.free.push(index_of(d));
@@ -455,7 +623,9 @@ impl Backend for AfXdpBackend {
     }
 
     fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {
-        let port = &mut self.ports[p];
+        let Some(port) = self.ports[p].as_mut() else {
+            return 0;
+        };
         let base = port.pool as u32 * self.frames;
         let pool = &mut self.pools[port.pool];
         self.scratch.clear();
@@ -482,7 +652,11 @@ impl Backend for AfXdpBackend {
     fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
         let mut accepted = 0;
         let mut produced = 0;
-        let to = self.ports[egress].pool;
+        let Some(to) = self.ports.get(egress).and_then(Option::as_ref).map(|p| p.pool) else {
+            // Detached: the caller frees what was refused.
+            return 0;
+        };
+        let slot = egress as u16;
         for &f in frames {
             let (from, i) = self.split(f);
             if from >= self.pools.len() || !self.pools[from].worker_holds(i) {
@@ -494,13 +668,15 @@ impl Backend for AfXdpBackend {
             }
             let ok = if from == to {
                 // One UMEM: the descriptor moves, the bytes stay.
-                let port = &mut self.ports[egress];
+                let Some(port) = self.ports[egress].as_mut() else {
+                    break;
+                };
                 let pool = &mut self.pools[to];
                 // SAFETY: the worker holds the frame (checked above); it is
                 // the kernel's once produced.
                 let ok = unsafe { port.tx.produce_one(&pool.descs[i]) == 1 };
                 if ok {
-                    pool.held[i] = Held::Kernel;
+                    pool.held[i] = Held::Kernel(slot);
                     self.moved += 1;
                 }
                 ok
@@ -521,10 +697,13 @@ impl Backend for AfXdpBackend {
                 let d = &mut pool.descs[j as usize];
                 // SAFETY: `j` came off the free list: the frame is ours alone.
                 let written = write_frame(unsafe { pool.umem.data_mut(d) }, &self.reply[..len]);
-                let port = &mut self.ports[egress];
+                let Some(port) = self.ports[egress].as_mut() else {
+                    pool.give_back(j, false);
+                    break;
+                };
                 // SAFETY: as above; the kernel's once produced.
                 if written && unsafe { port.tx.produce_one(&pool.descs[j as usize]) } == 1 {
-                    pool.held[j as usize] = Held::Kernel;
+                    pool.held[j as usize] = Held::Kernel(slot);
                     self.pools[from].give_back(i as u32, false);
                     self.copied += 1;
                     true
@@ -539,15 +718,18 @@ impl Backend for AfXdpBackend {
             accepted += 1;
             produced += 1;
         }
-        let port = &mut self.ports[egress];
-        port.tx_queued += produced;
-        port.in_tx += produced;
+        if let Some(port) = self.ports[egress].as_mut() {
+            port.tx_queued += produced;
+            port.in_tx += produced;
+        }
         accepted
     }
 
     fn flush(&mut self) {
         for p in 0..self.ports.len() {
-            let port = &mut self.ports[p];
+            let Some(port) = self.ports[p].as_mut() else {
+                continue;
+            };
             // A wake-up is a syscall: only while something is on the ring or
             // in flight, so an idle round makes none. In copy mode one
             // wake-up sends at most TX_PER_WAKEUP frames, so a round that
@@ -621,6 +803,23 @@ impl Backend for AfXdpBackend {
             .is_some_and(|pool| pool.give_back(i as u32, false));
         if !ok {
             self.misuse += 1;
+        }
+    }
+}
+
+/// Closes a port's socket, then what libxdp left open of it.
+fn close_port(mut port: Port) {
+    let fds = std::mem::take(&mut port.libxdp_fds);
+    let _libxdp = LIBXDP.lock().unwrap_or_else(|p| p.into_inner());
+    drop(port);
+    close_libxdp_leaks(&fds);
+}
+
+impl Drop for AfXdpBackend {
+    fn drop(&mut self) {
+        // The sockets before the UMEMs (the pools drop after this).
+        for port in self.ports.drain(..).flatten() {
+            close_port(port);
         }
     }
 }
