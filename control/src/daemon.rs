@@ -27,6 +27,8 @@ use sluice_dataplane::service::{ServiceSpec, ServiceTable};
 use sluice_dataplane::worker::{Idle, LoopCounters, PortMap, Worker};
 use sluice_dataplane::Addr;
 
+use crate::ports::{Ports, PortsInner, PortsState, Registered, WorkerCommand};
+
 /// Which I/O backend carries the pods' frames.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -195,6 +197,7 @@ pub struct WorkerReport {
 pub struct Daemon {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<WorkerReport>>,
+    ports: Ports,
     sweeper: Option<JoinHandle<()>>,
     config: Config,
     publisher: Publisher,
@@ -205,7 +208,6 @@ pub struct Daemon {
 #[derive(Clone)]
 pub struct Publisher {
     shared: Arc<Shared>,
-    routes_template: Arc<Vec<(Addr, PortId, [u8; 6])>>,
     host_addrs: Arc<Vec<Addr>>,
     /// The copy the workers are not reading, and what it lacks; held by
     /// one publication at a time, so that generations go out in order.
@@ -218,6 +220,8 @@ struct Spare {
     pending: Vec<Change>,
     /// Every Service as published last: what a rebuild is made from.
     current: BTreeMap<(String, String), ServiceSpec>,
+    /// The pods' addresses and ports: every publication routes them.
+    pods: Vec<(Addr, PortId, [u8; 6])>,
 }
 
 /// One Service's change, as the control side publishes it.
@@ -254,11 +258,11 @@ impl Publisher {
                 stop: AtomicBool::new(false),
                 generation: AtomicU64::new(1),
             }),
-            routes_template: Arc::new(Vec::new()),
             host_addrs: Arc::new(Vec::new()),
             publishing: Arc::new(std::sync::Mutex::new(Spare {
                 table: Some(Arc::new(build())),
                 pending: Vec::new(),
+                pods: Vec::new(),
                 current: specs
                     .iter()
                     .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
@@ -277,6 +281,16 @@ impl Publisher {
     /// The generation of the tables the workers now read.
     pub fn generation(&self) -> u64 {
         self.shared.snapshot.load().generation
+    }
+
+    /// Publishes the pods' routes (a pod attached or detached), with the
+    /// Services as they are.
+    pub fn publish_pods(&self, pods: Vec<(Addr, PortId, [u8; 6])>) -> Published {
+        self.publishing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pods = pods;
+        self.publish_changes(&[])
     }
 
     /// Publishes a whole set of Services: the differences from what was
@@ -369,6 +383,7 @@ impl Publisher {
                     break;
                 }
             }
+            snap.routes = build_routes(&sp.pods, &self.host_addrs);
             snap.generation = generation;
         }
         let next = if full {
@@ -376,12 +391,13 @@ impl Publisher {
             // copies are built afresh from every Service (rare; the tables
             // are built with a quarter more room than they need).
             let specs: Vec<ServiceSpec> = sp.current.values().cloned().collect();
+            let pods = sp.pods.clone();
             let build = || {
                 let (services, p) = ServiceTable::build_with_room(&specs, room(ports_of(&specs)));
                 (
                     Snapshot {
                         services,
-                        routes: build_routes(&self.routes_template, &self.host_addrs),
+                        routes: build_routes(&pods, &self.host_addrs),
                         gateway: Gateway::DEFAULT,
                         generation,
                     },
@@ -570,6 +586,8 @@ impl Daemon {
             config.cores.iter().map(|&c| Some(c)).collect()
         };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let (command_tx, command_rx): (Vec<_>, Vec<_>) =
+            cores.iter().map(|_| mpsc::channel::<WorkerCommand>()).unzip();
         // Workers are spawned from a thread inside the node's namespace, so
         // that they (and the sockets they open) are in it too; the caller's
         // thread stays where it was.
@@ -585,14 +603,16 @@ impl Daemon {
                         })?;
                     }
                     let mut handles = Vec::new();
-                    for (w, core) in cores.into_iter().enumerate() {
+                    for ((w, core), commands) in cores.into_iter().enumerate().zip(command_rx) {
                         let shared = shared.clone();
                         let config = config.clone();
                         let ready = ready_tx.clone();
                         handles.push(
                             std::thread::Builder::new()
                                 .name(format!("sluice-w{w}"))
-                                .spawn(move || worker_main(w, core, &config, &shared, ready))
+                                .spawn(move || {
+                                    worker_main(w, core, &config, &shared, ready, commands)
+                                })
                                 .expect("spawn a worker thread"),
                         );
                     }
@@ -640,21 +660,48 @@ impl Daemon {
                 .expect("spawn the sweeper")
         };
         let shared_for_publisher = shared.clone();
+        let publisher = Publisher {
+            shared: Arc::clone(&shared_for_publisher),
+            host_addrs: Arc::new(host_addrs),
+            publishing: Arc::new(std::sync::Mutex::new(Spare {
+                table: Some(Arc::new(spare)),
+                pending: Vec::new(),
+                current,
+                pods,
+            })),
+        };
+        let registry: BTreeMap<u16, Registered> = config
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    i as u16,
+                    Registered {
+                        port: p.clone(),
+                        owner: None,
+                    },
+                )
+            })
+            .collect();
+        let ports = Ports {
+            inner: Arc::new(PortsInner {
+                io: config.io,
+                node_netns: config.node_netns.clone(),
+                publisher: publisher.clone(),
+                state: std::sync::Mutex::new(PortsState {
+                    registry,
+                    commands: command_tx,
+                }),
+            }),
+        };
         let mut d = Daemon {
             shared,
             workers,
+            ports,
             sweeper: Some(sweeper),
             config,
-            publisher: Publisher {
-                shared: Arc::clone(&shared_for_publisher),
-                routes_template: Arc::new(pods),
-                host_addrs: Arc::new(host_addrs),
-                publishing: Arc::new(std::sync::Mutex::new(Spare {
-                    table: Some(Arc::new(spare)),
-                    pending: Vec::new(),
-                    current,
-                })),
-            },
+            publisher,
         };
         if let Some(e) = first_error {
             d.stop();
@@ -679,6 +726,12 @@ impl Daemon {
     /// The generation of the tables the workers now read.
     pub fn generation(&self) -> u64 {
         self.publisher.generation()
+    }
+
+    /// A handle that attaches and detaches pod ports from another thread
+    /// (the admin socket's).
+    pub fn ports(&self) -> Ports {
+        self.ports.clone()
     }
 
     /// A handle that publishes to these workers from another thread.
@@ -711,7 +764,7 @@ impl Daemon {
             let _ = s.join();
         }
         if self.config.io == Io::Afxdp {
-            for p in &self.config.ports {
+            for p in self.ports.attached() {
                 // The sockets are closed; a program libxdp left is removed.
                 detach_xdp(self.config.node_netns.as_deref(), &p.ifname);
             }
@@ -743,6 +796,7 @@ fn worker_main(
     config: &Config,
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
+    commands: mpsc::Receiver<WorkerCommand>,
 ) -> WorkerReport {
     if let Err(e) = pin(core) {
         let _ = ready.send((w, Err(e)));
@@ -799,15 +853,17 @@ fn worker_main(
                 shared,
                 ready,
                 w,
+                commands,
             );
             r.core = core;
             r
         }
-        Io::Afxdp => afxdp_worker(w, core, map, host, config, shared, ready),
+        Io::Afxdp => afxdp_worker(w, core, map, host, config, shared, ready, commands),
     }
 }
 
 #[cfg(feature = "afxdp")]
+#[allow(clippy::too_many_arguments)]
 fn afxdp_worker(
     w: usize,
     core: Option<usize>,
@@ -816,6 +872,7 @@ fn afxdp_worker(
     config: &Config,
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
+    commands: mpsc::Receiver<WorkerCommand>,
 ) -> WorkerReport {
     use sluice_dataplane::io::afxdp::{AfXdpBackend, AfXdpConfig};
     let names: Vec<&str> = config.ports.iter().map(|p| p.ifname.as_str()).collect();
@@ -850,11 +907,11 @@ fn afxdp_worker(
                 eprintln!("sluice: worker {w}: {why}");
             }
             let mut worker = Worker::new(b, map);
-            let mut r = run_worker(&mut worker, host, config, shared, ready, w);
+            let mut r = run_worker(&mut worker, host, config, shared, ready, w, commands);
             r.core = core;
             r.moved = worker.backend.moved;
             r.copied = worker.backend.copied;
-            for p in 0..names.len() {
+            for p in 0..worker.backend.ports() {
                 if let Some(st) = worker.backend.socket_stats(p) {
                     r.sockets.add(&st);
                 }
@@ -869,6 +926,7 @@ fn afxdp_worker(
 }
 
 #[cfg(not(feature = "afxdp"))]
+#[allow(clippy::too_many_arguments)]
 fn afxdp_worker(
     w: usize,
     _core: Option<usize>,
@@ -877,6 +935,7 @@ fn afxdp_worker(
     _config: &Config,
     _shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
+    _commands: mpsc::Receiver<WorkerCommand>,
 ) -> WorkerReport {
     let _ = ready.send((
         w,
@@ -895,6 +954,7 @@ fn run_worker<B: Backend>(
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     w: usize,
+    commands: mpsc::Receiver<WorkerCommand>,
 ) -> WorkerReport {
     worker.host = host.map(|h| Box::new(h) as Box<dyn sluice_dataplane::io::HostPath>);
     let _ = ready.send((w, Ok(())));
@@ -911,6 +971,23 @@ fn run_worker<B: Backend>(
             gateway: snap.gateway,
         };
         worker.run_rounds(&t, 64, &mut empty, config.idle);
+        drop(snap);
+        // Between batches, holding no snapshot: a port detached now is
+        // one the tables no longer route to.
+        while let Ok(c) = commands.try_recv() {
+            match c {
+                WorkerCommand::Attach {
+                    slot,
+                    ifname,
+                    reply,
+                } => {
+                    let _ = reply.send(worker.attach(slot, &ifname));
+                }
+                WorkerCommand::Detach { slot, reply } => {
+                    let _ = reply.send(worker.detach(slot));
+                }
+            }
+        }
     }
     WorkerReport {
         core: None,

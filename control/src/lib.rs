@@ -3,7 +3,9 @@
 //! over this library, and the integration tests drive the same code.
 
 pub mod daemon;
+pub mod admin;
 pub mod lab;
+pub mod ports;
 pub mod run;
 pub mod source;
 pub mod sync;

@@ -104,6 +104,15 @@ impl PortMap {
     }
 }
 
+/// A staging vector per port, each with room for a burst from every port
+/// and one from the host, all to one port at worst: staging never
+/// allocates.
+fn staging(ports: usize) -> Vec<Vec<Frame>> {
+    (0..ports)
+        .map(|_| Vec::with_capacity(BURST * (ports + 1)))
+        .collect()
+}
+
 /// Counters of the loop itself, beside the pipeline's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoopCounters {
@@ -189,12 +198,40 @@ impl<B: Backend> Worker<B> {
             rounds: 0,
             host_hot: false,
             last_round: None,
-            staged: (0..ports)
-                // A burst from every port and one from the host, all to one port at
-                // worst: room for that, so that staging never allocates.
-                .map(|_| Vec::with_capacity(BURST * (ports + 1)))
-                .collect(),
+            staged: staging(ports),
             reply: vec![0; 2048],
+        }
+    }
+
+    /// Opens `ifname` as node port `slot` (`PortId(slot)`), between
+    /// rounds: the staging room is made for one more port.
+    pub fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
+        self.backend.attach(slot, ifname)?;
+        self.ports_changed();
+        Ok(())
+    }
+
+    /// Closes node port `slot`, between rounds (nothing is staged then).
+    pub fn detach(&mut self, slot: usize) -> bool {
+        let had = self.backend.detach(slot);
+        self.ports_changed();
+        had
+    }
+
+    /// Node port `i` is backend port `i`, for every port the backend has;
+    /// the uplink stays where it was.
+    fn ports_changed(&mut self) {
+        let n = self.backend.ports();
+        let uplink = self.map.uplink.filter(|&u| u < n);
+        let pods: Vec<(PortId, usize)> = (0..n)
+            .filter(|&i| Some(i) != uplink)
+            .map(|i| (PortId(i as u16), i))
+            .collect();
+        if let Ok(m) = PortMap::new(&pods, uplink, n) {
+            self.map = m;
+        }
+        if self.staged.len() != n {
+            self.staged = staging(n);
         }
     }
 

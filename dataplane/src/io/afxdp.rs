@@ -192,6 +192,8 @@ pub struct AfXdpBackend {
     /// Frames a port's fill ring is topped up to: the pool shared fairly,
     /// so that the first ports do not take every frame.
     fill_target: usize,
+    /// What ports attached later are opened with.
+    cfg: AfXdpConfig,
     pools: Vec<Pool>,
     /// Frames of each pool.
     frames: u32,
@@ -392,6 +394,7 @@ impl AfXdpBackend {
         let mut b = AfXdpBackend {
             ports: Vec::new(),
             fill_target: cfg.ring as usize,
+            cfg,
             pools: Vec::new(),
             frames,
             shared: shared || ifnames.len() == 1,
@@ -435,7 +438,12 @@ impl AfXdpBackend {
     /// plugin registered), on the shared UMEM where the backend has one.
     /// `slot` must be empty: a node port number is never reused for
     /// another interface while frames for it may be in flight.
-    pub fn attach(&mut self, slot: usize, ifname: &str, cfg: AfXdpConfig) -> Result<(), AfXdpError> {
+    pub fn attach_with(
+        &mut self,
+        slot: usize,
+        ifname: &str,
+        cfg: AfXdpConfig,
+    ) -> Result<(), AfXdpError> {
         if self.ports.get(slot).is_some_and(Option::is_some) {
             return Err(AfXdpError::Config(format!(
                 "port {slot} is taken (by another interface than {ifname})"
@@ -465,7 +473,7 @@ impl AfXdpBackend {
     /// leftovers with it, and the frames its rings held are the pool's
     /// again. Frames the worker holds for it are its to free. Returns
     /// whether there was a port.
-    pub fn detach(&mut self, slot: usize) -> bool {
+    pub fn detach_port(&mut self, slot: usize) -> bool {
         let Some(port) = self.ports.get_mut(slot).and_then(Option::take) else {
             return false;
         };
@@ -620,6 +628,15 @@ impl AfXdpBackend {
 impl Backend for AfXdpBackend {
     fn ports(&self) -> usize {
         self.ports.len()
+    }
+
+    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
+        self.attach_with(slot, ifname, self.cfg)
+            .map_err(|e| e.to_string())
+    }
+
+    fn detach(&mut self, slot: usize) -> bool {
+        self.detach_port(slot)
     }
 
     fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {

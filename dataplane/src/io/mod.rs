@@ -41,6 +41,18 @@ pub trait Backend {
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame>;
     /// Returns a frame to the pool.
     fn free(&mut self, f: Frame);
+    /// Opens `ifname` as port `slot` while the worker runs (a pod the CNI
+    /// plugin registered). Not on the packet path: it makes syscalls.
+    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
+        let _ = (slot, ifname);
+        Err("this backend's ports are fixed when it starts".into())
+    }
+    /// Closes port `slot`; its number stays reserved (`ports()` does not
+    /// shrink). Returns whether there was a port.
+    fn detach(&mut self, slot: usize) -> bool {
+        let _ = slot;
+        false
+    }
 }
 
 /// The exception path: frames between the dataplane and the host kernel

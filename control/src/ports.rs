@@ -1,0 +1,281 @@
+//! The node's pod ports while the daemon runs: the CNI plugin registers a
+//! pod's host end over the admin socket, every worker opens its queue of
+//! it, and the pod's addresses are routed to it; a pod deleted is undone
+//! in the other order (routes first, then sockets), so that no frame is
+//! routed to a socket that is gone.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use sluice_dataplane::route::PortId;
+use sluice_dataplane::Addr;
+
+use crate::daemon::{detach_xdp, Io, PortConfig, Publisher};
+
+/// What a worker does between batches of rounds, for the control side.
+pub enum WorkerCommand {
+    Attach {
+        slot: usize,
+        ifname: String,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    Detach {
+        slot: usize,
+        reply: mpsc::Sender<bool>,
+    },
+}
+
+/// A port as registered: its configuration and who asked for it (the CNI
+/// plugin's container id and interface; `None` for ports given on the
+/// command line).
+#[derive(Clone, Debug)]
+pub struct Registered {
+    pub port: PortConfig,
+    pub owner: Option<String>,
+}
+
+/// A port as `sluice status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attached {
+    /// The node port number (routes name it).
+    pub port: u16,
+    pub ifname: String,
+    pub addrs: Vec<IpAddr>,
+    pub mac: String,
+    pub owner: Option<String>,
+}
+
+/// Why a port was not attached or detached.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PortError {
+    /// Another owner holds this interface.
+    InterfaceTaken { ifname: String, owner: Option<String> },
+    /// Another port is routed this address.
+    AddressTaken { addr: IpAddr, ifname: String },
+    /// This daemon's backend cannot take ports while it runs.
+    Unsupported(String),
+    /// A worker could not open its queue of the interface (the others
+    /// were closed again).
+    Worker { worker: usize, reason: String },
+    /// A worker did not answer in time, or has stopped.
+    NoAnswer { worker: usize },
+    NoSlot,
+}
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortError::InterfaceTaken { ifname, owner } => write!(
+                f,
+                "interface {ifname} is attached already, for {}",
+                owner.as_deref().unwrap_or("the command line")
+            ),
+            PortError::AddressTaken { addr, ifname } => {
+                write!(f, "address {addr} is routed to {ifname} already")
+            }
+            PortError::Unsupported(why) => f.write_str(why),
+            PortError::Worker { worker, reason } => write!(f, "worker {worker}: {reason}"),
+            PortError::NoAnswer { worker } => {
+                write!(f, "worker {worker} did not answer within 10 s")
+            }
+            PortError::NoSlot => f.write_str("every node port number is taken"),
+        }
+    }
+}
+
+impl std::error::Error for PortError {}
+
+pub(crate) struct PortsState {
+    pub registry: BTreeMap<u16, Registered>,
+    pub commands: Vec<mpsc::Sender<WorkerCommand>>,
+}
+
+pub(crate) struct PortsInner {
+    pub io: Io,
+    pub node_netns: Option<String>,
+    pub publisher: Publisher,
+    /// One attach or detach at a time: they are rare, and the workers'
+    /// answers come in order.
+    pub state: Mutex<PortsState>,
+}
+
+/// A handle on the daemon's ports, for the admin socket's thread.
+#[derive(Clone)]
+pub struct Ports {
+    pub(crate) inner: Arc<PortsInner>,
+}
+
+fn ip_of(a: Addr) -> IpAddr {
+    if a.is_v4() {
+        IpAddr::from(a.v4_octets())
+    } else {
+        IpAddr::from(a.v6_octets())
+    }
+}
+
+pub fn mac_string(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+const ANSWER: Duration = Duration::from_secs(10);
+
+impl Ports {
+    /// The ports attached now, by port number.
+    pub fn attached(&self) -> Vec<Attached> {
+        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.registry
+            .iter()
+            .map(|(&port, r)| Attached {
+                port,
+                ifname: r.port.ifname.clone(),
+                addrs: r.port.addrs.iter().map(|&a| ip_of(a)).collect(),
+                mac: mac_string(r.port.mac),
+                owner: r.owner.clone(),
+            })
+            .collect()
+    }
+
+    /// How many workers (each opens one queue of every port): an interface
+    /// needs that many queues.
+    pub fn workers(&self) -> usize {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commands
+            .len()
+    }
+
+    pub fn io(&self) -> Io {
+        self.inner.io
+    }
+
+    /// Attaches `port` for `owner`: every worker opens its queue of the
+    /// interface, then the pod's addresses are routed to it. Asked again
+    /// by the same owner for the same interface and addresses (a runtime
+    /// retrying), it answers with the port it has.
+    pub fn attach(&self, port: PortConfig, owner: Option<String>) -> Result<u16, PortError> {
+        if self.inner.io != Io::Afxdp {
+            return Err(PortError::Unsupported(format!(
+                "this daemon runs --io {}: its pod interfaces are fixed when it starts (AF_XDP takes pods while it runs)",
+                self.inner.io
+            )));
+        }
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (&n, r) in &st.registry {
+            if r.port.ifname == port.ifname {
+                if r.owner == owner && r.port.addrs == port.addrs && r.port.mac == port.mac {
+                    return Ok(n);
+                }
+                return Err(PortError::InterfaceTaken {
+                    ifname: port.ifname,
+                    owner: r.owner.clone(),
+                });
+            }
+            if let Some(&a) = r.port.addrs.iter().find(|a| port.addrs.contains(a)) {
+                return Err(PortError::AddressTaken {
+                    addr: ip_of(a),
+                    ifname: r.port.ifname.clone(),
+                });
+            }
+        }
+        // The lowest free number: a detached port's number is free once
+        // every worker has closed its socket (detach waits for that).
+        let slot = (0..u16::MAX)
+            .find(|n| !st.registry.contains_key(n))
+            .ok_or(PortError::NoSlot)?;
+        if detach_xdp(self.inner.node_netns.as_deref(), &port.ifname) {
+            eprintln!(
+                "sluice: replaced a stale XDP program on {} before attaching it",
+                port.ifname
+            );
+        }
+        let mut opened = Vec::new();
+        let mut failure = None;
+        for (w, tx) in st.commands.iter().enumerate() {
+            let (reply, answer) = mpsc::channel();
+            let sent = tx.send(WorkerCommand::Attach {
+                slot: slot as usize,
+                ifname: port.ifname.clone(),
+                reply,
+            });
+            match sent.ok().and_then(|_| answer.recv_timeout(ANSWER).ok()) {
+                Some(Ok(())) => opened.push(w),
+                Some(Err(reason)) => {
+                    failure = Some(PortError::Worker { worker: w, reason });
+                    break;
+                }
+                None => {
+                    failure = Some(PortError::NoAnswer { worker: w });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for &w in &opened {
+                let (reply, answer) = mpsc::channel();
+                if st.commands[w]
+                    .send(WorkerCommand::Detach {
+                        slot: slot as usize,
+                        reply,
+                    })
+                    .is_ok()
+                {
+                    let _ = answer.recv_timeout(ANSWER);
+                }
+            }
+            detach_xdp(self.inner.node_netns.as_deref(), &port.ifname);
+            return Err(e);
+        }
+        st.registry.insert(slot, Registered { port, owner });
+        self.inner.publisher.publish_pods(routes_of(&st.registry));
+        Ok(slot)
+    }
+
+    /// Detaches the port on `ifname`: its routes go first, then every
+    /// worker closes its socket. Returns the port it had, `None` if the
+    /// interface was not attached (a repeated DEL).
+    pub fn detach(&self, ifname: &str) -> Result<Option<u16>, PortError> {
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = st
+            .registry
+            .iter()
+            .find(|(_, r)| r.port.ifname == ifname)
+            .map(|(&n, _)| n)
+        else {
+            return Ok(None);
+        };
+        st.registry.remove(&slot);
+        // Published and swapped in before the sockets close; a worker
+        // takes commands only between batches, holding no snapshot, so it
+        // routes nothing to this port once it has closed it.
+        self.inner.publisher.publish_pods(routes_of(&st.registry));
+        let mut result = Ok(Some(slot));
+        for (w, tx) in st.commands.iter().enumerate() {
+            let (reply, answer) = mpsc::channel();
+            let sent = tx.send(WorkerCommand::Detach {
+                slot: slot as usize,
+                reply,
+            });
+            if sent.ok().and_then(|_| answer.recv_timeout(ANSWER).ok()).is_none() {
+                result = Err(PortError::NoAnswer { worker: w });
+            }
+        }
+        if self.inner.io == Io::Afxdp {
+            detach_xdp(self.inner.node_netns.as_deref(), ifname);
+        }
+        result
+    }
+}
+
+pub(crate) fn routes_of(registry: &BTreeMap<u16, Registered>) -> Vec<(Addr, PortId, [u8; 6])> {
+    registry
+        .iter()
+        .flat_map(|(&n, r)| r.port.addrs.iter().map(move |&a| (a, PortId(n), r.port.mac)))
+        .collect()
+}
