@@ -1,0 +1,359 @@
+//! The daemon's admin socket: a Unix socket (root only) that takes one
+//! JSON request per line and answers one JSON line. The CNI plugin
+//! attaches and detaches pods through it; `sluice status` reads the
+//! interfaces attached and, for each source, the generation of objects the
+//! workers' tables reflect, so that scripts wait for a change to be
+//! programmed instead of sleeping.
+//!
+//! ```text
+//! {"command":"status"}
+//! {"command":"attach","ifname":"slc1a2b3c4d5e6","addrs":["198.18.1.5"],"mac":"02:..","owner":"CONTAINERID/eth0"}
+//! {"command":"detach","ifname":"slc1a2b3c4d5e6"}
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sluice_dataplane::Addr;
+
+use crate::daemon::{Io, PortConfig};
+use crate::ports::{Attached, Ports};
+use crate::sync::Status;
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sluice/admin.sock";
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Attach {
+        ifname: String,
+        addrs: Vec<IpAddr>,
+        mac: String,
+        #[serde(default)]
+        owner: Option<String>,
+    },
+    Detach {
+        ifname: String,
+    },
+}
+
+/// One source's state, as `sluice status` shows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SourceStatus {
+    /// `file:DIR` or `kube`.
+    pub source: String,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StatusReply {
+    pub io: Io,
+    /// Workers, each with a queue of every interface: an interface needs
+    /// this many queues.
+    pub workers: usize,
+    /// The generation of the tables the workers read now.
+    pub tables_generation: u64,
+    pub interfaces: Vec<Attached>,
+    pub sources: Vec<SourceStatus>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReply>,
+    /// Attach: the node port the interface got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Detach: whether the interface was attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached: Option<bool>,
+}
+
+impl Reply {
+    fn error(e: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(e.into()),
+            ..Reply::default()
+        }
+    }
+}
+
+/// What the server asks of the daemon's sources when it answers `status`.
+pub type Sources = Box<dyn Fn() -> Vec<SourceStatus> + Send + Sync>;
+
+/// The server's thread; stopped (and its socket removed) when dropped.
+pub struct AdminServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Why the admin socket could not be opened.
+#[derive(Debug)]
+pub enum AdminError {
+    /// Another daemon answers on this socket.
+    InUse(PathBuf),
+    Io {
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::InUse(p) => write!(
+                f,
+                "admin socket {}: another daemon is listening on it",
+                p.display()
+            ),
+            AdminError::Io { path, reason } => {
+                write!(f, "admin socket {}: {reason}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+/// Listens on `path` and answers requests against `ports` and `sources`.
+/// A socket file left by a daemon that died is replaced; one that a live
+/// daemon answers on is not.
+pub fn serve(
+    path: &Path,
+    ports: Ports,
+    tables_generation: impl Fn() -> u64 + Send + 'static,
+    sources: Sources,
+) -> Result<AdminServer, AdminError> {
+    let io_err = |e: std::io::Error| AdminError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(AdminError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    // Attaching interfaces is root's business.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-admin".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            // One at a time: attaches are serialised anyway.
+                            answer(stream, &ports, &tables_generation, &sources);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => {
+                            eprintln!("sluice: admin socket: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            })
+            .map_err(io_err)?
+    };
+    Ok(AdminServer {
+        path: path.to_path_buf(),
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let b: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    b.try_into().ok()
+}
+
+fn answer(
+    stream: UnixStream,
+    ports: &Ports,
+    tables_generation: &dyn Fn() -> u64,
+    sources: &Sources,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&stream);
+    let reply = match reader.read_line(&mut line) {
+        Err(e) => Reply::error(format!("reading the request: {e}")),
+        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
+            Err(e) => Reply::error(format!("request {:?}: {e}", line.trim())),
+            Ok(req) => handle(req, ports, tables_generation, sources),
+        },
+    };
+    let mut out = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+    out.push('\n');
+    let _ = (&stream).write_all(out.as_bytes());
+}
+
+fn handle(
+    req: Request,
+    ports: &Ports,
+    tables_generation: &dyn Fn() -> u64,
+    sources: &Sources,
+) -> Reply {
+    match req {
+        Request::Status => Reply {
+            ok: true,
+            status: Some(StatusReply {
+                io: ports.io(),
+                workers: ports.workers(),
+                tables_generation: tables_generation(),
+                interfaces: ports.attached(),
+                sources: sources(),
+            }),
+            ..Reply::default()
+        },
+        Request::Attach {
+            ifname,
+            addrs,
+            mac,
+            owner,
+        } => {
+            let Some(mac) = parse_mac(&mac) else {
+                return Reply::error(format!("attach: mac {mac:?} is not six hex bytes"));
+            };
+            if addrs.is_empty() {
+                return Reply::error("attach: no address to route to the interface");
+            }
+            let addrs = addrs
+                .iter()
+                .map(|a| match a {
+                    IpAddr::V4(v4) => Addr::from_v4(v4.octets()),
+                    IpAddr::V6(v6) => Addr::from_v6(v6.octets()),
+                })
+                .collect();
+            let port = PortConfig {
+                ifname: ifname.clone(),
+                netns: None,
+                addrs,
+                mac,
+            };
+            match ports.attach(port, owner) {
+                Ok(n) => {
+                    eprintln!("sluice: attached {ifname} as port {n}");
+                    Reply {
+                        ok: true,
+                        port: Some(n),
+                        ..Reply::default()
+                    }
+                }
+                Err(e) => Reply::error(format!("attach {ifname}: {e}")),
+            }
+        }
+        Request::Detach { ifname } => match ports.detach(&ifname) {
+            Ok(had) => {
+                if let Some(n) = had {
+                    eprintln!("sluice: detached {ifname} (port {n})");
+                }
+                Reply {
+                    ok: true,
+                    detached: Some(had.is_some()),
+                    ..Reply::default()
+                }
+            }
+            Err(e) => Reply::error(format!("detach {ifname}: {e}")),
+        },
+    }
+}
+
+/// Sends one request to the daemon at `path` and returns its reply.
+pub fn request(path: &Path, req: &Request) -> Result<Reply, String> {
+    let stream = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "no daemon answers on {} ({e}): is `sluice run` running?",
+            path.display()
+        )
+    })?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    line.push('\n');
+    (&stream)
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(reply.trim()).map_err(|e| format!("the daemon's reply {reply:?}: {e}"))
+}
+
+/// `sluice status`, for people: the tables, the sources, the interfaces.
+pub fn describe(s: &StatusReply) -> String {
+    let mut out = format!(
+        "io {}, {} worker(s), tables generation {}\n",
+        s.io, s.workers, s.tables_generation
+    );
+    for src in &s.sources {
+        let st = &src.status;
+        out += &format!(
+            "source {}: generation {}, {} Service(s), {} rejected now{}\n",
+            src.source,
+            st.generation,
+            st.services,
+            st.rejected.len(),
+            match &st.last_error {
+                Some(e) => format!(", last error: {e}"),
+                None => String::new(),
+            }
+        );
+        for r in &st.rejected {
+            out += &format!("  rejected: {r}\n");
+        }
+    }
+    out += &format!("{} interface(s) attached\n", s.interfaces.len());
+    for i in &s.interfaces {
+        let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
+        out += &format!(
+            "  port {:>3}  {:<16} {}  {}  {}\n",
+            i.port,
+            i.ifname,
+            i.mac,
+            addrs.join(","),
+            i.owner.as_deref().unwrap_or("(command line)")
+        );
+    }
+    out
+}

@@ -586,8 +586,10 @@ impl Daemon {
             config.cores.iter().map(|&c| Some(c)).collect()
         };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-        let (command_tx, command_rx): (Vec<_>, Vec<_>) =
-            cores.iter().map(|_| mpsc::channel::<WorkerCommand>()).unzip();
+        let (command_tx, command_rx): (Vec<_>, Vec<_>) = cores
+            .iter()
+            .map(|_| mpsc::channel::<WorkerCommand>())
+            .unzip();
         // Workers are spawned from a thread inside the node's namespace, so
         // that they (and the sockets they open) are in it too; the caller's
         // thread stays where it was.

@@ -2,8 +2,8 @@
 //! tables, clean stop) and the veth lab. The `sluice` binary is a thin CLI
 //! over this library, and the integration tests drive the same code.
 
-pub mod daemon;
 pub mod admin;
+pub mod daemon;
 pub mod lab;
 pub mod ports;
 pub mod run;

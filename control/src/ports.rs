@@ -51,16 +51,27 @@ pub struct Attached {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PortError {
     /// Another owner holds this interface.
-    InterfaceTaken { ifname: String, owner: Option<String> },
+    InterfaceTaken {
+        ifname: String,
+        owner: Option<String>,
+    },
     /// Another port is routed this address.
-    AddressTaken { addr: IpAddr, ifname: String },
+    AddressTaken {
+        addr: IpAddr,
+        ifname: String,
+    },
     /// This daemon's backend cannot take ports while it runs.
     Unsupported(String),
     /// A worker could not open its queue of the interface (the others
     /// were closed again).
-    Worker { worker: usize, reason: String },
+    Worker {
+        worker: usize,
+        reason: String,
+    },
     /// A worker did not answer in time, or has stopped.
-    NoAnswer { worker: usize },
+    NoAnswer {
+        worker: usize,
+    },
     NoSlot,
 }
 
@@ -262,7 +273,11 @@ impl Ports {
                 slot: slot as usize,
                 reply,
             });
-            if sent.ok().and_then(|_| answer.recv_timeout(ANSWER).ok()).is_none() {
+            if sent
+                .ok()
+                .and_then(|_| answer.recv_timeout(ANSWER).ok())
+                .is_none()
+            {
                 result = Err(PortError::NoAnswer { worker: w });
             }
         }
@@ -276,6 +291,11 @@ impl Ports {
 pub(crate) fn routes_of(registry: &BTreeMap<u16, Registered>) -> Vec<(Addr, PortId, [u8; 6])> {
     registry
         .iter()
-        .flat_map(|(&n, r)| r.port.addrs.iter().map(move |&a| (a, PortId(n), r.port.mac)))
+        .flat_map(|(&n, r)| {
+            r.port
+                .addrs
+                .iter()
+                .map(move |&a| (a, PortId(n), r.port.mac))
+        })
         .collect()
 }

@@ -1,7 +1,6 @@
 //! `sluice run`: the node daemon. Its tables come from a source (the API
 //! server, or a directory of manifests); its pod ports are given on the
-//! command line until the CNI plugin registers them over the admin socket
-//! (issue 6).
+//! command line or registered by the CNI plugin over the admin socket.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +37,10 @@ pub struct RunArgs {
     cores: Vec<usize>,
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
+    /// The admin socket: the CNI plugin attaches pods through it, and
+    /// `sluice status` reads it.
+    #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
+    admin: PathBuf,
 }
 
 /// `IFNAME=ADDR[,ADDR6]@MAC`.
@@ -125,7 +128,23 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             a.source
         ));
     };
+    let source_name = a.source.clone();
+    let reader = sync.status_reader();
+    let publisher = daemon.publisher();
+    let admin = crate::admin::serve(
+        &a.admin,
+        daemon.ports(),
+        move || publisher.generation(),
+        Box::new(move || {
+            vec![crate::admin::SourceStatus {
+                source: source_name.clone(),
+                status: reader(),
+            }]
+        }),
+    )
+    .map_err(|e| e.to_string())?;
     let st = sync.status();
+    println!("sluice: admin socket {}", a.admin.display());
     println!(
         "sluice: running, {} Service(s), tables generation {}",
         st.services,
@@ -134,6 +153,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(admin);
     drop(sync);
     daemon.stop();
     println!("sluice: stopped; XDP programs detached");

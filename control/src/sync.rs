@@ -57,7 +57,7 @@ pub fn changes(model: &Model, touched: &BTreeSet<ServiceKey>) -> Vec<Change> {
 
 /// What the control side has done, for `status` and for tests that wait
 /// until a change is programmed rather than sleep.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     /// The generation of the tables published last (0: none yet).
     pub generation: u64,
@@ -136,6 +136,12 @@ pub struct Running {
 impl Running {
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A reader of the status for another thread (the admin socket's).
+    pub fn status_reader(&self) -> impl Fn() -> Status + Send + Sync + 'static {
+        let s = self.status.clone();
+        move || s.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Waits until `ready(status)` holds; the status, or `None` on timeout.

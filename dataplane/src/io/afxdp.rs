@@ -430,7 +430,13 @@ impl AfXdpBackend {
         } else {
             self.frames as usize / 4
         };
-        let ring = self.ports.iter().flatten().map(|p| p.ring).max().unwrap_or(0);
+        let ring = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.ring)
+            .max()
+            .unwrap_or(0);
         self.fill_target = per.min(ring).max(64);
     }
 
@@ -669,7 +675,12 @@ impl Backend for AfXdpBackend {
     fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
         let mut accepted = 0;
         let mut produced = 0;
-        let Some(to) = self.ports.get(egress).and_then(Option::as_ref).map(|p| p.pool) else {
+        let Some(to) = self
+            .ports
+            .get(egress)
+            .and_then(Option::as_ref)
+            .map(|p| p.pool)
+        else {
             // Detached: the caller frees what was refused.
             return 0;
         };
