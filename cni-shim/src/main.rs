@@ -1,13 +1,15 @@
-//! `sluice-cni`, the CNI plugin. Not written yet (its own issue). Until it
-//! is, every command answers in the CNI error format with code 7 ("invalid
-//! network configuration": this network cannot be set up by this binary),
-//! so that a runtime that calls it gets a clear error and not silence.
+//! `sluice-cni`, the CNI plugin: see the library's docs.
+
+use std::io::Read;
 
 fn main() {
-    let cmd = std::env::var("CNI_COMMAND").unwrap_or_default();
-    println!(
-        "{{\"cniVersion\":\"1.1.0\",\"code\":7,\"msg\":\"sluice-cni is not implemented yet\",\"details\":\"CNI_COMMAND={}\"}}",
-        cmd.replace('"', "")
-    );
-    std::process::exit(1);
+    let env = sluice_cni::conf::Env::from_process();
+    let mut stdin = String::new();
+    // VERSION may come with an empty stdin; the others need a config.
+    let _ = std::io::stdin().read_to_string(&mut stdin);
+    let out = sluice_cni::command::run(&env, &stdin);
+    if !out.stdout.is_empty() {
+        println!("{}", out.stdout);
+    }
+    std::process::exit(out.status);
 }
