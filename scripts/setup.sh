@@ -14,9 +14,11 @@ fi
 # namespaces, veth pairs and TAPs, ethtool for pod offloads, python3 for
 # the pods' servers and clients, curl and ping as clients; iptables and
 # nftables for the kube-proxy comparisons (only ever inside our namespaces),
-# conntrack to forget their connections between measurements.
+# conntrack to forget their connections between measurements; the CNI
+# reference plugins (portmap, bandwidth, tuning) to chain after sluice-cni,
+# and util-linux's nsenter, which the plugin runs commands in pods with.
 need=()
-for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables conntrack; do
+for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables conntrack containernetworking-plugins util-linux; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
