@@ -528,6 +528,18 @@ fn two_pods_made_by_the_plugin_talk_tcp_and_del_undoes_everything() {
     assert!(node.status().interfaces.is_empty());
 }
 
+/// `command` for pod `i` of `pods` (container `pari`), all at once.
+fn at_once(node: &Node, command: &str, pods: &[String], conf: &Value) -> Vec<Run> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| s.spawn(move || node.cni(command, &format!("par{i}"), p, conf)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn fifty_parallel_adds_get_distinct_addresses_and_dels_leave_nothing() {
     if !root_or_skip("fifty") {
@@ -537,17 +549,7 @@ fn fifty_parallel_adds_get_distinct_addresses_and_dels_leave_nothing() {
     let pods: Vec<String> = (0..50).map(|i| node.pod(&format!("p{i}"))).collect();
     let node = node;
     let conf = node.conf("1.1.0");
-    let results: Vec<Run> = std::thread::scope(|s| {
-        let hs: Vec<_> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let (node, conf) = (&node, &conf);
-                s.spawn(move || node.cni("ADD", &format!("par{i}"), p, conf))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = at_once(&node, "ADD", &pods, &conf);
     let mut addrs = std::collections::BTreeSet::new();
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.status, 0, "ADD {i}: {}", r.raw);
@@ -561,17 +563,7 @@ fn fifty_parallel_adds_get_distinct_addresses_and_dels_leave_nothing() {
     assert_eq!(addrs.len(), 100, "50 IPv4 and 50 IPv6 addresses");
     assert_eq!(node.status().interfaces.len(), 50);
     assert_eq!(node.leftovers().1.len(), 50);
-    let dels: Vec<Run> = std::thread::scope(|s| {
-        let hs: Vec<_> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let (node, conf) = (&node, &conf);
-                s.spawn(move || node.cni("DEL", &format!("par{i}"), p, conf))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let dels = at_once(&node, "DEL", &pods, &conf);
     for (i, r) in dels.iter().enumerate() {
         assert_eq!(r.status, 0, "DEL {i}: {}", r.raw);
     }
