@@ -69,6 +69,29 @@ fn with_conf<T>(
     f(&c)
 }
 
+/// host-local's `IP=` in CNI_ARGS: the addresses asked for, one per
+/// range set at most, comma-separated.
+fn requested_ips(env: &Env) -> Result<Vec<IpAddr>, CniError> {
+    let Some(a) = &env.args else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for kv in a.split(';') {
+        if let Some(v) = kv.strip_prefix("IP=") {
+            for ip in v.split(',').filter(|s| !s.is_empty()) {
+                out.push(ip.trim().parse().map_err(|_| {
+                    CniError::new(
+                        code::INVALID_ENVIRONMENT,
+                        "CNI_ARGS IP= is not a list of addresses",
+                        format!("{ip:?}"),
+                    )
+                })?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn check_args(env: &Env) -> Result<(), CniError> {
     // KEY=VALUE pairs separated by semicolons; keys this plugin does not
     // know are ignored, as runtimes pass their own (K8S_POD_NAME, ...).
@@ -125,6 +148,7 @@ fn add(env: &Env, c: &NetConf) -> Result<String, CniError> {
     let netns = env.netns()?;
     env.path()?;
     check_args(env)?;
+    let requested = requested_ips(env)?;
     if !link::netns_exists(netns) {
         return Err(CniError::new(
             code::UNKNOWN_CONTAINER,
@@ -153,7 +177,7 @@ fn add(env: &Env, c: &NetConf) -> Result<String, CniError> {
     };
     let allocated = {
         let store = Store::lock(&data_dir(c), &c.name)?;
-        store.allocate(&pools(c), &owner)?
+        store.allocate_with(&pools(c), &owner, &requested)?
     };
     let addrs: Vec<IpAddr> = allocated.iter().map(|(ip, _)| *ip).collect();
     let mac = link::mac_for(addrs[0]);

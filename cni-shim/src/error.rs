@@ -24,6 +24,9 @@ pub mod code {
     pub const SETUP_FAILED: u32 = 102;
     /// Plugin-specific: CNI_IFNAME exists in the namespace already.
     pub const INTERFACE_EXISTS: u32 = 103;
+    /// Plugin-specific: an address asked for (CNI_ARGS IP=) is another
+    /// container's, or in no range.
+    pub const ADDRESS_UNAVAILABLE: u32 = 104;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -202,9 +202,55 @@ impl Store {
         sets: &[Vec<Pool>],
         owner: &Owner,
     ) -> Result<Vec<(IpAddr, Pool)>, CniError> {
+        self.allocate_with(sets, owner, &[])
+    }
+
+    /// As `allocate`, but a range set that holds an address of `requested`
+    /// (host-local's CNI_ARGS `IP=`) gives that one, or an error if it is
+    /// another owner's.
+    pub fn allocate_with(
+        &self,
+        sets: &[Vec<Pool>],
+        owner: &Owner,
+        requested: &[IpAddr],
+    ) -> Result<Vec<(IpAddr, Pool)>, CniError> {
         let taken: Vec<(IpAddr, Owner)> = self.allocations();
+        for r in requested {
+            let n = to_num(*r);
+            if !sets
+                .iter()
+                .flatten()
+                .any(|p| p.v6 == r.is_ipv6() && p.contains(n))
+            {
+                return Err(CniError::new(
+                    code::ADDRESS_UNAVAILABLE,
+                    "the address asked for is in no range",
+                    format!("IP={r}"),
+                ));
+            }
+        }
         let mut out = Vec::new();
         for (i, set) in sets.iter().enumerate() {
+            let asked = requested.iter().find_map(|r| {
+                let n = to_num(*r);
+                set.iter()
+                    .find(|p| p.v6 == r.is_ipv6() && p.contains(n))
+                    .map(|p| (*r, *p))
+            });
+            if let Some((ip, pool)) = asked {
+                if let Some((_, o)) = taken.iter().find(|(t, o)| *t == ip && o != owner) {
+                    return Err(CniError::new(
+                        code::ADDRESS_UNAVAILABLE,
+                        "the address asked for is taken",
+                        format!("{ip} is {}'s ({})", o.container_id, o.ifname),
+                    ));
+                }
+                let path = self.dir.join(ip.to_string());
+                fs::write(&path, owner.record())
+                    .map_err(|e| io_error("cannot record", &path, e))?;
+                out.push((ip, pool));
+                continue;
+            }
             if let Some((ip, pool)) = taken.iter().find_map(|(ip, o)| {
                 let n = to_num(*ip);
                 set.iter()

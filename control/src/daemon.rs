@@ -198,6 +198,8 @@ pub struct Daemon {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<WorkerReport>>,
     ports: Ports,
+    /// The admin socket, when the daemon serves one: closed first on stop.
+    admin: Option<crate::admin::AdminServer>,
     sweeper: Option<JoinHandle<()>>,
     config: Config,
     publisher: Publisher,
@@ -701,6 +703,7 @@ impl Daemon {
             shared,
             workers,
             ports,
+            admin: None,
             sweeper: Some(sweeper),
             config,
             publisher,
@@ -730,6 +733,11 @@ impl Daemon {
         self.publisher.generation()
     }
 
+    /// Keeps `admin` (serving this daemon) until the daemon stops.
+    pub fn hold_admin(&mut self, admin: crate::admin::AdminServer) {
+        self.admin = Some(admin);
+    }
+
     /// A handle that attaches and detaches pod ports from another thread
     /// (the admin socket's).
     pub fn ports(&self) -> Ports {
@@ -749,6 +757,8 @@ impl Daemon {
     /// Stops the workers, waits for them, detaches every XDP program, and
     /// returns each worker's counters.
     pub fn stop(&mut self) -> Vec<WorkerReport> {
+        // No attach may start while the workers stop.
+        self.admin.take();
         self.shared.stop.store(true, Ordering::Relaxed);
         let reports: Vec<WorkerReport> = self
             .workers

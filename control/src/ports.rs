@@ -288,6 +288,73 @@ impl Ports {
     }
 }
 
+impl Ports {
+    /// Re-attaches what sluice-cni wired before this daemon started (a
+    /// restart, a crash): every container interface in the plugin's store
+    /// for `network` whose host end still exists. Those whose veth is gone
+    /// are left to the runtime's DEL or GC. Returns the interfaces
+    /// attached and the problems met.
+    pub fn reattach(&self, data_dir: &std::path::Path, network: &str) -> (usize, Vec<String>) {
+        use sluice_cni::{ipam, link};
+        let dir = data_dir.join(network);
+        if !dir.exists() {
+            return (0, Vec::new());
+        }
+        // Held while attaching, so that an ADD or DEL in the meantime
+        // waits and sees the ports as they are after.
+        let store = match ipam::Store::lock(data_dir, network) {
+            Ok(s) => s,
+            Err(e) => return (0, vec![e.to_string()]),
+        };
+        let mut owners: BTreeMap<(String, String), Vec<IpAddr>> = BTreeMap::new();
+        for (ip, o) in store.allocations() {
+            owners
+                .entry((o.container_id, o.ifname))
+                .or_default()
+                .push(ip);
+        }
+        let mut attached = 0;
+        let mut problems = Vec::new();
+        for ((id, ifname), mut addrs) in owners {
+            let host = link::host_name(&id, &ifname);
+            if !self.exists(&host) {
+                continue;
+            }
+            addrs.sort_by_key(|a| a.is_ipv6());
+            let port = PortConfig {
+                ifname: host.clone(),
+                netns: None,
+                addrs: addrs
+                    .iter()
+                    .map(|a| match a {
+                        IpAddr::V4(v4) => Addr::from_v4(v4.octets()),
+                        IpAddr::V6(v6) => Addr::from_v6(v6.octets()),
+                    })
+                    .collect(),
+                mac: link::mac_for(addrs[0]),
+            };
+            match self.attach(port, Some(format!("{id}/{ifname}"))) {
+                Ok(_) => attached += 1,
+                Err(e) => problems.push(format!("{host} ({id}/{ifname}): {e}")),
+            }
+        }
+        (attached, problems)
+    }
+
+    /// Whether `ifname` exists in the node's namespace.
+    fn exists(&self, ifname: &str) -> bool {
+        let mut c = std::process::Command::new("ip");
+        if let Some(ns) = &self.inner.node_netns {
+            c.args(["-n", ns]);
+        }
+        c.args(["-o", "link", "show", "dev", ifname])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
 pub(crate) fn routes_of(registry: &BTreeMap<u16, Registered>) -> Vec<(Addr, PortId, [u8; 6])> {
     registry
         .iter()

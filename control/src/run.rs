@@ -41,6 +41,13 @@ pub struct RunArgs {
     /// `sluice status` reads it.
     #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
     admin: PathBuf,
+    /// The CNI network (the `name` of its configuration) and the plugin's
+    /// IPAM directory: on start the daemon re-attaches the pods sluice-cni
+    /// wired there whose veths still exist (a restart loses no pod).
+    #[arg(long, default_value = "sluice")]
+    cni_network: String,
+    #[arg(long, default_value = "/var/lib/cni/networks")]
+    cni_data_dir: PathBuf,
 }
 
 /// `IFNAME=ADDR[,ADDR6]@MAC`.
@@ -144,7 +151,15 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let st = sync.status();
-    println!("sluice: admin socket {}", a.admin.display());
+    let (reattached, problems) = daemon.ports().reattach(&a.cni_data_dir, &a.cni_network);
+    for p in &problems {
+        eprintln!("sluice: could not re-attach {p}");
+    }
+    println!(
+        "sluice: admin socket {}, {reattached} pod interface(s) re-attached from {}",
+        a.admin.display(),
+        a.cni_data_dir.join(&a.cni_network).display()
+    );
     println!(
         "sluice: running, {} Service(s), tables generation {}",
         st.services,

@@ -112,7 +112,8 @@ fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
     }
     let client = format!("{name}-client");
     let node = format!("{name}-node1");
-    let end = format!("{name}1p1");
+    // web-1's veth, named by sluice-cni, which wired it.
+    let end = sluice_cni::link::host_name(&format!("{name}-web-1"), "eth0");
     assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
 
     // The daemon watches the lab's manifests: a file that does not parse is

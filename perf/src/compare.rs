@@ -649,7 +649,8 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         Ok(_) => println!("this kernel has pktgen; compare uses sluice-perf's AF_XDP generator so that every path gets the same frames"),
         Err(_) => println!("no /proc/net/pktgen on this kernel: the generator is sluice-perf's own, over AF_XDP"),
     }
-    let lab = Lab::create(&plan, Io::Afxdp, 1).map_err(|e| format!("set-up: {e}"))?;
+    // Its veths made directly: the kernel's paths run with no daemon.
+    let lab = Lab::create_with_veths(&plan, Io::Afxdp, 1).map_err(|e| format!("set-up: {e}"))?;
     kernel_path::make_router(plan.node(), &[&gen, &sink], Gateway::DEFAULT.mac)?;
     let bench = Bench {
         o,

@@ -61,6 +61,22 @@ fn start(io: Io, cores: Vec<usize>) -> Running {
     let (daemon, files) = start_daemon(&plan, io, cores, idle, 1 << 16, &manifests)
         .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
     assert_eq!(files.status().services, 1, "{:?}", files.status());
+    if io == Io::Afxdp {
+        // Every pod was wired by sluice-cni, as a runtime would, and the
+        // daemon holds each for its container.
+        let attached = daemon.ports().attached();
+        for pod in &plan.node().pods {
+            let a = attached
+                .iter()
+                .find(|a| a.ifname == pod.host_end)
+                .unwrap_or_else(|| panic!("{} not attached: {attached:?}", pod.name));
+            assert_eq!(
+                a.owner.as_deref(),
+                Some(format!("{}/eth0", pod.netns).as_str())
+            );
+            assert!(a.addrs.contains(&std::net::IpAddr::V4(pod.ip)), "{a:?}");
+        }
+    }
     lab.start_servers(None, false)
         .unwrap_or_else(|e| panic!("servers: {e}"));
     Running {

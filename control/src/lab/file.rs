@@ -246,7 +246,7 @@ impl LabFile {
             let mut used = std::collections::HashSet::new();
             let mut next = 2u8;
             let mut pods = Vec::new();
-            for (i, p) in n.pods.iter().enumerate() {
+            for p in n.pods.iter() {
                 let pobj = format!("pod {}", p.name);
                 // The namespace is "<lab>-<pod>"; names under 15 keep it
                 // short enough to type.
@@ -292,7 +292,12 @@ impl LabFile {
                     ip6: v6_for(ip),
                     mac: mac_for(ip),
                     netns: format!("{}-{}", self.name, p.name),
-                    host_end: format!("{}{}p{}", self.name, n.index, i),
+                    // sluice-cni's name for the pod's eth0, the container
+                    // id being the pod's namespace.
+                    host_end: sluice_cni::link::host_name(
+                        &format!("{}-{}", self.name, p.name),
+                        "eth0",
+                    ),
                 });
             }
             let ip = Ipv4Addr::new(198, 18, 0, n.index);
@@ -600,7 +605,10 @@ mod tests {
             ["198.18.1.2", "198.18.1.3", "198.18.1.4", "198.18.1.5"]
         );
         assert_eq!(n.pods[1].netns, "sluice-web-1");
-        assert_eq!(n.pods[1].host_end, "sluice1p1");
+        assert_eq!(
+            n.pods[1].host_end,
+            sluice_cni::link::host_name(&n.pods[1].netns, "eth0")
+        );
         assert_eq!(n.pods[1].mac, [0x02, 0x53, 198, 18, 1, 3]);
         let web = &plan.services[0];
         let selected: Vec<&str> = plan.selected(web).iter().map(|p| p.name.as_str()).collect();

@@ -8,7 +8,10 @@
 //! Pods are set up as DESIGN.md says: MTU 1450 (room for VXLAN), checksum
 //! and segmentation offloads off (AF_XDP sees the bytes as sent, never a
 //! 64 KiB super-frame), one /32 and a default route via the link-local
-//! gateway 169.254.1.1, which the dataplane answers for.
+//! gateway 169.254.1.1, which the dataplane answers for. Under AF_XDP the
+//! pods are wired by `sluice-cni`, called as a runtime calls it, once the
+//! daemon runs (`wire_pods`); `Lab::create_with_veths` makes the same veths
+//! directly, for the benchmark's kernel paths, which run with no daemon.
 
 pub mod file;
 pub mod run;
@@ -147,7 +150,125 @@ pub fn remove(lab: &str) -> Vec<String> {
     for ns in &spaces {
         let _ = sh(&["ip", "netns", "del", ns]);
     }
+    // The plugin's allocations went with the veths.
+    let _ = std::fs::remove_dir_all(cni_data_dir().join(lab));
     spaces
+}
+
+/// Where the lab's sluice-cni keeps its allocations (a network per lab).
+pub fn cni_data_dir() -> PathBuf {
+    PathBuf::from("/run/sluice/lab-cni")
+}
+
+/// The admin socket of a lab's daemon.
+pub fn admin_socket(plan: &Plan) -> PathBuf {
+    PathBuf::from(format!("/run/sluice/lab-cni/{}.sock", plan.name))
+}
+
+/// The sluice-cni binary: `SLUICE_CNI`, or beside this executable (the
+/// `sluice` binary, or a test's, one directory further down).
+pub fn cni_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SLUICE_CNI") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut tried = Vec::new();
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join("sluice-cni");
+        if p.exists() {
+            return Ok(p);
+        }
+        tried.push(p.display().to_string());
+    }
+    Err(format!(
+        "sluice-cni not found (tried {}): build it (cargo build -p sluice-cni) or set SLUICE_CNI",
+        tried.join(", ")
+    ))
+}
+
+/// The lab's CNI network configuration: the node's pod CIDRs, the daemon's
+/// admin socket.
+pub fn cni_conf(plan: &Plan) -> String {
+    let node = plan.node();
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": plan.name,
+        "type": "sluice-cni",
+        "mtu": 1450,
+        "adminSocket": admin_socket(plan),
+        "ipam": {
+            "ranges": [
+                [{"subnet": format!("198.18.{}.0/24", node.index), "rangeStart": format!("198.18.{}.1", node.index)}],
+                [{"subnet": file::pod_cidr6(node.index)}],
+            ],
+            "dataDir": cni_data_dir(),
+        },
+    })
+    .to_string()
+}
+
+/// Wires every pod not attached yet through sluice-cni ADD, as a runtime
+/// would: in the node's namespace, the pod's namespace as CNI_NETNS, its
+/// planned addresses asked for with CNI_ARGS IP= (the Services' manifests
+/// name them).
+pub fn wire_pods(plan: &Plan, attached: &[String]) -> Result<(), String> {
+    let bin = cni_binary()?;
+    let conf = cni_conf(plan);
+    let node = plan.node();
+    for pod in &node.pods {
+        if attached.contains(&pod.host_end) {
+            continue;
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(&bin)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &pod.netns)
+            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", bin.parent().unwrap_or(Path::new("/")))
+            .env("CNI_ARGS", format!("IP={},{}", pod.ip, pod.ip6))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        if let Some(mut i) = child.stdin.take() {
+            use std::io::Write;
+            let _ = i.write_all(conf.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "sluice-cni ADD for pod {}: {}{}",
+                pod.name,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// For a daemon on a lab under AF_XDP: its admin socket, the pods a
+/// daemon before it had (re-attached from the plugin's store), and the
+/// rest wired by sluice-cni.
+fn serve_and_wire(d: &mut daemon::Daemon, plan: &Plan) -> Result<(), String> {
+    let p = d.publisher();
+    let admin = crate::admin::serve(
+        &admin_socket(plan),
+        d.ports(),
+        move || p.generation(),
+        Box::new(Vec::new),
+    )
+    .map_err(|e| e.to_string())?;
+    d.hold_admin(admin);
+    let (_, problems) = d.ports().reattach(&cni_data_dir(), &plan.name);
+    for p in problems {
+        eprintln!("sluice: could not re-attach {p}");
+    }
+    let attached: Vec<String> = d.ports().attached().into_iter().map(|a| a.ifname).collect();
+    wire_pods(plan, &attached)
 }
 
 /// A lab's namespaces, set up; removed on drop unless kept (`lab up`).
@@ -163,6 +284,16 @@ impl Lab {
     /// namespaces, interfaces, addresses and routes. `queues` is the number
     /// of workers: each owns one queue of every interface.
     pub fn create(plan: &Plan, io: Io, queues: usize) -> Result<Lab, SetupError> {
+        Self::create_as(plan, io, queues, io == Io::Tap)
+    }
+
+    /// As `create`, with the pods' veths made here rather than by
+    /// sluice-cni: for a lab that runs without the daemon at times.
+    pub fn create_with_veths(plan: &Plan, io: Io, queues: usize) -> Result<Lab, SetupError> {
+        Self::create_as(plan, io, queues, true)
+    }
+
+    fn create_as(plan: &Plan, io: Io, queues: usize, pods: bool) -> Result<Lab, SetupError> {
         remove(&plan.name);
         let lab = Lab {
             plan: plan.clone(),
@@ -171,12 +302,12 @@ impl Lab {
             children: Vec::new(),
         };
         for node in &plan.nodes {
-            lab.create_node(node, queues.max(1))?;
+            lab.create_node(node, queues.max(1), pods)?;
         }
         Ok(lab)
     }
 
-    fn create_node(&self, node: &PlannedNode, queues: usize) -> Result<(), SetupError> {
+    fn create_node(&self, node: &PlannedNode, queues: usize, wire: bool) -> Result<(), SetupError> {
         let nns = node.netns.as_str();
         sh(&["ip", "netns", "add", nns])?;
         no_dad(nns)?;
@@ -214,6 +345,10 @@ impl Lab {
             sh(&["ip", "netns", "add", pns])?;
             no_dad(pns)?;
             ip(pns, "link set lo up")?;
+            if !wire {
+                // sluice-cni wires it once the daemon runs.
+                continue;
+            }
             match self.io {
                 // A queue per worker on both ends: each worker owns one.
                 Io::Afxdp => ip(
@@ -471,8 +606,14 @@ pub fn start_daemon(
     let prepared = crate::sync::prepare(manifests);
     let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     config.services = prepared.specs.clone();
-    let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    if io == Io::Afxdp {
+        config.ports.clear();
+    }
+    let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
     daemon::keep_off_cores(&cores);
+    if io == Io::Afxdp {
+        serve_and_wire(&mut d, plan)?;
+    }
     let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     Ok((d, files))
 }
@@ -491,8 +632,14 @@ pub fn start_daemon_kube(
     // The workers start with no Services and serve them once the first
     // complete list is published, as kube-proxy starts with no rules.
     config.services = Vec::new();
-    let d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
+    if io == Io::Afxdp {
+        config.ports.clear();
+    }
+    let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
     daemon::keep_off_cores(&cores);
+    if io == Io::Afxdp {
+        serve_and_wire(&mut d, plan)?;
+    }
     let sync = crate::sync::Kube::start(kube, d.publisher());
     sync.wait(Duration::from_secs(30), |s| s.synced)
         .ok_or_else(|| {

@@ -191,8 +191,6 @@ fn up(o: &Options) -> Result<()> {
     let manifest = write_manifests(&dir.join("manifests"), &plan, &[])?;
     let cores = cores(o);
     let mut lab = Lab::create(&plan, o.io, cores.len()).map_err(|e| format!("set-up: {e}"))?;
-    lab.start_servers(Some(&dir), true)
-        .map_err(|e| format!("servers: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
@@ -239,6 +237,10 @@ fn up(o: &Options) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The pods have their addresses now (the daemon wired them through
+    // sluice-cni): their servers can bind.
+    lab.start_servers(Some(&dir), true)
+        .map_err(|e| format!("servers: {e}"))?;
     child.0 = None;
     lab.keep();
     println!(
