@@ -719,3 +719,110 @@ fn chains_with_the_reference_plugins() {
     assert_eq!(d.status, 0, "{}", d.raw);
     assert_eq!(node.leftovers(), (vec![], vec![]));
 }
+
+/// Builds tests/libcni/main.go against Debian's libcni sources (GOPATH
+/// mode: offline), into `dir`.
+fn build_libcni_driver(dir: &Path) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/libcni/main.go");
+    let out = dir.join("libcni-driver");
+    let libcni = Path::new("/usr/share/gocode/src/github.com/containernetworking/cni/libcni");
+    if !libcni.exists() {
+        return Err(format!(
+            "{} missing: install golang-github-appc-cni-dev (scripts/setup.sh does)",
+            libcni.display()
+        ));
+    }
+    let o = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .output()
+        .map_err(|e| format!("go: {e} (install golang-go; scripts/setup.sh does)"))?;
+    if !o.status.success() {
+        return Err(format!("go build: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(out)
+}
+
+#[test]
+fn libcni_drives_the_plugin_as_containerd_does() {
+    if !root_or_skip("libcni") {
+        return;
+    }
+    let mut node = Node::start("lib");
+    let driver = match build_libcni_driver(&node.dir) {
+        Ok(d) => d,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("libcni: skipped, {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    // The runtime's CNI_PATH: the plugin and a reference plugin to chain.
+    let bin = node.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("sluice-cni")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/cni/tuning", bin.join("tuning")).unwrap();
+    let mut sluice = node.conf("1.0.0");
+    for k in ["cniVersion", "name"] {
+        sluice.as_object_mut().unwrap().remove(k);
+    }
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": node.netns,
+        "plugins": [sluice, {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_ignore": "1"}}],
+    });
+    let path = node.dir.join("10-sluice.conflist");
+    std::fs::write(&path, conflist.to_string()).unwrap();
+    let pod = node.pod("l");
+    let run = |cmd: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(&driver)
+            .arg(cmd)
+            .arg(&path)
+            .arg(&bin)
+            .arg(node.dir.join("cache"))
+            .args(["ctr-libcni", &pod, "eth0"])
+            .output()
+            .unwrap()
+    };
+    let add = run("add");
+    assert!(
+        add.status.success(),
+        "libcni ADD: {}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let res: Value = serde_json::from_slice(&add.stdout).unwrap();
+    assert!(res["ips"].as_array().is_some_and(|a| a.len() == 2), "{res}");
+    let st = node.status();
+    assert_eq!(st.interfaces.len(), 1);
+    assert_eq!(st.interfaces[0].owner.as_deref(), Some("ctr-libcni/eth0"));
+    let sysctl = pod_exec(&pod, &["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]);
+    assert_eq!(
+        String::from_utf8_lossy(&sysctl.stdout).trim(),
+        "1",
+        "tuning ran after sluice-cni"
+    );
+    let check = run("check");
+    assert!(
+        check.status.success(),
+        "libcni CHECK: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for _ in 0..2 {
+        let del = run("del");
+        assert!(
+            del.status.success(),
+            "libcni DEL: {}",
+            String::from_utf8_lossy(&del.stderr)
+        );
+    }
+    assert_eq!(node.leftovers(), (vec![], vec![]));
+    assert!(node.status().interfaces.is_empty());
+}
