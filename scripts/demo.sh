@@ -7,5 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --locked -p sluice-control
+# The lab wires its pods through sluice-cni, found beside the sluice binary.
+cargo build --release --locked -p sluice-control -p sluice-cni
 ./target/release/sluice lab demo "$@"
