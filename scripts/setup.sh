@@ -16,11 +16,11 @@ fi
 # nftables for the kube-proxy comparisons (only ever inside our namespaces),
 # conntrack to forget their connections between measurements; the CNI
 # reference plugins (portmap, bandwidth, tuning) to chain after sluice-cni,
-# util-linux's nsenter, which the plugin runs commands in pods with, and
-# Go with Debian's libcni sources, for the test that drives the plugin
-# through libcni as containerd does.
+# util-linux's nsenter, which the plugin runs commands in pods with,
+# procps' sysctl, and Go with Debian's libcni sources, for the test that
+# drives the plugin through libcni as containerd does.
 need=()
-for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables conntrack containernetworking-plugins util-linux golang-go golang-github-appc-cni-dev; do
+for pkg in build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2 ethtool python3 curl iputils-ping iptables nftables conntrack containernetworking-plugins util-linux procps golang-go golang-github-appc-cni-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
