@@ -147,7 +147,11 @@ pub fn serve(
         std::fs::create_dir_all(dir).map_err(io_err)?;
     }
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+        // Taken only if a daemon answers. A killed daemon's listener can
+        // outlive it for a moment: its main thread is a zombie while its
+        // workers still close their sockets, and connecting succeeds with
+        // nobody to accept. Such a socket is replaced.
+        if answers(path) {
             return Err(AdminError::InUse(path.to_path_buf()));
         }
         std::fs::remove_file(path).map_err(io_err)?;
@@ -185,6 +189,22 @@ pub fn serve(
         stop,
         thread: Some(thread),
     })
+}
+
+/// Whether a daemon answers a status request on `path` within a second.
+fn answers(path: &Path) -> bool {
+    let Ok(stream) = UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if (&stream).write_all(b"{\"command\":\"status\"}\n").is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .is_ok_and(|n| n > 0)
 }
 
 impl Drop for AdminServer {

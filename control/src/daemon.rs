@@ -993,7 +993,15 @@ fn run_worker<B: Backend>(
                     ifname,
                     reply,
                 } => {
-                    let _ = reply.send(worker.attach(slot, &ifname));
+                    // The worker polls nothing while libxdp opens the
+                    // socket: logged, since its other ports wait that long.
+                    let t = std::time::Instant::now();
+                    let r = worker.attach(slot, &ifname);
+                    eprintln!(
+                        "sluice: worker {w}: opened {ifname} in {:.1} ms",
+                        t.elapsed().as_secs_f64() * 1e3
+                    );
+                    let _ = reply.send(r);
                 }
                 WorkerCommand::Detach { slot, reply } => {
                     let _ = reply.send(worker.detach(slot));
