@@ -27,7 +27,9 @@ use sluice_dataplane::service::{ServiceSpec, ServiceTable};
 use sluice_dataplane::worker::{Idle, LoopCounters, PortMap, Worker};
 use sluice_dataplane::Addr;
 
-use crate::ports::{Ports, PortsInner, PortsState, Registered, WorkerCommand};
+use crate::ports::{
+    Openers, Ports, PortsInner, PortsState, Registered, WorkerCommand, WorkerControl,
+};
 
 /// Which I/O backend carries the pods' frames.
 #[derive(
@@ -592,6 +594,10 @@ impl Daemon {
             .iter()
             .map(|_| mpsc::channel::<WorkerCommand>())
             .unzip();
+        let openers: Openers = Arc::new(std::sync::Mutex::new(
+            (0..cores.len()).map(|_| None).collect(),
+        ));
+        let worker_openers = openers.clone();
         // Workers are spawned from a thread inside the node's namespace, so
         // that they (and the sockets they open) are in it too; the caller's
         // thread stays where it was.
@@ -607,7 +613,11 @@ impl Daemon {
                         })?;
                     }
                     let mut handles = Vec::new();
-                    for ((w, core), commands) in cores.into_iter().enumerate().zip(command_rx) {
+                    for ((w, core), rx) in cores.into_iter().enumerate().zip(command_rx) {
+                        let commands = WorkerControl {
+                            rx,
+                            openers: worker_openers.clone(),
+                        };
                         let shared = shared.clone();
                         let config = config.clone();
                         let ready = ready_tx.clone();
@@ -693,6 +703,7 @@ impl Daemon {
                 io: config.io,
                 node_netns: config.node_netns.clone(),
                 publisher: publisher.clone(),
+                openers,
                 state: std::sync::Mutex::new(PortsState {
                     registry,
                     commands: command_tx,
@@ -808,7 +819,7 @@ fn worker_main(
     config: &Config,
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
-    commands: mpsc::Receiver<WorkerCommand>,
+    commands: WorkerControl,
 ) -> WorkerReport {
     if let Err(e) = pin(core) {
         let _ = ready.send((w, Err(e)));
@@ -884,7 +895,7 @@ fn afxdp_worker(
     config: &Config,
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
-    commands: mpsc::Receiver<WorkerCommand>,
+    commands: WorkerControl,
 ) -> WorkerReport {
     use sluice_dataplane::io::afxdp::{AfXdpBackend, AfXdpConfig};
     let names: Vec<&str> = config.ports.iter().map(|p| p.ifname.as_str()).collect();
@@ -918,6 +929,16 @@ fn afxdp_worker(
             if let Some(why) = &b.refused {
                 eprintln!("sluice: worker {w}: {why}");
             }
+            if let Some(o) = b.opener() {
+                let mut all = commands.openers.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(slot) = all.get_mut(w) {
+                    *slot = Some(Box::new(move |ifname: &str| {
+                        o.open(ifname)
+                            .map(|p| Box::new(p) as Box<dyn std::any::Any + Send>)
+                            .map_err(|e| e.to_string())
+                    }));
+                }
+            }
             let mut worker = Worker::new(b, map);
             let mut r = run_worker(&mut worker, host, config, shared, ready, w, commands);
             r.core = core;
@@ -947,7 +968,7 @@ fn afxdp_worker(
     _config: &Config,
     _shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
-    _commands: mpsc::Receiver<WorkerCommand>,
+    _commands: WorkerControl,
 ) -> WorkerReport {
     let _ = ready.send((
         w,
@@ -966,7 +987,7 @@ fn run_worker<B: Backend>(
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     w: usize,
-    commands: mpsc::Receiver<WorkerCommand>,
+    commands: WorkerControl,
 ) -> WorkerReport {
     worker.host = host.map(|h| Box::new(h) as Box<dyn sluice_dataplane::io::HostPath>);
     let _ = ready.send((w, Ok(())));
@@ -986,7 +1007,7 @@ fn run_worker<B: Backend>(
         drop(snap);
         // Between batches, holding no snapshot: a port detached now is
         // one the tables no longer route to.
-        while let Ok(c) = commands.try_recv() {
+        while let Ok(c) = commands.rx.try_recv() {
             match c {
                 WorkerCommand::Attach {
                     slot,
@@ -1002,6 +1023,9 @@ fn run_worker<B: Backend>(
                         t.elapsed().as_secs_f64() * 1e3
                     );
                     let _ = reply.send(r);
+                }
+                WorkerCommand::Install { slot, port, reply } => {
+                    let _ = reply.send(worker.install(slot, port));
                 }
                 WorkerCommand::Detach { slot, reply } => {
                     let _ = reply.send(worker.detach(slot));

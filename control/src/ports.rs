@@ -21,10 +21,28 @@ pub enum WorkerCommand {
         ifname: String,
         reply: mpsc::Sender<Result<(), String>>,
     },
+    /// A socket the control side opened on the worker's UMEM.
+    Install {
+        slot: usize,
+        port: Box<dyn std::any::Any + Send>,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
     Detach {
         slot: usize,
         reply: mpsc::Sender<bool>,
     },
+}
+
+/// Opens an interface on a worker's UMEM from the calling thread.
+pub type Opener = Box<dyn Fn(&str) -> Result<Box<dyn std::any::Any + Send>, String> + Send>;
+
+/// Each worker's opener, once it has one (AF_XDP with a shared UMEM).
+pub type Openers = Arc<Mutex<Vec<Option<Opener>>>>;
+
+/// What a worker hears from the control side.
+pub struct WorkerControl {
+    pub rx: mpsc::Receiver<WorkerCommand>,
+    pub openers: Openers,
 }
 
 /// A port as registered: its configuration and who asked for it (the CNI
@@ -107,6 +125,7 @@ pub(crate) struct PortsInner {
     pub io: Io,
     pub node_netns: Option<String>,
     pub publisher: Publisher,
+    pub openers: Openers,
     /// One attach or detach at a time: they are rare, and the workers'
     /// answers come in order.
     pub state: Mutex<PortsState>,
@@ -210,11 +229,26 @@ impl Ports {
         let mut failure = None;
         for (w, tx) in st.commands.iter().enumerate() {
             let (reply, answer) = mpsc::channel();
-            let sent = tx.send(WorkerCommand::Attach {
-                slot: slot as usize,
-                ifname: port.ifname.clone(),
-                reply,
-            });
+            // Opened here where the worker has an opener, so that it
+            // keeps polling while libxdp loads its program; else by the
+            // worker between batches.
+            let command = match self.open_here(w, &port.ifname) {
+                Some(Err(reason)) => {
+                    failure = Some(PortError::Worker { worker: w, reason });
+                    break;
+                }
+                Some(Ok(opened)) => WorkerCommand::Install {
+                    slot: slot as usize,
+                    port: opened,
+                    reply,
+                },
+                None => WorkerCommand::Attach {
+                    slot: slot as usize,
+                    ifname: port.ifname.clone(),
+                    reply,
+                },
+            };
+            let sent = tx.send(command);
             match sent.ok().and_then(|_| answer.recv_timeout(ANSWER).ok()) {
                 Some(Ok(())) => opened.push(w),
                 Some(Err(reason)) => {
@@ -246,6 +280,51 @@ impl Ports {
         st.registry.insert(slot, Registered { port, owner });
         self.inner.publisher.publish_pods(routes_of(&st.registry));
         Ok(slot)
+    }
+
+    /// Opens `ifname` on worker `w`'s UMEM from a thread in the node's
+    /// namespace; `None` if the worker has no opener.
+    #[allow(clippy::type_complexity)]
+    fn open_here(
+        &self,
+        w: usize,
+        ifname: &str,
+    ) -> Option<Result<Box<dyn std::any::Any + Send>, String>> {
+        let opener = self
+            .inner
+            .openers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(w)?
+            .take()?;
+        let netns = self.inner.node_netns.clone();
+        let name = ifname.to_string();
+        let t = std::time::Instant::now();
+        let (opener, result) = std::thread::spawn(move || {
+            if let Some(ns) = &netns {
+                if let Err(e) = sluice_dataplane::io::tap::enter_netns(ns) {
+                    return (opener, Err(format!("network namespace {ns}: {e}")));
+                }
+            }
+            let r = opener(&name);
+            (opener, r)
+        })
+        .join()
+        .ok()?;
+        eprintln!(
+            "sluice: opened {ifname} for worker {w} in {:.1} ms, off the worker's thread",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        if let Some(slot) = self
+            .inner
+            .openers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(w)
+        {
+            *slot = Some(opener);
+        }
+        Some(result)
     }
 
     /// Detaches the port on `ifname`: its routes go first, then every

@@ -211,6 +211,17 @@ impl<B: Backend> Worker<B> {
         Ok(())
     }
 
+    /// Installs a port opened on another thread as node port `slot`.
+    pub fn install(
+        &mut self,
+        slot: usize,
+        port: Box<dyn std::any::Any + Send>,
+    ) -> Result<(), String> {
+        self.backend.install(slot, port)?;
+        self.ports_changed();
+        Ok(())
+    }
+
     /// Closes node port `slot`, between rounds (nothing is staged then).
     pub fn detach(&mut self, slot: usize) -> bool {
         let had = self.backend.detach(slot);

@@ -405,6 +405,11 @@ impl AfXdpBackend {
             scratch: Vec::with_capacity((cfg.ring as usize).max(TX_PER_WAKEUP)),
             reply: vec![0; FRAME_SIZE],
         };
+        if shared && ifnames.is_empty() {
+            // The pool ports attached later share (`PortOpener`).
+            b.pools
+                .push(Self::new_pool("(no port yet)", cfg, frames).map_err(|e| (0, e))?);
+        }
         for (i, name) in ifnames.iter().enumerate() {
             let port = b.open_port(name, cfg, shared, frames).map_err(|e| (i, e))?;
             b.ports.push(Some(port));
@@ -475,6 +480,38 @@ impl AfXdpBackend {
         Ok(())
     }
 
+    /// Something another thread opens ports on this backend's shared UMEM
+    /// with (`None` without one), so that the worker does not stop polling
+    /// while libxdp loads and attaches its program (tens of ms).
+    pub fn opener(&self) -> Option<PortOpener> {
+        if !self.shared {
+            return None;
+        }
+        let pool = self.pools.first()?;
+        Some(PortOpener {
+            umem: pool.umem.clone(),
+            cfg: AfXdpConfig {
+                ring: self.cfg.ring.min(self.frames / 2),
+                ..self.cfg
+            },
+        })
+    }
+
+    /// Puts a port another thread opened (`PortOpener::open`) in slot
+    /// `slot`: no syscall but the fill ring's first wake-up.
+    pub fn install(&mut self, slot: usize, port: OpenedPort) -> Result<(), AfXdpError> {
+        if self.ports.get(slot).is_some_and(Option::is_some) {
+            return Err(AfXdpError::Config(format!("port {slot} is taken")));
+        }
+        if self.ports.len() <= slot {
+            self.ports.resize_with(slot + 1, || None);
+        }
+        self.ports[slot] = Some(port.0);
+        self.share_fill();
+        self.refill(slot);
+        Ok(())
+    }
+
     /// Closes port `slot` (a pod deleted): its socket is closed, libxdp's
     /// leftovers with it, and the frames its rings held are the pool's
     /// again. Frames the worker holds for it are its to free. Returns
@@ -513,84 +550,11 @@ impl AfXdpBackend {
         shared: bool,
         frames: u32,
     ) -> Result<Port, AfXdpError> {
-        let q = |n: u32| {
-            QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")))
-        };
-        let b = self;
-        {
-            if !shared || b.pools.is_empty() {
-                b.pools.push(Self::new_pool(name, cfg, frames)?);
-            }
-            let pool = b.pools.len() - 1;
-            let scfg = SocketConfig::builder()
-                .rx_queue_size(q(cfg.ring)?)
-                .tx_queue_size(q(cfg.ring)?)
-                .xdp_flags(XdpFlags::XDP_FLAGS_SKB_MODE)
-                .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-                .build();
-            let ifname = name
-                .parse()
-                .map_err(|e| AfXdpError::Config(format!("interface {name}: {e}")))?;
-            let socket_error = |reason: String| AfXdpError::Socket {
-                port: name.to_string(),
-                queue: cfg.queue,
-                reason,
-            };
-            // The kernel unbinds a queue from a closed socket's pool in
-            // deferred work, so a socket opened right after another one
-            // closed (a daemon restarted, a benchmark's next phase) can
-            // find the queue still busy for a moment: retried for 2 s.
-            let mut attempts = 0;
-            let libxdp = LIBXDP.lock().unwrap_or_else(|p| p.into_inner());
-            let before = bpf_map_fds();
-            let (tx, rx, fq_cq) = loop {
-                // SAFETY: each (interface, queue) pair is bound once, so
-                // libxdp loads its program for each (no INHIBIT_PROG_LOAD
-                // is needed); the UMEM outlives the rings (field order of
-                // `AfXdpBackend`).
-                match unsafe { Socket::new(scfg, &b.pools[pool].umem, &ifname, cfg.queue) } {
-                    Ok(r) => break r,
-                    Err(e) => {
-                        use std::error::Error;
-                        let errno = e
-                            .source()
-                            .and_then(|s| s.downcast_ref::<std::io::Error>())
-                            .and_then(std::io::Error::raw_os_error);
-                        if errno == Some(libc::EBUSY) && attempts < 40 {
-                            // Opened nothing that stays open: libxdp
-                            // closes what a failed create opened.
-                            attempts += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(50));
-                            continue;
-                        }
-                        return Err(socket_error(match e.source() {
-                            Some(cause) => format!("{e}: {cause}"),
-                            None => e.to_string(),
-                        }));
-                    }
-                }
-            };
-            let libxdp_fds: Vec<(i32, u64)> = bpf_map_fds()
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
-            drop(libxdp);
-            let (fq, cq) = fq_cq.ok_or_else(|| {
-                socket_error("no fill and completion rings (the pair is bound already)".into())
-            })?;
-            Ok(Port {
-                pool,
-                tx_queued: 0,
-                in_tx: 0,
-                in_fill: 0,
-                ring: cfg.ring as usize,
-                fq,
-                cq,
-                rx,
-                tx,
-                libxdp_fds,
-            })
+        if !shared || self.pools.is_empty() {
+            self.pools.push(Self::new_pool(name, cfg, frames)?);
         }
+        let pool = self.pools.len() - 1;
+        open_socket(name, cfg, &self.pools[pool].umem, pool)
     }
 
     /// A frame's pool and its index in the pool.
@@ -643,6 +607,13 @@ impl Backend for AfXdpBackend {
 
     fn detach(&mut self, slot: usize) -> bool {
         self.detach_port(slot)
+    }
+
+    fn install(&mut self, slot: usize, port: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        let port = port
+            .downcast::<OpenedPort>()
+            .map_err(|_| "not an AF_XDP port".to_string())?;
+        AfXdpBackend::install(self, slot, *port).map_err(|e| e.to_string())
     }
 
     fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {
@@ -849,5 +820,101 @@ impl Drop for AfXdpBackend {
         for port in self.ports.drain(..).flatten() {
             close_port(port);
         }
+    }
+}
+
+/// Opens sockets on a worker's shared UMEM from another thread (the
+/// control side's, in the node's namespace): the UMEM's own lock
+/// serialises libxdp's changes to it, and the worker keeps using the
+/// frames and its rings meanwhile.
+pub struct PortOpener {
+    umem: Umem,
+    cfg: AfXdpConfig,
+}
+
+/// A socket opened by a `PortOpener`, for its backend's `install`.
+pub struct OpenedPort(Port);
+
+impl PortOpener {
+    /// Opens `ifname` (in the calling thread's network namespace).
+    pub fn open(&self, ifname: &str) -> Result<OpenedPort, AfXdpError> {
+        open_socket(ifname, self.cfg, &self.umem, 0).map(OpenedPort)
+    }
+}
+
+/// Opens a socket on `name`'s queue `cfg.queue` over `umem` (pool `pool`
+/// of its backend), in the calling thread's network namespace.
+fn open_socket(name: &str, cfg: AfXdpConfig, umem: &Umem, pool: usize) -> Result<Port, AfXdpError> {
+    let q =
+        |n: u32| QueueSize::new(n).map_err(|e| AfXdpError::Config(format!("ring size {n}: {e}")));
+    {
+        let scfg = SocketConfig::builder()
+            .rx_queue_size(q(cfg.ring)?)
+            .tx_queue_size(q(cfg.ring)?)
+            .xdp_flags(XdpFlags::XDP_FLAGS_SKB_MODE)
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let ifname = name
+            .parse()
+            .map_err(|e| AfXdpError::Config(format!("interface {name}: {e}")))?;
+        let socket_error = |reason: String| AfXdpError::Socket {
+            port: name.to_string(),
+            queue: cfg.queue,
+            reason,
+        };
+        // The kernel unbinds a queue from a closed socket's pool in
+        // deferred work, so a socket opened right after another one
+        // closed (a daemon restarted, a benchmark's next phase) can
+        // find the queue still busy for a moment: retried for 2 s.
+        let mut attempts = 0;
+        let libxdp = LIBXDP.lock().unwrap_or_else(|p| p.into_inner());
+        let before = bpf_map_fds();
+        let (tx, rx, fq_cq) = loop {
+            // SAFETY: each (interface, queue) pair is bound once, so
+            // libxdp loads its program for each (no INHIBIT_PROG_LOAD
+            // is needed); the UMEM outlives the rings (field order of
+            // `AfXdpBackend`).
+            match unsafe { Socket::new(scfg, umem, &ifname, cfg.queue) } {
+                Ok(r) => break r,
+                Err(e) => {
+                    use std::error::Error;
+                    let errno = e
+                        .source()
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .and_then(std::io::Error::raw_os_error);
+                    if errno == Some(libc::EBUSY) && attempts < 40 {
+                        // Opened nothing that stays open: libxdp
+                        // closes what a failed create opened.
+                        attempts += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    return Err(socket_error(match e.source() {
+                        Some(cause) => format!("{e}: {cause}"),
+                        None => e.to_string(),
+                    }));
+                }
+            }
+        };
+        let libxdp_fds: Vec<(i32, u64)> = bpf_map_fds()
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        drop(libxdp);
+        let (fq, cq) = fq_cq.ok_or_else(|| {
+            socket_error("no fill and completion rings (the pair is bound already)".into())
+        })?;
+        Ok(Port {
+            pool,
+            tx_queued: 0,
+            in_tx: 0,
+            in_fill: 0,
+            ring: cfg.ring as usize,
+            fq,
+            cq,
+            rx,
+            tx,
+            libxdp_fds,
+        })
     }
 }

@@ -47,6 +47,12 @@ pub trait Backend {
         let _ = (slot, ifname);
         Err("this backend's ports are fixed when it starts".into())
     }
+    /// Puts a port opened elsewhere (by the backend's own opener, on
+    /// another thread) in slot `slot`.
+    fn install(&mut self, slot: usize, port: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        let _ = (slot, port);
+        Err("this backend's ports are fixed when it starts".into())
+    }
     /// Closes port `slot`; its number stays reserved (`ports()` does not
     /// shrink). Returns whether there was a port.
     fn detach(&mut self, slot: usize) -> bool {
