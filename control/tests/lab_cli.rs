@@ -264,5 +264,14 @@ endpoints: [{ addresses: [198.18.1.4] }]
     assert_eq!(namespaces(&name), Vec::<String>::new());
     assert!(!state.exists(), "{} is left", state.display());
     assert!(!alive(pid), "the daemon is still running");
+    let cni = sluice_control::lab::cni_data_dir();
+    assert!(
+        !cni.join(&name).exists(),
+        "sluice-cni's allocations are left"
+    );
+    assert!(
+        !cni.join(format!("{name}.sock")).exists(),
+        "the daemon's admin socket is left"
+    );
     let _ = std::fs::remove_file(&file);
 }

@@ -150,8 +150,10 @@ pub fn remove(lab: &str) -> Vec<String> {
     for ns in &spaces {
         let _ = sh(&["ip", "netns", "del", ns]);
     }
-    // The plugin's allocations went with the veths.
+    // The plugin's allocations went with the veths; a killed daemon's
+    // admin socket is left as a file.
     let _ = std::fs::remove_dir_all(cni_data_dir().join(lab));
+    let _ = std::fs::remove_file(cni_data_dir().join(format!("{lab}.sock")));
     spaces
 }
 
@@ -162,7 +164,7 @@ pub fn cni_data_dir() -> PathBuf {
 
 /// The admin socket of a lab's daemon.
 pub fn admin_socket(plan: &Plan) -> PathBuf {
-    PathBuf::from(format!("/run/sluice/lab-cni/{}.sock", plan.name))
+    cni_data_dir().join(format!("{}.sock", plan.name))
 }
 
 /// The sluice-cni binary: `SLUICE_CNI`, or beside this executable (the
