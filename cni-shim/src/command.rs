@@ -431,25 +431,21 @@ fn status(c: &NetConf) -> Result<(), CniError> {
             e.to_string(),
         ));
     }
-    let store = Store::lock(&data_dir(c), &c.name)?;
-    let taken = store.allocations().len() as u128;
+    let allocations = Store::lock(&data_dir(c), &c.name)?.allocations();
+    // Per set: ADD needs one address of each, so one full set is enough
+    // to refuse.
     for (i, set) in pools(c).iter().enumerate() {
         let size: u128 = set.iter().map(Pool::size).sum();
-        if taken >= size {
-            // Counted over every set, so a full IPv4 set is seen even
-            // when IPv6 has room: ADD needs one of each.
-            let in_set = store
-                .allocations()
-                .iter()
-                .filter(|(ip, _)| set.iter().any(|p| p.v6 == ip.is_ipv6()))
-                .count() as u128;
-            if in_set >= size {
-                return Err(CniError::new(
-                    code::NOT_AVAILABLE,
-                    "no free address",
-                    format!("range set {i}: all {size} addresses are allocated"),
-                ));
-            }
+        let used = allocations
+            .iter()
+            .filter(|(ip, _)| set.iter().any(|p| p.holds(*ip)))
+            .count() as u128;
+        if used >= size {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                "no free address",
+                format!("range set {i}: all {size} addresses are allocated"),
+            ));
         }
     }
     Ok(())

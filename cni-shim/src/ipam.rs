@@ -101,6 +101,11 @@ impl Pool {
         (self.first..=self.last).contains(&n)
     }
 
+    /// Whether `ip` is one of the range's addresses.
+    pub fn holds(&self, ip: IpAddr) -> bool {
+        self.v6 == ip.is_ipv6() && self.contains(to_num(ip))
+    }
+
     /// Addresses in the range (saturated: an IPv6 /64 is "many").
     pub fn size(&self) -> u128 {
         self.last - self.first + 1
@@ -216,12 +221,7 @@ impl Store {
     ) -> Result<Vec<(IpAddr, Pool)>, CniError> {
         let taken: Vec<(IpAddr, Owner)> = self.allocations();
         for r in requested {
-            let n = to_num(*r);
-            if !sets
-                .iter()
-                .flatten()
-                .any(|p| p.v6 == r.is_ipv6() && p.contains(n))
-            {
+            if !sets.iter().flatten().any(|p| p.holds(*r)) {
                 return Err(CniError::new(
                     code::ADDRESS_UNAVAILABLE,
                     "the address asked for is in no range",
@@ -231,12 +231,9 @@ impl Store {
         }
         let mut out = Vec::new();
         for (i, set) in sets.iter().enumerate() {
-            let asked = requested.iter().find_map(|r| {
-                let n = to_num(*r);
-                set.iter()
-                    .find(|p| p.v6 == r.is_ipv6() && p.contains(n))
-                    .map(|p| (*r, *p))
-            });
+            let asked = requested
+                .iter()
+                .find_map(|r| set.iter().find(|p| p.holds(*r)).map(|p| (*r, *p)));
             if let Some((ip, pool)) = asked {
                 if let Some((_, o)) = taken.iter().find(|(t, o)| *t == ip && o != owner) {
                     return Err(CniError::new(
@@ -251,13 +248,12 @@ impl Store {
                 out.push((ip, pool));
                 continue;
             }
-            if let Some((ip, pool)) = taken.iter().find_map(|(ip, o)| {
-                let n = to_num(*ip);
-                set.iter()
-                    .find(|p| p.v6 == ip.is_ipv6() && p.contains(n))
-                    .filter(|_| o == owner)
-                    .map(|p| (*ip, *p))
-            }) {
+            // A repeated ADD: the address it has.
+            if let Some((ip, pool)) = taken
+                .iter()
+                .filter(|(_, o)| o == owner)
+                .find_map(|(ip, _)| set.iter().find(|p| p.holds(*ip)).map(|p| (*ip, *p)))
+            {
                 out.push((ip, pool));
                 continue;
             }

@@ -104,8 +104,9 @@ pub fn exists_in(netns: &str, ifname: &str) -> Result<bool, String> {
 
 /// Whether the host end exists (in the plugin's namespace).
 pub fn host_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
-        || ip(&["-o", "link", "show", "dev", name]).is_ok()
+    // Not /sys/class/net: sysfs shows the namespace it was mounted in,
+    // which need not be the plugin's.
+    ip(&["-o", "link", "show", "dev", name]).is_ok()
 }
 
 /// What ADD sets up.
@@ -125,30 +126,16 @@ pub struct Plan<'a> {
 pub fn create(p: &Plan<'_>) -> Result<(), String> {
     let q = p.queues.max(1).to_string();
     let mtu = p.mtu.to_string();
-    ip(&[
-        "link",
-        "add",
-        p.host,
-        "mtu",
-        &mtu,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        p.ifname,
-        "mtu",
-        &mtu,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "netns",
-        p.netns,
-    ])?;
+    // A queue per worker and the MTU on both ends.
+    let each = format!("mtu {mtu} numtxqueues {q} numrxqueues {q}");
+    let add = format!(
+        "link add {} {each} type veth peer name {} {each} netns",
+        p.host, p.ifname
+    );
+    // The namespace's path as given, whatever it holds.
+    let mut args: Vec<&str> = add.split_whitespace().collect();
+    args.push(p.netns);
+    ip(&args)?;
     let ns = |args: &[&str]| in_netns(p.netns, "ip", args);
     // No duplicate address detection: the addresses are the IPAM's alone,
     // and DAD would hold IPv6 back for a second.

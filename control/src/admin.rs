@@ -217,7 +217,8 @@ impl Drop for AdminServer {
     }
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+/// `02:53:c6:12:01:02`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let b: Vec<u8> = s
         .split(':')
         .map(|x| u8::from_str_radix(x, 16))
@@ -278,13 +279,7 @@ fn handle(
             if addrs.is_empty() {
                 return Reply::error("attach: no address to route to the interface");
             }
-            let addrs = addrs
-                .iter()
-                .map(|a| match a {
-                    IpAddr::V4(v4) => Addr::from_v4(v4.octets()),
-                    IpAddr::V6(v6) => Addr::from_v6(v6.octets()),
-                })
-                .collect();
+            let addrs = addrs.iter().map(|&a| Addr::from_ip(a)).collect();
             let port = PortConfig {
                 ifname: ifname.clone(),
                 netns: None,

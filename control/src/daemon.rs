@@ -541,12 +541,21 @@ impl Daemon {
             }
         }
         let services = build_services(&config.services)?;
-        let pods: Vec<(Addr, PortId, [u8; 6])> = config
+        let registry: BTreeMap<u16, Registered> = config
             .ports
             .iter()
             .enumerate()
-            .flat_map(|(i, p)| p.addrs.iter().map(move |&a| (a, PortId(i as u16), p.mac)))
+            .map(|(i, p)| {
+                (
+                    i as u16,
+                    Registered {
+                        port: p.clone(),
+                        owner: None,
+                    },
+                )
+            })
             .collect();
+        let pods = crate::ports::routes_of(&registry);
         let host_addrs: Vec<Addr> = config.host.iter().flat_map(|h| h.addrs.clone()).collect();
         let routes = build_routes(&pods, &host_addrs);
         if config.io == Io::Afxdp {
@@ -684,20 +693,6 @@ impl Daemon {
                 pods,
             })),
         };
-        let registry: BTreeMap<u16, Registered> = config
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    i as u16,
-                    Registered {
-                        port: p.clone(),
-                        owner: None,
-                    },
-                )
-            })
-            .collect();
         let ports = Ports {
             inner: Arc::new(PortsInner {
                 io: config.io,

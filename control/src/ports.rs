@@ -137,21 +137,6 @@ pub struct Ports {
     pub(crate) inner: Arc<PortsInner>,
 }
 
-fn ip_of(a: Addr) -> IpAddr {
-    if a.is_v4() {
-        IpAddr::from(a.v4_octets())
-    } else {
-        IpAddr::from(a.v6_octets())
-    }
-}
-
-pub fn mac_string(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 const ANSWER: Duration = Duration::from_secs(10);
 
 impl Ports {
@@ -163,8 +148,8 @@ impl Ports {
             .map(|(&port, r)| Attached {
                 port,
                 ifname: r.port.ifname.clone(),
-                addrs: r.port.addrs.iter().map(|&a| ip_of(a)).collect(),
-                mac: mac_string(r.port.mac),
+                addrs: r.port.addrs.iter().map(|a| a.ip()).collect(),
+                mac: sluice_cni::link::mac_str(r.port.mac),
                 owner: r.owner.clone(),
             })
             .collect()
@@ -209,7 +194,7 @@ impl Ports {
             }
             if let Some(&a) = r.port.addrs.iter().find(|a| port.addrs.contains(a)) {
                 return Err(PortError::AddressTaken {
-                    addr: ip_of(a),
+                    addr: a.ip(),
                     ifname: r.port.ifname.clone(),
                 });
             }
@@ -403,13 +388,7 @@ impl Ports {
             let port = PortConfig {
                 ifname: host.clone(),
                 netns: None,
-                addrs: addrs
-                    .iter()
-                    .map(|a| match a {
-                        IpAddr::V4(v4) => Addr::from_v4(v4.octets()),
-                        IpAddr::V6(v6) => Addr::from_v6(v6.octets()),
-                    })
-                    .collect(),
+                addrs: addrs.iter().map(|&a| Addr::from_ip(a)).collect(),
                 mac: link::mac_for(addrs[0]),
             };
             match self.attach(port, Some(format!("{id}/{ifname}"))) {

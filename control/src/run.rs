@@ -59,18 +59,9 @@ fn port(s: &str) -> Result<(String, Vec<Addr>, [u8; 6]), String> {
     let (addrs, mac) = rest.split_once('@').ok_or_else(bad)?;
     let addrs = addrs
         .split(',')
-        .map(|a| match a.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(v4)) => Ok(Addr::from_v4(v4.octets())),
-            Ok(std::net::IpAddr::V6(v6)) => Ok(Addr::from_v6(v6.octets())),
-            Err(_) => Err(bad()),
-        })
+        .map(|a| a.parse().map(Addr::from_ip).map_err(|_| bad()))
         .collect::<Result<Vec<_>, _>>()?;
-    let m: Vec<u8> = mac
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
-    let mac: [u8; 6] = m.try_into().map_err(|_| bad())?;
+    let mac = crate::admin::parse_mac(mac).ok_or_else(bad)?;
     Ok((ifname.to_string(), addrs, mac))
 }
 

@@ -32,6 +32,21 @@ impl Addr {
     pub const fn v6_octets(self) -> [u8; 16] {
         self.0.to_be_bytes()
     }
+    /// An address as the standard library holds it.
+    pub fn from_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => Self::from_v4(a.octets()),
+            IpAddr::V6(a) => Self::from_v6(a.octets()),
+        }
+    }
+    /// The address as the standard library holds it: IPv4 when mapped.
+    pub fn ip(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::from(self.v4_octets()))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.v6_octets()))
+        }
+    }
     /// The address as it sits in the given family's header.
     pub fn to_ip(self, family: Family) -> IpAddr {
         match family {

@@ -171,9 +171,9 @@ pub const SERVICE_CIDR6: &str = "2001:db8:19::/48";
 
 /// A locally administered MAC that spells the address it belongs to, so
 /// that a capture reads itself: 02:53:c6:12:01:02 is 198.18.1.2.
+/// sluice-cni's, which sets it on the pods it wires.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x53, o[0], o[1], o[2], o[3]]
+    sluice_cni::link::mac_for(ip.into())
 }
 
 fn check_name(object: &str, field: &str, name: &str, max: usize) -> Result<(), LabError> {

@@ -455,28 +455,24 @@ impl AfXdpBackend {
         ifname: &str,
         cfg: AfXdpConfig,
     ) -> Result<(), AfXdpError> {
-        if self.ports.get(slot).is_some_and(Option::is_some) {
-            return Err(AfXdpError::Config(format!(
-                "port {slot} is taken (by another interface than {ifname})"
-            )));
-        }
-        if slot >= u16::MAX as usize {
-            return Err(AfXdpError::Config(format!("port {slot}: too many ports")));
-        }
-        let shared = self.shared;
-        let frames = self.frames;
+        self.check_free(slot)?;
+        let (shared, frames) = (self.shared, self.frames);
         let cfg = AfXdpConfig {
             frames,
             ring: cfg.ring.min(frames / 2),
             ..cfg
         };
-        if self.ports.len() <= slot {
-            self.ports.resize_with(slot + 1, || None);
+        let port = self.open_port(ifname, cfg, shared, frames)?;
+        self.install(slot, OpenedPort(port))
+    }
+
+    fn check_free(&self, slot: usize) -> Result<(), AfXdpError> {
+        if slot >= u16::MAX as usize {
+            return Err(AfXdpError::Config(format!("port {slot}: too many ports")));
         }
-        let port = self.open_port_at(slot, ifname, cfg, shared, frames)?;
-        self.ports[slot] = Some(port);
-        self.share_fill();
-        self.refill(slot);
+        if self.ports.get(slot).is_some_and(Option::is_some) {
+            return Err(AfXdpError::Config(format!("port {slot} is taken")));
+        }
         Ok(())
     }
 
@@ -500,8 +496,10 @@ impl AfXdpBackend {
     /// Puts a port another thread opened (`PortOpener::open`) in slot
     /// `slot`: no syscall but the fill ring's first wake-up.
     pub fn install(&mut self, slot: usize, port: OpenedPort) -> Result<(), AfXdpError> {
-        if self.ports.get(slot).is_some_and(Option::is_some) {
-            return Err(AfXdpError::Config(format!("port {slot} is taken")));
+        if let Err(e) = self.check_free(slot) {
+            // Closed as every port is, libxdp's leftovers with it.
+            close_port(port.0);
+            return Err(e);
         }
         if self.ports.len() <= slot {
             self.ports.resize_with(slot + 1, || None);
@@ -529,22 +527,9 @@ impl AfXdpBackend {
         true
     }
 
-    /// Opens one more port, the next slot: on the shared pool, or on a
-    /// pool of its own.
+    /// Opens one more port: on the shared pool, or on a pool of its own.
     fn open_port(
         &mut self,
-        name: &str,
-        cfg: AfXdpConfig,
-        shared: bool,
-        frames: u32,
-    ) -> Result<Port, AfXdpError> {
-        let slot = self.ports.len();
-        self.open_port_at(slot, name, cfg, shared, frames)
-    }
-
-    fn open_port_at(
-        &mut self,
-        _slot: usize,
         name: &str,
         cfg: AfXdpConfig,
         shared: bool,
