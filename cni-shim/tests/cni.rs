@@ -266,17 +266,12 @@ impl Node {
                 sleep: Duration::from_micros(200),
             },
             services: Vec::new(),
+            max_pods: sluice_control::daemon::DEFAULT_MAX_PODS,
         })
         .expect("start the daemon");
-        let p = d.publisher();
         node.admin = Some(
-            admin::serve(
-                &dir.join("admin.sock"),
-                d.ports(),
-                move || p.generation(),
-                Box::new(Vec::new),
-            )
-            .expect("the admin socket"),
+            admin::serve(&dir.join("admin.sock"), &d, Box::new(Vec::new))
+                .expect("the admin socket"),
         );
         node.daemon = Some(d);
         node

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use sluice_dataplane::Addr;
 
-use crate::daemon::{Io, PortConfig};
-use crate::ports::{Attached, Ports};
-use crate::sync::Status;
+use crate::daemon::{Daemon, Observer, PortConfig, Publisher};
+use crate::ports::Ports;
+pub use crate::status::{describe, SourceStatus, StatusReply};
+use crate::status::{ConntrackStatus, WorkerStatus};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/sluice/admin.sock";
@@ -44,27 +45,6 @@ pub enum Request {
     Detach {
         ifname: String,
     },
-}
-
-/// One source's state, as `sluice status` shows it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct SourceStatus {
-    /// `file:DIR` or `kube`.
-    pub source: String,
-    #[serde(flatten)]
-    pub status: Status,
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct StatusReply {
-    pub io: Io,
-    /// Workers, each with a queue of every interface: an interface needs
-    /// this many queues.
-    pub workers: usize,
-    /// The generation of the tables the workers read now.
-    pub tables_generation: u64,
-    pub interfaces: Vec<Attached>,
-    pub sources: Vec<SourceStatus>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -130,15 +110,24 @@ impl std::fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
-/// Listens on `path` and answers requests against `ports` and `sources`.
+/// What the server answers about.
+struct Served {
+    ports: Ports,
+    observer: Observer,
+    publisher: Publisher,
+    sources: Sources,
+}
+
+/// Listens on `path` and answers requests about `daemon` and `sources`.
 /// A socket file left by a daemon that died is replaced; one that a live
 /// daemon answers on is not.
-pub fn serve(
-    path: &Path,
-    ports: Ports,
-    tables_generation: impl Fn() -> u64 + Send + 'static,
-    sources: Sources,
-) -> Result<AdminServer, AdminError> {
+pub fn serve(path: &Path, daemon: &Daemon, sources: Sources) -> Result<AdminServer, AdminError> {
+    let served = Served {
+        ports: daemon.ports(),
+        observer: daemon.observer(),
+        publisher: daemon.publisher(),
+        sources,
+    };
     let io_err = |e: std::io::Error| AdminError::Io {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -170,7 +159,7 @@ pub fn serve(
                     match listener.accept() {
                         Ok((stream, _)) => {
                             // One at a time: attaches are serialised anyway.
-                            answer(stream, &ports, &tables_generation, &sources);
+                            answer(stream, &served);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(10));
@@ -192,7 +181,7 @@ pub fn serve(
 }
 
 /// Whether a daemon answers a status request on `path` within a second.
-fn answers(path: &Path) -> bool {
+pub fn answers(path: &Path) -> bool {
     let Ok(stream) = UnixStream::connect(path) else {
         return false;
     };
@@ -227,12 +216,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     b.try_into().ok()
 }
 
-fn answer(
-    stream: UnixStream,
-    ports: &Ports,
-    tables_generation: &dyn Fn() -> u64,
-    sources: &Sources,
-) {
+fn answer(stream: UnixStream, served: &Served) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
@@ -241,7 +225,7 @@ fn answer(
         Err(e) => Reply::error(format!("reading the request: {e}")),
         Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
             Err(e) => Reply::error(format!("request {:?}: {e}", line.trim())),
-            Ok(req) => handle(req, ports, tables_generation, sources),
+            Ok(req) => handle(req, served),
         },
     };
     let mut out = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
@@ -249,22 +233,33 @@ fn answer(
     let _ = (&stream).write_all(out.as_bytes());
 }
 
-fn handle(
-    req: Request,
-    ports: &Ports,
-    tables_generation: &dyn Fn() -> u64,
-    sources: &Sources,
-) -> Reply {
+fn status(s: &Served) -> StatusReply {
+    let (entries, capacity) = s.observer.conntrack();
+    StatusReply {
+        io: s.ports.io(),
+        workers: s.ports.workers(),
+        max_pods: s.ports.max_pods(),
+        tables_generation: s.observer.generation(),
+        left_out: s.publisher.left_out(),
+        interfaces: s.ports.attached(),
+        sources: (s.sources)(),
+        conntrack: ConntrackStatus { entries, capacity },
+        counters: s
+            .observer
+            .workers()
+            .iter()
+            .enumerate()
+            .map(|(w, r)| WorkerStatus::of(w, r))
+            .collect(),
+    }
+}
+
+fn handle(req: Request, served: &Served) -> Reply {
+    let ports = &served.ports;
     match req {
         Request::Status => Reply {
             ok: true,
-            status: Some(StatusReply {
-                io: ports.io(),
-                workers: ports.workers(),
-                tables_generation: tables_generation(),
-                interfaces: ports.attached(),
-                sources: sources(),
-            }),
+            status: Some(status(served)),
             ..Reply::default()
         },
         Request::Attach {
@@ -333,42 +328,4 @@ pub fn request(path: &Path, req: &Request) -> Result<Reply, String> {
         .read_line(&mut reply)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(reply.trim()).map_err(|e| format!("the daemon's reply {reply:?}: {e}"))
-}
-
-/// `sluice status`, for people: the tables, the sources, the interfaces.
-pub fn describe(s: &StatusReply) -> String {
-    let mut out = format!(
-        "io {}, {} worker(s), tables generation {}\n",
-        s.io, s.workers, s.tables_generation
-    );
-    for src in &s.sources {
-        let st = &src.status;
-        out += &format!(
-            "source {}: generation {}, {} Service(s), {} rejected now{}\n",
-            src.source,
-            st.generation,
-            st.services,
-            st.rejected.len(),
-            match &st.last_error {
-                Some(e) => format!(", last error: {e}"),
-                None => String::new(),
-            }
-        );
-        for r in &st.rejected {
-            out += &format!("  rejected: {r}\n");
-        }
-    }
-    out += &format!("{} interface(s) attached\n", s.interfaces.len());
-    for i in &s.interfaces {
-        let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
-        out += &format!(
-            "  port {:>3}  {:<16} {}  {}  {}\n",
-            i.port,
-            i.ifname,
-            i.mac,
-            addrs.join(","),
-            i.owner.as_deref().unwrap_or("(command line)")
-        );
-    }
-    out
 }

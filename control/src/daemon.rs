@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use sluice_dataplane::conntrack::{Conntrack, FlowRecord, Timeouts};
 use sluice_dataplane::counters::Counters;
 use sluice_dataplane::io::tap::{enter_netns, HostTap, TapBackend, TapQueue};
-use sluice_dataplane::io::Backend;
+use sluice_dataplane::io::{Backend, BackendStats};
 use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::node::NodeTables;
 use sluice_dataplane::pipeline::Tables;
@@ -88,7 +88,14 @@ pub struct Config {
     pub conntrack_capacity: usize,
     pub idle: Idle,
     pub services: Vec<ServiceSpec>,
+    /// The most pods attached at once (kubelet's maxPods): each worker's
+    /// frame pool is sized for this many ports, and one more is refused.
+    pub max_pods: usize,
 }
+
+/// Pods a node runs unless told otherwise: kubelet's maxPods is 110 by
+/// default and often raised to 250, the most a /24 pod CIDR holds.
+pub const DEFAULT_MAX_PODS: usize = 250;
 
 /// Why the daemon did not start.
 #[derive(Debug)]
@@ -112,6 +119,13 @@ pub enum StartError {
         netns: String,
         reason: String,
     },
+    /// The interface the workers' UMEMs are anchored on.
+    Anchor(String),
+    /// More ports on the command line than `max_pods`.
+    TooManyPorts {
+        ports: usize,
+        max_pods: usize,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -130,6 +144,11 @@ impl std::fmt::Display for StartError {
             StartError::Namespace { netns, reason } => {
                 write!(f, "network namespace {netns}: {reason}")
             }
+            StartError::Anchor(reason) => f.write_str(reason),
+            StartError::TooManyPorts { ports, max_pods } => write!(
+                f,
+                "{ports} pod ports given, more than --max-pods {max_pods}"
+            ),
         }
     }
 }
@@ -150,7 +169,17 @@ struct Shared {
     conntrack: Conntrack,
     stop: AtomicBool,
     generation: AtomicU64,
+    /// A slot per worker, in worker order.
+    live: Vec<LiveSlot>,
+    /// The generation of the tables each worker last loaded.
+    seen: Vec<SeenSlot>,
 }
+
+/// A worker's last loaded generation, alone on its cache lines: the worker
+/// stores it once per batch of rounds when it changes.
+#[repr(align(128))]
+#[derive(Default)]
+struct SeenSlot(AtomicU64);
 
 /// Keeps the calling thread, and the threads it starts from now on, off
 /// `cores` (the workers'): a busy-polling worker that shares its core
@@ -179,20 +208,61 @@ pub fn keep_off_cores(cores: &[usize]) {
     }
 }
 
-/// A worker's counters when it stopped.
+/// A worker's counters: published by the worker every few milliseconds
+/// while it runs (`Observer::workers`), and returned when it stops.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerReport {
     pub core: Option<usize>,
     pub packets: Counters,
     pub loop_counters: LoopCounters,
-    /// AF_XDP: frames forwarded by moving a descriptor within the shared
-    /// UMEM, and by copying between UMEMs.
-    pub moved: u64,
-    pub copied: u64,
-    /// AF_XDP: what the kernel dropped on the worker's sockets, over
-    /// its ports.
-    #[cfg(feature = "afxdp")]
-    pub sockets: sluice_dataplane::io::afxdp::SocketStats,
+    /// The backend's own: descriptors moved or frames copied, the frame
+    /// pool, and what the kernel dropped on the worker's sockets
+    /// (AF_XDP). Refreshed every `DETAIL_EVERY`: reading it makes a
+    /// syscall per socket.
+    pub backend: BackendStats,
+    /// When the worker published this (`None`: never).
+    pub at: Option<std::time::Instant>,
+}
+
+/// How often a worker publishes its counters, and its backend's state.
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+const DETAIL_EVERY: Duration = Duration::from_secs(1);
+
+/// One worker's published report, on a cache line pair of its own: the
+/// worker writes it every `PUBLISH_EVERY` (if no reader holds it then),
+/// readers copy it; no other worker writes near it.
+#[repr(align(128))]
+#[derive(Default)]
+struct LiveSlot(std::sync::Mutex<WorkerReport>);
+
+/// Reads a running daemon's state from another thread (the admin
+/// socket's): the tables' generation, each worker's counters, the
+/// conntrack's occupancy. Nothing it does touches the packet path.
+#[derive(Clone)]
+pub struct Observer {
+    shared: Arc<Shared>,
+}
+
+impl Observer {
+    /// The generation of the tables the workers now read.
+    pub fn generation(&self) -> u64 {
+        self.shared.snapshot.load().generation
+    }
+
+    /// Each worker's last published report.
+    pub fn workers(&self) -> Vec<WorkerReport> {
+        self.shared
+            .live
+            .iter()
+            .map(|s| s.0.lock().map(|r| r.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Live flows and the table's capacity.
+    pub fn conntrack(&self) -> (usize, usize) {
+        let c = &self.shared.conntrack;
+        (c.len().min(c.capacity()), c.capacity())
+    }
 }
 
 /// The running daemon. Dropping it stops it.
@@ -216,6 +286,31 @@ pub struct Publisher {
     /// The copy the workers are not reading, and what it lacks; held by
     /// one publication at a time, so that generations go out in order.
     publishing: Arc<std::sync::Mutex<Spare>>,
+    /// What the tables leave out now, for `status` (apart from
+    /// `publishing`, which a publication holds for as long as it takes).
+    left_out: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+type ServiceKey = (String, String);
+
+/// Why each Service left out of the tables (wholly or in part) is.
+type LeftOut = BTreeMap<ServiceKey, Vec<String>>;
+
+/// `BuildProblem`s by the Service they are about.
+fn left_out_of(problems: &[sluice_dataplane::service::BuildProblem]) -> LeftOut {
+    use sluice_dataplane::service::BuildProblem;
+    let mut m = LeftOut::new();
+    for p in problems {
+        let service = match p {
+            BuildProblem::DuplicateFrontend { service, .. }
+            | BuildProblem::UnresolvedTargetPort { service, .. } => service,
+        };
+        let (ns, name) = service.split_once('/').unwrap_or(("", service));
+        m.entry((ns.to_string(), name.to_string()))
+            .or_default()
+            .push(p.to_string());
+    }
+    m
 }
 
 struct Spare {
@@ -226,6 +321,9 @@ struct Spare {
     current: BTreeMap<(String, String), ServiceSpec>,
     /// The pods' addresses and ports: every publication routes them.
     pods: Vec<(Addr, PortId, [u8; 6])>,
+    /// Services the tables leave out now, with why: each is tried again
+    /// with the next publication (the frontend it wanted may be free).
+    left_out: LeftOut,
 }
 
 /// One Service's change, as the control side publishes it.
@@ -233,6 +331,15 @@ struct Spare {
 pub enum Change {
     Upsert(ServiceSpec),
     Remove { namespace: String, name: String },
+}
+
+impl Change {
+    fn key(&self) -> ServiceKey {
+        match self {
+            Change::Upsert(s) => (s.namespace.clone(), s.name.clone()),
+            Change::Remove { namespace, name } => (namespace.clone(), name.clone()),
+        }
+    }
 }
 
 /// What a publication did.
@@ -261,6 +368,8 @@ impl Publisher {
                 conntrack: Conntrack::new(1024, Timeouts::default()),
                 stop: AtomicBool::new(false),
                 generation: AtomicU64::new(1),
+                live: Vec::new(),
+                seen: Vec::new(),
             }),
             host_addrs: Arc::new(Vec::new()),
             publishing: Arc::new(std::sync::Mutex::new(Spare {
@@ -271,7 +380,9 @@ impl Publisher {
                     .iter()
                     .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
                     .collect(),
+                left_out: LeftOut::new(),
             })),
+            left_out: Arc::default(),
         }
     }
 
@@ -295,6 +406,30 @@ impl Publisher {
             .unwrap_or_else(|p| p.into_inner())
             .pods = pods;
         self.publish_changes(&[])
+    }
+
+    /// Waits until every running worker has loaded tables of `generation`
+    /// or later, at most `timeout`; whether they all have. A worker loads
+    /// the tables once per batch of rounds, which is milliseconds when it
+    /// naps: a pod's ADD waits for this, so that the pod is routed from
+    /// its first packet.
+    pub fn wait_loaded(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let all = self.shared.stop.load(Ordering::Relaxed)
+                || self
+                    .shared
+                    .seen
+                    .iter()
+                    .all(|s| s.0.load(Ordering::Acquire) >= generation);
+            if all {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 
     /// Publishes a whole set of Services: the differences from what was
@@ -333,7 +468,6 @@ impl Publisher {
     /// never wait; the copy they leave gets the same changes next time.
     pub fn publish_changes(&self, changes: &[Change]) -> Published {
         let mut sp = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut problems = Vec::new();
         for c in changes {
             match c {
                 Change::Upsert(s) => {
@@ -344,6 +478,18 @@ impl Publisher {
                     sp.current.remove(&(namespace.clone(), name.clone()));
                 }
             }
+        }
+        // With any change, the Services left out are tried again: the
+        // frontend one wanted may be free now.
+        let mut changes = changes.to_vec();
+        if !changes.is_empty() {
+            let retry: Vec<Change> = sp
+                .left_out
+                .keys()
+                .filter(|k| !changes.iter().any(|c| c.key() == **k))
+                .filter_map(|k| sp.current.get(k).cloned().map(Change::Upsert))
+                .collect();
+            changes.extend(retry);
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut table = sp.table.take();
@@ -359,6 +505,7 @@ impl Publisher {
         }
         let pending = std::mem::take(&mut sp.pending);
         let mut full = !ready;
+        let mut found = LeftOut::new();
         if let Some(snap) = table.as_mut().and_then(Arc::get_mut).filter(|_| ready) {
             // The last publication's changes (their problems were told
             // then), then this one's.
@@ -370,8 +517,8 @@ impl Publisher {
                 let ok = match c {
                     Change::Upsert(s) => match snap.services.upsert_service(s) {
                         Ok(p) => {
-                            if new {
-                                problems.extend(p.iter().map(|p| p.to_string()));
+                            if new && !p.is_empty() {
+                                found.insert(c.key(), p.iter().map(|p| p.to_string()).collect());
                             }
                             true
                         }
@@ -390,6 +537,7 @@ impl Publisher {
             snap.routes = build_routes(&sp.pods, &self.host_addrs);
             snap.generation = generation;
         }
+        let before = std::mem::take(&mut sp.left_out);
         let next = if full {
             // No room left, or a worker held the copy for a second: both
             // copies are built afresh from every Service (rare; the tables
@@ -409,26 +557,49 @@ impl Publisher {
                 )
             };
             let (snap, p) = build();
-            problems = p.iter().map(|p| p.to_string()).collect();
+            sp.left_out = left_out_of(&p);
             let prev = self.shared.snapshot.swap(Arc::new(snap));
             drop(prev);
             // The spare is built now, not from the copy just swapped out,
             // which workers may still read.
             Arc::new(build().0)
         } else {
+            let mut left_out = before.clone();
+            for c in &changes {
+                match found.remove(&c.key()) {
+                    Some(p) => left_out.insert(c.key(), p),
+                    None => left_out.remove(&c.key()),
+                };
+            }
+            sp.left_out = left_out;
             let new = table.expect("the spare copy");
             let prev = self.shared.snapshot.swap(new);
-            sp.pending = changes.to_vec();
+            sp.pending = changes;
             prev
         };
         if full {
             sp.pending.clear();
         }
         sp.table = Some(next);
+        // Told once: what was left out already is not news.
+        let problems = sp
+            .left_out
+            .iter()
+            .filter(|(k, p)| before.get(*k) != Some(*p))
+            .flat_map(|(_, p)| p.iter().cloned())
+            .collect();
+        *self.left_out.lock().unwrap_or_else(|p| p.into_inner()) =
+            sp.left_out.values().flatten().cloned().collect();
         Published {
             generation,
             problems,
         }
+    }
+
+    /// What the tables leave out now (a frontend another Service holds, a
+    /// target port no endpoint resolves), one line each.
+    pub fn left_out(&self) -> Vec<String> {
+        self.left_out.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Live flows, at most `limit`.
@@ -450,13 +621,10 @@ fn ports_of(specs: &[ServiceSpec]) -> usize {
         .sum()
 }
 
-fn build_services(specs: &[ServiceSpec]) -> Result<ServiceTable, StartError> {
+/// The first tables, and what they leave out (logged, shown by status).
+fn build_services(specs: &[ServiceSpec]) -> (ServiceTable, LeftOut) {
     let (table, problems) = ServiceTable::build_with_room(specs, room(ports_of(specs)));
-    if !problems.is_empty() {
-        let each: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(StartError::Tables(each.join("; ")));
-    }
-    Ok(table)
+    (table, left_out_of(&problems))
 }
 
 fn build_routes(pods: &[(Addr, PortId, [u8; 6])], host: &[Addr]) -> Routes {
@@ -540,7 +708,10 @@ impl Daemon {
                 return Err(StartError::NoSuchCore { core, available });
             }
         }
-        let services = build_services(&config.services)?;
+        let (services, left_out) = build_services(&config.services);
+        for p in left_out.values().flatten() {
+            eprintln!("sluice: left out of the tables: {p}");
+        }
         let registry: BTreeMap<u16, Registered> = config
             .ports
             .iter()
@@ -558,8 +729,16 @@ impl Daemon {
         let pods = crate::ports::routes_of(&registry);
         let host_addrs: Vec<Addr> = config.host.iter().flat_map(|h| h.addrs.clone()).collect();
         let routes = build_routes(&pods, &host_addrs);
+        if config.ports.len() > config.max_pods {
+            return Err(StartError::TooManyPorts {
+                ports: config.ports.len(),
+                max_pods: config.max_pods,
+            });
+        }
         if config.io == Io::Afxdp {
             ensure_bpffs();
+            crate::anchor::ensure(config.node_netns.as_deref(), config.cores.len())
+                .map_err(StartError::Anchor)?;
             for p in &config.ports {
                 if detach_xdp(config.node_netns.as_deref(), &p.ifname) {
                     eprintln!(
@@ -572,7 +751,7 @@ impl Daemon {
         // The second copy, which publications change while the workers
         // read the first (left-right).
         let spare = Snapshot {
-            services: build_services(&config.services)?,
+            services: build_services(&config.services).0,
             routes: build_routes(&pods, &host_addrs),
             gateway: Gateway::DEFAULT,
             generation: 1,
@@ -582,6 +761,11 @@ impl Daemon {
             .iter()
             .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
             .collect();
+        let cores: Vec<Option<usize>> = if config.cores.is_empty() {
+            vec![None]
+        } else {
+            config.cores.iter().map(|&c| Some(c)).collect()
+        };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 services,
@@ -592,12 +776,9 @@ impl Daemon {
             conntrack: Conntrack::new(config.conntrack_capacity, Timeouts::default()),
             stop: AtomicBool::new(false),
             generation: AtomicU64::new(1),
+            live: cores.iter().map(|_| LiveSlot::default()).collect(),
+            seen: cores.iter().map(|_| SeenSlot::default()).collect(),
         });
-        let cores: Vec<Option<usize>> = if config.cores.is_empty() {
-            vec![None]
-        } else {
-            config.cores.iter().map(|&c| Some(c)).collect()
-        };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let (command_tx, command_rx): (Vec<_>, Vec<_>) = cores
             .iter()
@@ -691,12 +872,17 @@ impl Daemon {
                 pending: Vec::new(),
                 current,
                 pods,
+                left_out: left_out.clone(),
             })),
+            left_out: Arc::new(std::sync::Mutex::new(
+                left_out.values().flatten().cloned().collect(),
+            )),
         };
         let ports = Ports {
             inner: Arc::new(PortsInner {
                 io: config.io,
                 node_netns: config.node_netns.clone(),
+                max_pods: config.max_pods,
                 publisher: publisher.clone(),
                 openers,
                 state: std::sync::Mutex::new(PortsState {
@@ -737,6 +923,13 @@ impl Daemon {
     /// The generation of the tables the workers now read.
     pub fn generation(&self) -> u64 {
         self.publisher.generation()
+    }
+
+    /// A reader of the running daemon's state, for another thread.
+    pub fn observer(&self) -> Observer {
+        Observer {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Keeps `admin` (serving this daemon) until the daemon stops.
@@ -786,6 +979,7 @@ impl Daemon {
                 // The sockets are closed; a program libxdp left is removed.
                 detach_xdp(self.config.node_netns.as_deref(), &p.ifname);
             }
+            crate::anchor::remove(self.config.node_netns.as_deref());
         }
         reports
     }
@@ -864,17 +1058,16 @@ fn worker_main(
             }
             let frames = 64 * (queues.len() + 2);
             let backend = TapBackend::new(queues, frames);
-            let mut r = run_worker(
+            run_worker(
                 &mut Worker::new(backend, map),
                 host,
                 config,
                 shared,
                 ready,
                 w,
+                core,
                 commands,
-            );
-            r.core = core;
-            r
+            )
         }
         Io::Afxdp => afxdp_worker(w, core, map, host, config, shared, ready, commands),
     }
@@ -896,11 +1089,12 @@ fn afxdp_worker(
     let names: Vec<&str> = config.ports.iter().map(|p| p.ifname.as_str()).collect();
     // A ring of 2048 holds 10 ms at 200,000 frames a second: a worker that
     // loses its core for a few milliseconds (a shared machine, a burst of
-    // interrupts) loses no frame. 8192 frames of 4 KB: 32 MB a worker.
+    // interrupts) loses no frame on a busy port. The pool is sized for
+    // --max-pods ports (FillPlan::for_ports: 47 MiB a worker for 250).
     let cfg = AfXdpConfig {
-        frames: 8192,
         ring: 2048,
         queue: w as u32,
+        max_ports: config.max_pods as u32,
     };
     // One at a time: libxdp attaches its program with the first socket of
     // an interface and finds it for the next; two first sockets at once
@@ -908,13 +1102,15 @@ fn afxdp_worker(
     static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let opened = {
         let _one = OPENING.lock().unwrap_or_else(|p| p.into_inner());
-        AfXdpBackend::open(&names, cfg)
+        AfXdpBackend::open(&names, cfg, Some(crate::anchor::ANCHOR))
     };
     match opened {
         Ok(b) => {
             eprintln!(
-                "sluice: worker {w}: AF_XDP on {} port(s), queue {w}: {}",
+                "sluice: worker {w}: AF_XDP on {} port(s), queue {w}, a pool of {} MiB for {} ports: {}",
                 names.len(),
+                b.pool_bytes() >> 20,
+                config.max_pods,
                 if b.shared {
                     "one UMEM shared by the ports (forwarding moves descriptors)"
                 } else {
@@ -935,16 +1131,7 @@ fn afxdp_worker(
                 }
             }
             let mut worker = Worker::new(b, map);
-            let mut r = run_worker(&mut worker, host, config, shared, ready, w, commands);
-            r.core = core;
-            r.moved = worker.backend.moved;
-            r.copied = worker.backend.copied;
-            for p in 0..worker.backend.ports() {
-                if let Some(st) = worker.backend.socket_stats(p) {
-                    r.sockets.add(&st);
-                }
-            }
-            r
+            run_worker(&mut worker, host, config, shared, ready, w, core, commands)
         }
         Err(e) => {
             let _ = ready.send((w, Err(e.to_string())));
@@ -975,6 +1162,27 @@ fn afxdp_worker(
     WorkerReport::default()
 }
 
+/// Publishes `worker`'s counters into its live slot, and its backend's
+/// state when `detail`. Skipped (never waited for) if a reader holds the
+/// slot; copies into the slot's own storage, so it allocates nothing.
+fn publish_report<B: Backend>(
+    slot: &LiveSlot,
+    worker: &Worker<B>,
+    core: Option<usize>,
+    detail: bool,
+) {
+    if let Ok(mut r) = slot.0.try_lock() {
+        r.core = core;
+        r.packets.clone_from(worker.packet_counters());
+        r.loop_counters.clone_from(&worker.counters);
+        if detail {
+            r.backend = worker.backend.stats();
+        }
+        r.at = Some(std::time::Instant::now());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_worker<B: Backend>(
     worker: &mut Worker<B>,
     host: Option<HostTap>,
@@ -982,14 +1190,22 @@ fn run_worker<B: Backend>(
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     w: usize,
+    core: Option<usize>,
     commands: WorkerControl,
 ) -> WorkerReport {
     worker.host = host.map(|h| Box::new(h) as Box<dyn sluice_dataplane::io::HostPath>);
+    let live = &shared.live[w];
+    publish_report(live, worker, core, true);
     let _ = ready.send((w, Ok(())));
     drop(ready);
     let mut empty = 0u32;
+    let (mut published, mut detailed) = (std::time::Instant::now(), std::time::Instant::now());
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
+        let seen = &shared.seen[w].0;
+        if seen.load(Ordering::Relaxed) != snap.generation {
+            seen.store(snap.generation, Ordering::Release);
+        }
         let t = NodeTables {
             pipeline: Tables {
                 services: &snap.services,
@@ -1000,6 +1216,15 @@ fn run_worker<B: Backend>(
         };
         worker.run_rounds(&t, 64, &mut empty, config.idle);
         drop(snap);
+        let now = std::time::Instant::now();
+        if now - published >= PUBLISH_EVERY {
+            let detail = now - detailed >= DETAIL_EVERY;
+            publish_report(live, worker, core, detail);
+            published = now;
+            if detail {
+                detailed = now;
+            }
+        }
         // Between batches, holding no snapshot: a port detached now is
         // one the tables no longer route to.
         while let Ok(c) = commands.rx.try_recv() {
@@ -1026,12 +1251,16 @@ fn run_worker<B: Backend>(
                     let _ = reply.send(worker.detach(slot));
                 }
             }
+            // The pool changed: shown at once, not a second later.
+            publish_report(live, worker, core, true);
         }
     }
+    publish_report(live, worker, core, true);
     WorkerReport {
-        core: None,
+        core,
         packets: worker.packet_counters().clone(),
         loop_counters: worker.counters.clone(),
-        ..WorkerReport::default()
+        backend: worker.backend.stats(),
+        at: Some(std::time::Instant::now()),
     }
 }

@@ -3,10 +3,12 @@
 //! over this library, and the integration tests drive the same code.
 
 pub mod admin;
+pub mod anchor;
 pub mod daemon;
 pub mod lab;
 pub mod ports;
 pub mod run;
 pub mod source;
+pub mod status;
 pub mod sync;
 pub mod translate;

@@ -91,6 +91,10 @@ pub enum PortError {
         worker: usize,
     },
     NoSlot,
+    /// The node has `max` pods attached, its --max-pods.
+    MaxPods {
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for PortError {
@@ -110,6 +114,10 @@ impl std::fmt::Display for PortError {
                 write!(f, "worker {worker} did not answer within 10 s")
             }
             PortError::NoSlot => f.write_str("every node port number is taken"),
+            PortError::MaxPods { max } => write!(
+                f,
+                "the node has {max} pods attached, its limit (sluice run --max-pods {max}); delete a pod or restart the daemon with a larger --max-pods"
+            ),
         }
     }
 }
@@ -124,6 +132,7 @@ pub(crate) struct PortsState {
 pub(crate) struct PortsInner {
     pub io: Io,
     pub node_netns: Option<String>,
+    pub max_pods: usize,
     pub publisher: Publisher,
     pub openers: Openers,
     /// One attach or detach at a time: they are rare, and the workers'
@@ -170,6 +179,11 @@ impl Ports {
         self.inner.io
     }
 
+    /// Pods attached at most (`--max-pods`).
+    pub fn max_pods(&self) -> usize {
+        self.inner.max_pods
+    }
+
     /// Attaches `port` for `owner`: every worker opens its queue of the
     /// interface, then the pod's addresses are routed to it. Asked again
     /// by the same owner for the same interface and addresses (a runtime
@@ -198,6 +212,11 @@ impl Ports {
                     ifname: r.port.ifname.clone(),
                 });
             }
+        }
+        if st.registry.len() >= self.inner.max_pods {
+            return Err(PortError::MaxPods {
+                max: self.inner.max_pods,
+            });
         }
         // The lowest free number: a detached port's number is free once
         // every worker has closed its socket (detach waits for that).
@@ -263,7 +282,19 @@ impl Ports {
             return Err(e);
         }
         st.registry.insert(slot, Registered { port, owner });
-        self.inner.publisher.publish_pods(routes_of(&st.registry));
+        let published = self.inner.publisher.publish_pods(routes_of(&st.registry));
+        // Answered once the workers route to the pod: its first packet
+        // (a runtime's readiness probe) is not dropped as unroutable.
+        if !self
+            .inner
+            .publisher
+            .wait_loaded(published.generation, Duration::from_secs(1))
+        {
+            eprintln!(
+                "sluice: attached {} but a worker has not loaded its routes within 1 s",
+                st.registry[&slot].port.ifname
+            );
+        }
         Ok(slot)
     }
 

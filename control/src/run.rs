@@ -37,6 +37,16 @@ pub struct RunArgs {
     cores: Vec<usize>,
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
+    /// The most pods attached at once, as kubelet's maxPods: each worker's
+    /// frame pool is sized for them (about 190 KiB a pod), and the CNI
+    /// plugin's ADD of one more is refused with this limit named.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_PODS)]
+    max_pods: usize,
+    /// 0 (the default): workers busy-poll, each owning its core. N: a
+    /// worker naps N microseconds after 1,000 empty rounds, for a node
+    /// (or a test) whose cores the workers share with others.
+    #[arg(long, default_value_t = 0)]
+    idle_nap_us: u64,
     /// The admin socket: the CNI plugin attaches pods through it, and
     /// `sluice status` reads it.
     #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
@@ -97,8 +107,16 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         host,
         cores: a.cores.clone(),
         conntrack_capacity: a.conntrack_capacity,
-        idle: Idle::BUSY,
+        idle: if a.idle_nap_us == 0 {
+            Idle::BUSY
+        } else {
+            Idle {
+                spin_rounds: 1000,
+                sleep: Duration::from_micros(a.idle_nap_us),
+            }
+        },
         services: Vec::new(),
+        max_pods: a.max_pods,
     };
     let (mut daemon, sync) = if let Some(dir) = a.source.strip_prefix("file:") {
         let prepared = sync::prepare(PathBuf::from(dir));
@@ -128,11 +146,9 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     };
     let source_name = a.source.clone();
     let reader = sync.status_reader();
-    let publisher = daemon.publisher();
     let admin = crate::admin::serve(
         &a.admin,
-        daemon.ports(),
-        move || publisher.generation(),
+        &daemon,
         Box::new(move || {
             vec![crate::admin::SourceStatus {
                 source: source_name.clone(),

@@ -114,7 +114,7 @@ fn staging(ports: usize) -> Vec<Vec<Frame>> {
 }
 
 /// Counters of the loop itself, beside the pipeline's.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoopCounters {
     pub bursts: u64,
     pub tx: u64,

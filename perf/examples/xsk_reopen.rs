@@ -14,7 +14,7 @@ fn main() {
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let before = fds();
     for round in 0..3 {
-        let b = AfXdpBackend::open(&refs, AfXdpConfig::default());
+        let b = AfXdpBackend::open(&refs, AfXdpConfig::default(), None);
         println!(
             "round {round}: open {:?}, fds {}",
             b.as_ref().map(|b| b.shared).map_err(|e| e.to_string()),

@@ -393,7 +393,7 @@ impl Bench<'_> {
             for w in &reports {
                 longest = longest.max(w.loop_counters.longest_gap_ns);
                 slow += w.loop_counters.slow_rounds;
-                sockets.add(&w.sockets);
+                sockets.add(&w.backend.sockets.unwrap_or_default());
                 forwarded += w.packets.forwarded;
                 drops.extend(w.packets.drop_breakdown().filter(|(_, n)| *n > 0));
             }

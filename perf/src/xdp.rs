@@ -21,9 +21,9 @@ const PACED_BURST: usize = 8;
 /// `afxdp_worker`), so that the ceiling and Sluice buffer alike.
 fn forwarder_config() -> AfXdpConfig {
     AfXdpConfig {
-        frames: 8192,
         ring: 2048,
         queue: 0,
+        max_ports: 2,
     }
 }
 
@@ -31,9 +31,9 @@ fn forwarder_config() -> AfXdpConfig {
 /// own queue, which would count as the path's latency.
 fn generator_config() -> AfXdpConfig {
     AfXdpConfig {
-        frames: 4096,
         ring: 1024,
         queue: 0,
+        max_ports: 1,
     }
 }
 
@@ -52,7 +52,8 @@ pub fn generate(
     if templates.is_empty() {
         return Err("no frames to send".into());
     }
-    let mut b = AfXdpBackend::open(&[ifname], generator_config()).map_err(|e| e.to_string())?;
+    let mut b =
+        AfXdpBackend::open(&[ifname], generator_config(), None).map_err(|e| e.to_string())?;
     let mut seq = vec![0u32; templates.len()];
     let mut next = 0usize;
     let mut batch = Vec::with_capacity(BURST);
@@ -131,7 +132,8 @@ pub fn forward(
     forwarded: &AtomicU64,
     refused: &AtomicU64,
 ) -> Result<(), String> {
-    let mut b = AfXdpBackend::open(&[from, to], forwarder_config()).map_err(|e| e.to_string())?;
+    let mut b =
+        AfXdpBackend::open(&[from, to], forwarder_config(), None).map_err(|e| e.to_string())?;
     let mut burst = [Frame { index: 0, len: 0 }; BURST];
     while !stop.load(Ordering::Relaxed) {
         let n = b.rx(0, &mut burst);

@@ -389,8 +389,8 @@ fn a_clean_stop_leaves_nothing(io: Io) {
     if io == Io::Afxdp {
         // One UMEM shared by the ports: forwarding moved descriptors and
         // copied nothing (this kernel shares across devices).
-        assert!(reports[0].moved > 0, "{:?}", reports[0]);
-        assert_eq!(reports[0].copied, 0, "{:?}", reports[0]);
+        assert!(reports[0].backend.moved > 0, "{:?}", reports[0]);
+        assert_eq!(reports[0].backend.copied, 0, "{:?}", reports[0]);
         for e in &ends {
             let out = Command::new("ip")
                 .args(["-n", &node, "-d", "link", "show", "dev", e])

@@ -252,19 +252,33 @@ pub fn wire_pods(plan: &Plan, attached: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// For a daemon on a lab under AF_XDP: its admin socket, the pods a
-/// daemon before it had (re-attached from the plugin's store), and the
-/// rest wired by sluice-cni.
-fn serve_and_wire(d: &mut daemon::Daemon, plan: &Plan) -> Result<(), String> {
-    let p = d.publisher();
+/// A lab daemon's admin socket (`sluice status` finds it), answering
+/// for `source` with `status`.
+fn serve(
+    d: &mut daemon::Daemon,
+    plan: &Plan,
+    source: String,
+    status: impl Fn() -> crate::sync::Status + Send + Sync + 'static,
+) -> Result<(), String> {
     let admin = crate::admin::serve(
         &admin_socket(plan),
-        d.ports(),
-        move || p.generation(),
-        Box::new(Vec::new),
+        d,
+        Box::new(move || {
+            vec![crate::admin::SourceStatus {
+                source: source.clone(),
+                status: status(),
+            }]
+        }),
     )
     .map_err(|e| e.to_string())?;
     d.hold_admin(admin);
+    Ok(())
+}
+
+/// For a daemon on a lab under AF_XDP: the pods a daemon before it had
+/// (re-attached from the plugin's store), and the rest wired by sluice-cni
+/// through the admin socket.
+fn wire(d: &mut daemon::Daemon, plan: &Plan) -> Result<(), String> {
     let (_, problems) = d.ports().reattach(&cni_data_dir(), &plan.name);
     for p in problems {
         eprintln!("sluice: could not re-attach {p}");
@@ -579,6 +593,7 @@ pub fn daemon_config(
         conntrack_capacity,
         idle,
         services: plan.service_specs(&[]),
+        max_pods: crate::daemon::DEFAULT_MAX_PODS,
     }
 }
 
@@ -613,10 +628,12 @@ pub fn start_daemon(
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
     daemon::keep_off_cores(&cores);
-    if io == Io::Afxdp {
-        serve_and_wire(&mut d, plan)?;
-    }
     let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
+    let source = format!("file:{}", manifests.display());
+    serve(&mut d, plan, source, files.status_reader())?;
+    if io == Io::Afxdp {
+        wire(&mut d, plan)?;
+    }
     Ok((d, files))
 }
 
@@ -639,10 +656,11 @@ pub fn start_daemon_kube(
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
     daemon::keep_off_cores(&cores);
-    if io == Io::Afxdp {
-        serve_and_wire(&mut d, plan)?;
-    }
     let sync = crate::sync::Kube::start(kube, d.publisher());
+    serve(&mut d, plan, "kube".into(), sync.status_reader())?;
+    if io == Io::Afxdp {
+        wire(&mut d, plan)?;
+    }
     sync.wait(Duration::from_secs(30), |s| s.synced)
         .ok_or_else(|| {
             format!(

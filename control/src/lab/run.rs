@@ -254,6 +254,10 @@ fn up(o: &Options) -> Result<()> {
     );
     print!("{}", describe(&plan, o.io));
     println!(
+        "  the daemon's admin socket is {}: `sluice status` finds it (its counters, pods, tables)",
+        crate::lab::admin_socket(&plan).display()
+    );
+    println!(
         "  the Services come from {} (Kubernetes manifests, watched): edit, add or delete manifests there and the workers follow",
         manifest.display()
     );
@@ -417,8 +421,8 @@ fn print_reports(reports: &[WorkerReport]) {
             c.neighbor_replies,
             c.total_drops(),
             l.tx,
-            r.moved,
-            r.copied,
+            r.backend.moved,
+            r.backend.copied,
             l.host_tx,
             l.host_rx,
             l.no_egress

@@ -11,8 +11,50 @@
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 mod heap_pool;
+pub mod ledger;
 pub mod memory;
 pub mod tap;
+
+/// What the kernel dropped on one socket before the worker saw it
+/// (XDP_STATISTICS): the first place to look when frames vanish between
+/// an interface's counters and the worker's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketStats {
+    /// The RX ring was full: the worker fell behind.
+    pub rx_ring_full: u64,
+    /// A frame arrived and the fill ring had no buffer for it.
+    pub rx_fill_ring_empty: u64,
+    pub rx_dropped: u64,
+    pub rx_invalid: u64,
+    pub tx_invalid: u64,
+}
+
+impl SocketStats {
+    pub fn add(&mut self, o: &SocketStats) {
+        self.rx_ring_full += o.rx_ring_full;
+        self.rx_fill_ring_empty += o.rx_fill_ring_empty;
+        self.rx_dropped += o.rx_dropped;
+        self.rx_invalid += o.rx_invalid;
+        self.tx_invalid += o.tx_invalid;
+    }
+}
+
+/// What a backend says of itself, for `sluice status` and the report at
+/// stop: read off the packet path (the AF_XDP part makes a syscall per
+/// socket and walks the pool).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackendStats {
+    /// Frames forwarded by moving a descriptor within one pool, and by
+    /// copying between pools.
+    pub moved: u64,
+    pub copied: u64,
+    /// Calls on frames the worker did not hold (expected 0).
+    pub misuse: u64,
+    /// The frame pool, where the backend has a shared one.
+    pub pool: Option<ledger::PoolStats>,
+    /// The kernel's drop counts over the sockets (AF_XDP).
+    pub sockets: Option<SocketStats>,
+}
 
 /// A frame of the backend's pool: where it is and how long it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +100,10 @@ pub trait Backend {
     fn detach(&mut self, slot: usize) -> bool {
         let _ = slot;
         false
+    }
+    /// Counters and pool state (not for the packet path).
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
     }
 }
 

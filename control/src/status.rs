@@ -1,0 +1,232 @@
+//! What `sluice status` shows of a running daemon: its tables and sources,
+//! what the tables leave out, the pods attached, and each worker's live
+//! counters (published by the worker every 10 ms; its pool and sockets
+//! every second), as JSON for scripts and as text for people.
+
+use std::collections::BTreeMap;
+
+use sluice_dataplane::counters::Counters;
+use sluice_dataplane::io::BackendStats;
+use sluice_dataplane::worker::LoopCounters;
+use sluice_dataplane::DropReason;
+
+use crate::daemon::{Io, WorkerReport};
+use crate::ports::Attached;
+use crate::sync::Status;
+
+/// One source's state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SourceStatus {
+    /// `file:DIR` or `kube`.
+    pub source: String,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+/// Flows in the conntrack table, of how many it holds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ConntrackStatus {
+    pub entries: usize,
+    pub capacity: usize,
+}
+
+/// One worker's counters as it last published them.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStatus {
+    pub worker: usize,
+    pub core: Option<usize>,
+    /// How old these counters are (`None`: the worker never published).
+    pub age_ms: Option<u64>,
+    /// What the pipeline did: rx, forwarded, to_host, ct_new, ...
+    pub packets: BTreeMap<String, u64>,
+    /// Frames dropped, by reason (every reason, zeros included).
+    pub drops: BTreeMap<String, u64>,
+    /// The loop's own: bursts, tx, tx_full, pool_empty, no_egress, ...
+    #[serde(rename = "loop")]
+    pub loop_counters: LoopCounters,
+    /// The frame pool and the kernel's socket drops (AF_XDP).
+    pub backend: BackendStats,
+}
+
+impl WorkerStatus {
+    pub fn of(worker: usize, r: &WorkerReport) -> WorkerStatus {
+        WorkerStatus {
+            worker,
+            core: r.core,
+            age_ms: r.at.map(|t| t.elapsed().as_millis() as u64),
+            packets: packet_counts(&r.packets),
+            drops: DropReason::ALL
+                .iter()
+                .map(|&d| (d.label().to_string(), r.packets.dropped(d)))
+                .collect(),
+            loop_counters: r.loop_counters.clone(),
+            backend: r.backend,
+        }
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
+    [
+        ("rx", c.rx),
+        ("forwarded", c.forwarded),
+        ("to_host", c.to_host),
+        ("ct_hits", c.ct_hits),
+        ("ct_new", c.ct_new),
+        ("nat", c.nat),
+        ("untracked", c.untracked),
+        ("icmp_error_passthrough", c.icmp_error_passthrough),
+        ("neighbor_replies", c.neighbor_replies),
+        ("time_exceeded", c.time_exceeded),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StatusReply {
+    pub io: Io,
+    /// Workers, each with a queue of every interface: an interface needs
+    /// this many queues.
+    pub workers: usize,
+    /// Pods the daemon takes at most (`--max-pods`).
+    #[serde(default)]
+    pub max_pods: usize,
+    /// The generation of the tables the workers read now.
+    pub tables_generation: u64,
+    /// What the tables leave out now, and why (a frontend another Service
+    /// holds, a target port no endpoint resolves); objects a source
+    /// rejected are under `sources`.
+    #[serde(default)]
+    pub left_out: Vec<String>,
+    pub interfaces: Vec<Attached>,
+    pub sources: Vec<SourceStatus>,
+    #[serde(default)]
+    pub conntrack: ConntrackStatus,
+    /// Each worker's live counters.
+    #[serde(default)]
+    pub counters: Vec<WorkerStatus>,
+}
+
+/// `sluice status`, for people.
+pub fn describe(s: &StatusReply) -> String {
+    let mut out = format!(
+        "io {}, {} worker(s), tables generation {}, conntrack {} of {} flows\n",
+        s.io, s.workers, s.tables_generation, s.conntrack.entries, s.conntrack.capacity
+    );
+    for src in &s.sources {
+        let st = &src.status;
+        out += &format!(
+            "source {}: generation {}, {} Service(s), {} rejected now{}\n",
+            src.source,
+            st.generation,
+            st.services,
+            st.rejected.len(),
+            match &st.last_error {
+                Some(e) => format!(", last error: {e}"),
+                None => String::new(),
+            }
+        );
+        for r in &st.rejected {
+            out += &format!("  rejected: {r}\n");
+        }
+        for r in &st.file_problems {
+            out += &format!("  refused file: {r}\n");
+        }
+    }
+    if !s.left_out.is_empty() {
+        out += &format!("{} left out of the tables:\n", s.left_out.len());
+        for l in &s.left_out {
+            out += &format!("  left out: {l}\n");
+        }
+    }
+    out += &format!(
+        "{} interface(s) attached, of at most {}\n",
+        s.interfaces.len(),
+        s.max_pods
+    );
+    for i in &s.interfaces {
+        let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
+        out += &format!(
+            "  port {:>3}  {:<16} {}  {}  {}\n",
+            i.port,
+            i.ifname,
+            i.mac,
+            addrs.join(","),
+            i.owner.as_deref().unwrap_or("(command line)")
+        );
+    }
+    for w in &s.counters {
+        out += &describe_worker(w);
+    }
+    out
+}
+
+fn describe_worker(w: &WorkerStatus) -> String {
+    let p = |k: &str| w.packets.get(k).copied().unwrap_or(0);
+    let l = &w.loop_counters;
+    let mut out = format!(
+        "worker {} (core {}, {}):\n",
+        w.worker,
+        w.core
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "any".into()),
+        match w.age_ms {
+            Some(ms) => format!("counters {ms} ms old"),
+            None => "no counters yet".into(),
+        }
+    );
+    out += &format!(
+        "  rx {} forwarded {} to_host {} ct_new {} ct_hits {} nat {} neighbor_replies {} dropped {}\n",
+        p("rx"),
+        p("forwarded"),
+        p("to_host"),
+        p("ct_new"),
+        p("ct_hits"),
+        p("nat"),
+        p("neighbor_replies"),
+        w.total_drops()
+    );
+    out += &format!(
+        "  tx {} tx_full {} pool_empty {} no_egress {} host_tx {} host_rx {} host_refused {} | moved {} copied {} misuse {}\n",
+        l.tx,
+        l.tx_full,
+        l.pool_empty,
+        l.no_egress,
+        l.host_tx,
+        l.host_rx,
+        l.host_refused,
+        w.backend.moved,
+        w.backend.copied,
+        w.backend.misuse
+    );
+    for (reason, n) in w.drops.iter().filter(|(_, n)| **n > 0) {
+        out += &format!("  dropped {reason}: {n}\n");
+    }
+    if let Some(pool) = &w.backend.pool {
+        out += &format!(
+            "  pool: {} frames ({} MiB), {} free, {} on fill rings, {} in flight, {} in hand; {} of {} ports, fill target {}, {} short\n",
+            pool.frames,
+            (pool.frames * 2048) >> 20,
+            pool.free,
+            pool.in_fill,
+            pool.in_tx,
+            pool.worker,
+            pool.ports,
+            pool.max_ports,
+            pool.fill_target,
+            pool.ports_short
+        );
+    }
+    if let Some(k) = &w.backend.sockets {
+        out += &format!(
+            "  sockets (kernel drops): rx_ring_full {} rx_fill_ring_empty {} rx_dropped {} rx_invalid {} tx_invalid {}\n",
+            k.rx_ring_full, k.rx_fill_ring_empty, k.rx_dropped, k.rx_invalid, k.tx_invalid
+        );
+    }
+    out
+}
