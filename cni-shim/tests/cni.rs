@@ -18,22 +18,7 @@ const SERVER: &str = "import http.server, socketserver, sys\nclass S(socketserve
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice-cni");
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether a root test can run; under CI it must.
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root (namespaces, veths, AF_XDP), and CI runs as root");
-    }
-    eprintln!("{test}: skipped, needs root");
-    false
-}
+use sluice_control::testing::root_or_skip;
 
 /// One invocation's outcome.
 struct Run {

@@ -11,4 +11,5 @@ pub mod run;
 pub mod source;
 pub mod status;
 pub mod sync;
+pub mod testing;
 pub mod translate;

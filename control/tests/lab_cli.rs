@@ -86,6 +86,9 @@ impl Drop for Down<'_> {
 
 #[test]
 fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
+    if !sluice_control::testing::root_or_skip("up_survives_a_killed_daemon_and_down_leaves_nothing") {
+        return;
+    }
     let name = format!("c{}", std::process::id() % 100_000);
     let file = lab_file(&name);
     let _down = Down(&file);
