@@ -177,12 +177,12 @@ struct Bench<'a> {
     to_sink: Vec<Template>,
 }
 
-fn pin(core: usize) {
+pub(crate) fn pin(core: usize) {
     let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
 
 /// `f` run in a thread inside namespace `ns`.
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -198,7 +198,7 @@ fn in_netns<T: Send + 'static>(
 /// The packets a pod's eth0 has received, read from the namespace's
 /// /proc/net/dev by a thread inside it: no process to start, none to land
 /// on the dataplane's core in the middle of a measurement.
-fn rx_packets(netns: &str) -> Result<u64, String> {
+pub(crate) fn rx_packets(netns: &str) -> Result<u64, String> {
     in_netns(netns, || {
         let dev =
             std::fs::read_to_string("/proc/thread-self/net/dev").map_err(|e| e.to_string())?;

@@ -13,6 +13,8 @@ pub mod fixtures;
 pub mod kernel_path;
 pub mod kernel_rules;
 pub mod pipeline_demo;
+#[cfg(feature = "afxdp")]
+pub mod pods;
 pub mod probe;
 pub mod publish;
 pub mod sink;

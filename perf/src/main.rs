@@ -32,6 +32,11 @@ enum Command {
     /// reordering and latency.
     #[cfg(feature = "afxdp")]
     Sink(sluice_perf::standalone::SinkOptions),
+    /// What a node's pod count costs: N pods attached through sluice-cni
+    /// one by one (each ADD timed), the worker's frame pool, and the rate
+    /// through the first pod's port against the last's.
+    #[cfg(feature = "afxdp")]
+    Pods(sluice_perf::pods::PodsOptions),
     /// The pipeline on generated traffic through two workers, no network.
     PipelineDemo(sluice_perf::pipeline_demo::Options),
     /// Time from an EndpointSlice event to the new tables swapped in, at
@@ -47,6 +52,8 @@ fn main() {
         Command::Generate(o) => sluice_perf::standalone::generate(&o),
         #[cfg(feature = "afxdp")]
         Command::Sink(o) => sluice_perf::standalone::sink(&o),
+        #[cfg(feature = "afxdp")]
+        Command::Pods(o) => sluice_perf::pods::run_pods(&o),
         Command::PipelineDemo(o) => sluice_perf::pipeline_demo::run(&o).map_err(|e| e.to_string()),
         Command::Publish(o) => sluice_perf::publish::run(&o),
     };
