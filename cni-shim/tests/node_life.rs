@@ -212,7 +212,16 @@ impl Node {
     fn ping(&self, from: &Pod, to: &Pod) -> bool {
         (0..2).any(|_| {
             sh(&[
-                "ip", "netns", "exec", &from.netns, "ping", "-c", "1", "-W", "2", &to.ip,
+                "ip",
+                "netns",
+                "exec",
+                &from.netns,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                &to.ip,
             ])
             .status
             .success()
@@ -326,10 +335,16 @@ impl Node {
                 "{when}: {owner} is not attached"
             );
         }
-        let pool = st.counters[0].backend.pool.expect("the AF_XDP pool's state");
+        let pool = st.counters[0]
+            .backend
+            .pool
+            .expect("the AF_XDP pool's state");
         assert_eq!(pool.ports, alive.len(), "{when}: {pool:?}");
         assert_eq!(pool.max_ports, MAX_PODS, "{when}: {pool:?}");
-        assert_eq!(pool.ports_short, 0, "{when}: a port's fill ring is short: {pool:?}");
+        assert_eq!(
+            pool.ports_short, 0,
+            "{when}: a port's fill ring is short: {pool:?}"
+        );
         assert_eq!(st.counters[0].backend.misuse, 0, "{when}");
     }
 }
@@ -369,7 +384,11 @@ impl Drop for Node {
 fn orders(node: &Node) {
     let ok = |what: &str| {
         let failed = node.ping_ring();
-        assert!(failed.is_empty(), "{what}: no answer: {failed:?}\n{}", node.log());
+        assert!(
+            failed.is_empty(),
+            "{what}: no answer: {failed:?}\n{}",
+            node.log()
+        );
         node.check_status(what);
     };
     // The bug this test was written for: create one, delete it, create
@@ -385,7 +404,9 @@ fn orders(node: &Node) {
     let d = node.add().expect("ADD d");
     node.del(&b);
     ok("the first of three deleted");
-    let e = node.add().expect("ADD after the first of three was deleted");
+    let e = node
+        .add()
+        .expect("ADD after the first of three was deleted");
     assert!(node.ping(&e, &c) && node.ping(&e, &d), "e:\n{}", node.log());
     ok("one created after the first of three was deleted");
 
@@ -401,7 +422,9 @@ fn orders(node: &Node) {
     // pinged after every step.
     let mut order = 7u64;
     for step in 0..24 {
-        order = order.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        order = order
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let alive = node.alive();
         if alive.len() > 2 && (order >> 33) % 3 == 0 {
             node.del(&alive[(order >> 40) as usize % alive.len()]);
@@ -445,7 +468,9 @@ fn full_node(node: &Node) {
 
     // The 251st: refused with the limit named, as the CNI error format
     // says, and nothing of it left behind.
-    let extra = node.add().expect_err("a 251st pod on a node of --max-pods 250");
+    let extra = node
+        .add()
+        .expect_err("a 251st pod on a node of --max-pods 250");
     let out: Value = serde_json::Deserializer::from_str(&extra)
         .into_iter::<Value>()
         .next()
@@ -495,14 +520,18 @@ fn cycles(node: &Node) {
                 while adds.fetch_add(1, Ordering::Relaxed) < 1000 {
                     // Each thread keeps between 0 and 12 of its own pods,
                     // deleting a random one of them when it has to.
-                    r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    r = r
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     while mine.len() >= ALIVE_PER_THREAD || (!mine.is_empty() && (r >> 33) % 2 == 0)
                     {
                         let i = (r >> 40) as usize % mine.len();
                         node.del(&mine.swap_remove(i));
                         r = r.rotate_left(7);
                     }
-                    let p = node.add().unwrap_or_else(|e| panic!("ADD in the cycles: {e}"));
+                    let p = node
+                        .add()
+                        .unwrap_or_else(|e| panic!("ADD in the cycles: {e}"));
                     assert!(
                         node.ping(&p, probe),
                         "a new pod {} got no answer from the probe {}",
@@ -545,7 +574,10 @@ fn a_node_lives_through_pods_coming_and_going() {
         return;
     }
     let node = Node::start("a");
-    assert!(node.status().interfaces.is_empty(), "the daemon starts with no pods");
+    assert!(
+        node.status().interfaces.is_empty(),
+        "the daemon starts with no pods"
+    );
     orders(&node);
     full_node(&node);
     cycles(&node);

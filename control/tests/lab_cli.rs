@@ -86,7 +86,8 @@ impl Drop for Down<'_> {
 
 #[test]
 fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
-    if !sluice_control::testing::root_or_skip("up_survives_a_killed_daemon_and_down_leaves_nothing") {
+    if !sluice_control::testing::root_or_skip("up_survives_a_killed_daemon_and_down_leaves_nothing")
+    {
         return;
     }
     let name = format!("c{}", std::process::id() % 100_000);
@@ -118,6 +119,42 @@ fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
     // web-1's veth, named by sluice-cni, which wired it.
     let end = sluice_cni::link::host_name(&format!("{name}-web-1"), "eth0");
     assert!(curl(&client, "http://198.19.0.10/").starts_with("web-"));
+
+    // `sluice status` with no --admin finds the lab's daemon; with other
+    // labs running (tests run in parallel) it names their sockets, this
+    // lab's among them. `up` said where it is.
+    let sock = sluice_control::lab::cni_data_dir().join(format!("{name}.sock"));
+    let sock_name = sock.display().to_string();
+    assert!(
+        printed.contains(&sock_name),
+        "up names the admin socket:\n{printed}"
+    );
+    let st = Command::new(SLUICE).arg("status").output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    if st.status.success() {
+        assert!(said.contains(&end) && said.contains(&sock_name), "{said}");
+    } else {
+        assert!(said.contains(&sock_name), "{said}");
+    }
+    // Its live counters show the requests just made.
+    let st = Command::new(SLUICE)
+        .args(["status", "--json", "--admin"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status --json");
+    assert!(
+        json["counters"][0]["packets"]["rx"].as_u64().unwrap_or(0) > 0,
+        "{json:#}"
+    );
+    assert!(
+        json["conntrack"]["entries"].as_u64().unwrap_or(0) > 0,
+        "{json:#}"
+    );
 
     // The daemon watches the lab's manifests: a file that does not parse is
     // refused and logged while the Services keep serving; a new Service in

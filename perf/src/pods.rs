@@ -113,7 +113,13 @@ impl Bench {
             size: None,
             flows: 1,
         }
-        .templates(src.ip.into(), dst.ip.into(), 9, src_mac, Gateway::DEFAULT.mac)?;
+        .templates(
+            src.ip.into(),
+            dst.ip.into(),
+            9,
+            src_mac,
+            Gateway::DEFAULT.mac,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let gen = {

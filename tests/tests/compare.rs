@@ -11,7 +11,9 @@ use sluice_perf::traffic::Proto;
 
 #[test]
 fn every_path_carries_the_generators_frames_and_the_report_is_written() {
-    if !sluice_control::testing::root_or_skip("every_path_carries_the_generators_frames_and_the_report_is_written") {
+    if !sluice_control::testing::root_or_skip(
+        "every_path_carries_the_generators_frames_and_the_report_is_written",
+    ) {
         return;
     }
     let out = std::env::temp_dir().join(format!("sluice-compare-{}", std::process::id()));

@@ -413,14 +413,18 @@ macro_rules! suite {
             use super::*;
             #[test]
             fn http_get_and_a_10_mb_transfer_with_its_sha256_checked() {
-                if !sluice_control::testing::root_or_skip("http_get_and_a_10_mb_transfer_with_its_sha256_checked") {
+                if !sluice_control::testing::root_or_skip(
+                    "http_get_and_a_10_mb_transfer_with_its_sha256_checked",
+                ) {
                     return;
                 }
                 http_get_and_a_10_mb_transfer(Io::$io);
             }
             #[test]
             fn two_hundred_concurrent_connections_within_30_percent_of_even() {
-                if !sluice_control::testing::root_or_skip("two_hundred_concurrent_connections_within_30_percent_of_even") {
+                if !sluice_control::testing::root_or_skip(
+                    "two_hundred_concurrent_connections_within_30_percent_of_even",
+                ) {
                     return;
                 }
                 two_hundred_concurrent_connections_over_three_backends(Io::$io);
@@ -434,14 +438,18 @@ macro_rules! suite {
             }
             #[test]
             fn pod_to_pod_the_node_both_ways_arp_and_ttl() {
-                if !sluice_control::testing::root_or_skip("pod_to_pod_the_node_both_ways_arp_and_ttl") {
+                if !sluice_control::testing::root_or_skip(
+                    "pod_to_pod_the_node_both_ways_arp_and_ttl",
+                ) {
                     return;
                 }
                 pod_to_pod_the_node_and_the_gateway(Io::$io);
             }
             #[test]
             fn ipv6_through_the_same_service_ndp_and_hop_limit() {
-                if !sluice_control::testing::root_or_skip("ipv6_through_the_same_service_ndp_and_hop_limit") {
+                if !sluice_control::testing::root_or_skip(
+                    "ipv6_through_the_same_service_ndp_and_hop_limit",
+                ) {
                     return;
                 }
                 ipv6_through_the_same_service(Io::$io);
@@ -455,7 +463,9 @@ macro_rules! suite {
             }
             #[test]
             fn a_clean_stop_leaves_no_program_and_no_namespace() {
-                if !sluice_control::testing::root_or_skip("a_clean_stop_leaves_no_program_and_no_namespace") {
+                if !sluice_control::testing::root_or_skip(
+                    "a_clean_stop_leaves_no_program_and_no_namespace",
+                ) {
                     return;
                 }
                 a_clean_stop_leaves_nothing(Io::$io);

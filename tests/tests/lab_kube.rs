@@ -39,7 +39,9 @@ fn until(lab: &Lab, url: &str, what: &str, f: impl Fn(&str) -> bool) {
 
 #[test]
 fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
-    if !sluice_control::testing::root_or_skip("services_follow_the_api_server_under_traffic_and_survive_its_absence") {
+    if !sluice_control::testing::root_or_skip(
+        "services_follow_the_api_server_under_traffic_and_survive_its_absence",
+    ) {
         return;
     }
     static NEXT: AtomicU32 = AtomicU32::new(0);
