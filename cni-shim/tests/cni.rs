@@ -251,7 +251,7 @@ impl Node {
                 sleep: Duration::from_micros(200),
             },
             services: Vec::new(),
-            max_pods: sluice_control::daemon::DEFAULT_MAX_PODS,
+            max_pods: sluice_control::daemon::DEFAULT_MAX_PODS.into(),
         })
         .expect("start the daemon");
         node.admin = Some(

@@ -23,7 +23,7 @@ use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::node::NodeTables;
 use sluice_dataplane::pipeline::Tables;
 use sluice_dataplane::route::{PortId, Routes};
-use sluice_dataplane::service::{ServiceSpec, ServiceTable};
+use sluice_dataplane::service::{BuildProblem, ServiceSpec, ServiceTable};
 use sluice_dataplane::worker::{Idle, LoopCounters, PortMap, Worker};
 use sluice_dataplane::Addr;
 
@@ -95,7 +95,10 @@ pub struct Config {
 
 /// Pods a node runs unless told otherwise: kubelet's maxPods is 110 by
 /// default and often raised to 250, the most a /24 pod CIDR holds.
-pub const DEFAULT_MAX_PODS: usize = 250;
+pub const DEFAULT_MAX_PODS: u16 = 250;
+
+/// The most `--max-pods` takes: 4,096 pods make a 520 MiB pool a worker.
+pub const MOST_PODS: u16 = 4096;
 
 /// Why the daemon did not start.
 #[derive(Debug)]
@@ -294,11 +297,10 @@ pub struct Publisher {
 type ServiceKey = (String, String);
 
 /// Why each Service left out of the tables (wholly or in part) is.
-type LeftOut = BTreeMap<ServiceKey, Vec<String>>;
+type LeftOut = BTreeMap<ServiceKey, Vec<BuildProblem>>;
 
 /// `BuildProblem`s by the Service they are about.
-fn left_out_of(problems: &[sluice_dataplane::service::BuildProblem]) -> LeftOut {
-    use sluice_dataplane::service::BuildProblem;
+fn left_out_of(problems: &[BuildProblem]) -> LeftOut {
     let mut m = LeftOut::new();
     for p in problems {
         let service = match p {
@@ -308,9 +310,23 @@ fn left_out_of(problems: &[sluice_dataplane::service::BuildProblem]) -> LeftOut 
         let (ns, name) = service.split_once('/').unwrap_or(("", service));
         m.entry((ns.to_string(), name.to_string()))
             .or_default()
-            .push(p.to_string());
+            .push(p.clone());
     }
     m
+}
+
+/// Whether a Service left out for these reasons may fit once another
+/// Service changes: it wanted a frontend another held. (A target port no
+/// endpoint resolves changes only with the Service's own objects.)
+fn wants_a_taken_frontend(problems: &[BuildProblem]) -> bool {
+    problems
+        .iter()
+        .any(|p| matches!(p, BuildProblem::DuplicateFrontend { .. }))
+}
+
+/// The same problems, in any order.
+fn same_problems(a: &[BuildProblem], b: &[BuildProblem]) -> bool {
+    a.len() == b.len() && a.iter().all(|p| b.contains(p))
 }
 
 struct Spare {
@@ -362,6 +378,7 @@ impl Publisher {
             generation: 1,
         };
         let first = build();
+        let left_out = build_services(specs).1;
         Publisher {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(first),
@@ -380,9 +397,15 @@ impl Publisher {
                     .iter()
                     .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
                     .collect(),
-                left_out: LeftOut::new(),
+                left_out: left_out.clone(),
             })),
-            left_out: Arc::default(),
+            left_out: Arc::new(std::sync::Mutex::new(
+                left_out
+                    .values()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect(),
+            )),
         }
     }
 
@@ -479,18 +502,22 @@ impl Publisher {
                 }
             }
         }
-        // With any change, the Services left out are tried again: the
-        // frontend one wanted may be free now.
-        let mut changes = changes.to_vec();
-        if !changes.is_empty() {
-            let retry: Vec<Change> = sp
-                .left_out
-                .keys()
-                .filter(|k| !changes.iter().any(|c| c.key() == **k))
-                .filter_map(|k| sp.current.get(k).cloned().map(Change::Upsert))
-                .collect();
-            changes.extend(retry);
-        }
+        // A Service's last change is its state (an upsert carries the
+        // whole Service), so one change per Service; and removes first: a
+        // frontend that one Service gives up in this batch is free for
+        // another that wants it in the same batch.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last: Vec<Change> = changes
+            .iter()
+            .rev()
+            .filter(|c| seen.insert(c.key()))
+            .cloned()
+            .collect();
+        last.reverse();
+        let (mut changes, upserts): (Vec<Change>, Vec<Change>) = last
+            .into_iter()
+            .partition(|c| matches!(c, Change::Remove { .. }));
+        changes.extend(upserts);
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut table = sp.table.take();
         // Workers hold a snapshot for one batch of rounds (microseconds,
@@ -504,45 +531,85 @@ impl Publisher {
             ready = Arc::get_mut(t).is_some();
         }
         let pending = std::mem::take(&mut sp.pending);
+        let before = std::mem::take(&mut sp.left_out);
         let mut full = !ready;
+        // Each Service's problems after its last change in this batch.
         let mut found = LeftOut::new();
         if let Some(snap) = table.as_mut().and_then(Arc::get_mut).filter(|_| ready) {
-            // The last publication's changes (their problems were told
-            // then), then this one's.
-            let todo = pending
-                .iter()
-                .map(|c| (c, false))
-                .chain(changes.iter().map(|c| (c, true)));
-            for (c, new) in todo {
-                let ok = match c {
-                    Change::Upsert(s) => match snap.services.upsert_service(s) {
-                        Ok(p) => {
-                            if new && !p.is_empty() {
-                                found.insert(c.key(), p.iter().map(|p| p.to_string()).collect());
-                            }
-                            true
-                        }
-                        Err(_) => false,
-                    },
+            let apply = |snap: &mut Snapshot, c: &Change| -> Option<Vec<BuildProblem>> {
+                match c {
+                    Change::Upsert(s) => snap.services.upsert_service(s).ok(),
                     Change::Remove { namespace, name } => {
                         snap.services.remove_service(namespace, name);
-                        true
+                        Some(Vec::new())
                     }
-                };
-                if !ok {
-                    full = true;
-                    break;
+                }
+            };
+            // The last publication's changes (their problems were told
+            // then), then this one's.
+            full = pending.iter().any(|c| apply(snap, c).is_none());
+            if !full {
+                for c in &changes {
+                    match apply(snap, c) {
+                        Some(p) if !p.is_empty() => {
+                            found.insert(c.key(), p);
+                        }
+                        Some(_) => {
+                            found.remove(&c.key());
+                        }
+                        None => {
+                            full = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            // Then, with any change, every Service left out for a taken
+            // frontend is tried again: the frontend may be free now.
+            if !full && !changes.is_empty() {
+                let touched: std::collections::BTreeSet<ServiceKey> =
+                    changes.iter().map(Change::key).collect();
+                let retry: Vec<Change> = before
+                    .iter()
+                    .filter(|(k, _)| !touched.contains(*k))
+                    .chain(found.iter())
+                    .filter(|(_, p)| wants_a_taken_frontend(p))
+                    .filter_map(|(k, _)| sp.current.get(k).cloned().map(Change::Upsert))
+                    .collect();
+                for c in retry {
+                    match apply(snap, &c) {
+                        Some(p) if !p.is_empty() => {
+                            found.insert(c.key(), p);
+                        }
+                        Some(_) => {
+                            found.remove(&c.key());
+                        }
+                        None => {
+                            full = true;
+                            break;
+                        }
+                    }
+                    changes.push(c);
                 }
             }
             snap.routes = build_routes(&sp.pods, &self.host_addrs);
             snap.generation = generation;
         }
-        let before = std::mem::take(&mut sp.left_out);
         let next = if full {
             // No room left, or a worker held the copy for a second: both
             // copies are built afresh from every Service (rare; the tables
-            // are built with a quarter more room than they need).
-            let specs: Vec<ServiceSpec> = sp.current.values().cloned().collect();
+            // are built with a quarter more room than they need). The
+            // Services that hold their frontends now go first, so that a
+            // rebuild moves no frontend from one Service to another.
+            let (held, wanting): (Vec<_>, Vec<_>) = sp
+                .current
+                .iter()
+                .partition(|(k, _)| !before.contains_key(*k));
+            let specs: Vec<ServiceSpec> = held
+                .into_iter()
+                .chain(wanting)
+                .map(|(_, s)| s.clone())
+                .collect();
             let pods = sp.pods.clone();
             let build = || {
                 let (services, p) = ServiceTable::build_with_room(&specs, room(ports_of(&specs)));
@@ -566,8 +633,8 @@ impl Publisher {
         } else {
             let mut left_out = before.clone();
             for c in &changes {
-                match found.remove(&c.key()) {
-                    Some(p) => left_out.insert(c.key(), p),
+                match found.get(&c.key()) {
+                    Some(p) => left_out.insert(c.key(), p.clone()),
                     None => left_out.remove(&c.key()),
                 };
             }
@@ -585,11 +652,15 @@ impl Publisher {
         let problems = sp
             .left_out
             .iter()
-            .filter(|(k, p)| before.get(*k) != Some(*p))
-            .flat_map(|(_, p)| p.iter().cloned())
+            .filter(|(k, p)| !before.get(*k).is_some_and(|b| same_problems(b, p)))
+            .flat_map(|(_, p)| p.iter().map(ToString::to_string))
             .collect();
-        *self.left_out.lock().unwrap_or_else(|p| p.into_inner()) =
-            sp.left_out.values().flatten().cloned().collect();
+        *self.left_out.lock().unwrap_or_else(|p| p.into_inner()) = sp
+            .left_out
+            .values()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
         Published {
             generation,
             problems,
@@ -729,6 +800,12 @@ impl Daemon {
         let pods = crate::ports::routes_of(&registry);
         let host_addrs: Vec<Addr> = config.host.iter().flat_map(|h| h.addrs.clone()).collect();
         let routes = build_routes(&pods, &host_addrs);
+        if !(1..=usize::from(MOST_PODS)).contains(&config.max_pods) {
+            return Err(StartError::Tables(format!(
+                "max_pods {}: 1 to {MOST_PODS}",
+                config.max_pods
+            )));
+        }
         if config.ports.len() > config.max_pods {
             return Err(StartError::TooManyPorts {
                 ports: config.ports.len(),
@@ -875,7 +952,11 @@ impl Daemon {
                 left_out: left_out.clone(),
             })),
             left_out: Arc::new(std::sync::Mutex::new(
-                left_out.values().flatten().cloned().collect(),
+                left_out
+                    .values()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect(),
             )),
         };
         let ports = Ports {

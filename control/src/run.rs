@@ -40,8 +40,9 @@ pub struct RunArgs {
     /// The most pods attached at once, as kubelet's maxPods: each worker's
     /// frame pool is sized for them (about 190 KiB a pod), and the CNI
     /// plugin's ADD of one more is refused with this limit named.
-    #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_PODS)]
-    max_pods: usize,
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_PODS,
+          value_parser = clap::value_parser!(u16).range(1..=crate::daemon::MOST_PODS as i64))]
+    max_pods: u16,
     /// 0 (the default): workers busy-poll, each owning its core. N: a
     /// worker naps N microseconds after 1,000 empty rounds, for a node
     /// (or a test) whose cores the workers share with others.
@@ -116,7 +117,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             }
         },
         services: Vec::new(),
-        max_pods: a.max_pods,
+        max_pods: a.max_pods.into(),
     };
     let (mut daemon, sync) = if let Some(dir) = a.source.strip_prefix("file:") {
         let prepared = sync::prepare(PathBuf::from(dir));

@@ -593,7 +593,7 @@ pub fn daemon_config(
         conntrack_capacity,
         idle,
         services: plan.service_specs(&[]),
-        max_pods: crate::daemon::DEFAULT_MAX_PODS,
+        max_pods: crate::daemon::DEFAULT_MAX_PODS.into(),
     }
 }
 

@@ -240,9 +240,10 @@ impl AfXdpBackend {
             .comp_queue_size(q(cfg.ring)?)
             .build()
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
-        let count = (plan.frames() as u32)
-            .try_into()
-            .map_err(|e| AfXdpError::Config(format!("{e}")))?;
+        let count = u32::try_from(plan.frames())
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| AfXdpError::Config(format!("{} frames: too many", plan.frames())))?;
         let (umem, descs) = Umem::new(ucfg, count, false).map_err(|e| AfXdpError::Umem {
             port: name.to_string(),
             reason: e.to_string(),
@@ -296,7 +297,8 @@ impl AfXdpBackend {
         for (i, name) in ifnames.iter().enumerate() {
             let sharing = shared && (anchor.is_some() || i > 0);
             let port = b.open_port(name).map_err(|e| (sharing, e))?;
-            b.install(i, OpenedPort(port)).map_err(|e| (false, e))?;
+            b.install(i, OpenedPort(Some(port)))
+                .map_err(|e| (false, e))?;
         }
         Ok(b)
     }
@@ -325,7 +327,7 @@ impl AfXdpBackend {
             }
         }
         let port = self.open_port(ifname)?;
-        self.install(slot, OpenedPort(port))
+        self.install(slot, OpenedPort(Some(port)))
     }
 
     fn check_free(&self, slot: usize) -> Result<(), AfXdpError> {
@@ -358,8 +360,10 @@ impl AfXdpBackend {
     /// Puts a port another thread opened (`PortOpener::open`) in slot
     /// `slot`: no syscall but the fill ring's first wake-up. A port the
     /// pool has no room for is closed and refused.
-    pub fn install(&mut self, slot: usize, port: OpenedPort) -> Result<(), AfXdpError> {
-        let port = port.0;
+    pub fn install(&mut self, slot: usize, mut port: OpenedPort) -> Result<(), AfXdpError> {
+        let Some(port) = port.0.take() else {
+            return Err(AfXdpError::Config("an opened port given twice".into()));
+        };
         let opened = self.check_free(slot).and_then(|()| {
             self.pools[port.pool]
                 .ledger
@@ -398,6 +402,12 @@ impl AfXdpBackend {
     /// Opens one more socket: on the shared pool, or on a pool of its own.
     fn open_port(&mut self, name: &str) -> Result<Port, AfXdpError> {
         if !self.shared {
+            // A pool of its own, which this port's socket owns. It is not
+            // reused after the port closes: libxdp would bind the new
+            // socket through the closed one's descriptor (see the module's
+            // comment), so a per-port backend keeps a pool per attach
+            // until it stops. The shared mode, with its anchor, is the
+            // one that takes pods all day.
             let pool = Self::new_pool(name, self.cfg, self.cfg.plan(false))?;
             self.pools.push(pool);
             let p = self.pools.len() - 1;
@@ -695,12 +705,21 @@ pub struct PortOpener {
     cfg: AfXdpConfig,
 }
 
-/// A socket opened by a `PortOpener`, for its backend's `install`.
-pub struct OpenedPort(Port);
+/// A socket opened by a `PortOpener`, for its backend's `install`; one
+/// that never gets there (its worker stopped) is closed as every port is.
+pub struct OpenedPort(Option<Port>);
+
+impl Drop for OpenedPort {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            close_port(p);
+        }
+    }
+}
 
 impl PortOpener {
     /// Opens `ifname` (in the calling thread's network namespace).
     pub fn open(&self, ifname: &str) -> Result<OpenedPort, AfXdpError> {
-        open_socket(ifname, self.cfg, &self.umem, 0, Program::Load).map(OpenedPort)
+        open_socket(ifname, self.cfg, &self.umem, 0, Program::Load).map(|p| OpenedPort(Some(p)))
     }
 }
