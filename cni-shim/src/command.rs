@@ -10,6 +10,7 @@ use crate::daemon::{ask, AskError};
 use crate::error::{code, CniError};
 use crate::ipam::{Owner, Pool, Store};
 use crate::link;
+use sluice_admin::{Command, ErrorCode};
 
 /// What the plugin prints and how it exits.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +135,21 @@ fn daemon_error(e: AskError) -> CniError {
         AskError::NotRunning(m) => {
             CniError::new(code::TRY_AGAIN_LATER, "the Sluice daemon is not running", m)
         }
-        AskError::Refused(m) => CniError::new(code::SETUP_FAILED, "the Sluice daemon refused", m),
+        AskError::Refused(e) => {
+            let what = match e.code {
+                ErrorCode::MaxPods => "the node has as many pods as it takes (--max-pods)",
+                ErrorCode::UnsupportedVersion => {
+                    "the Sluice daemon speaks another version of the admin protocol"
+                }
+                _ => "the Sluice daemon refused",
+            };
+            CniError::new(code::SETUP_FAILED, what, e.message)
+        }
+        AskError::Garbled(m) => CniError::new(
+            code::SETUP_FAILED,
+            "the Sluice daemon's answer is garbled",
+            m,
+        ),
     }
 }
 
@@ -158,11 +173,17 @@ fn add(env: &Env, c: &NetConf) -> Result<String, CniError> {
     }
     // The daemon first: without it the pod would have an interface that
     // goes nowhere. Its worker count is the queues the veth needs.
-    let status = ask(&c.admin_socket, &json!({"command": "status"})).map_err(daemon_error)?;
-    let queues = status
-        .pointer("/status/workers")
-        .and_then(Value::as_u64)
-        .unwrap_or(1) as usize;
+    let status = ask(&c.admin_socket, Command::Status)
+        .map_err(daemon_error)?
+        .status
+        .ok_or_else(|| {
+            CniError::new(
+                code::SETUP_FAILED,
+                "the Sluice daemon gave no status",
+                c.admin_socket.display().to_string(),
+            )
+        })?;
+    let queues = status.workers.max(1);
     if link::exists_in(netns, ifname).map_err(setup_error("cannot look into the namespace"))? {
         return Err(CniError::new(
             code::INTERFACE_EXISTS,
@@ -210,13 +231,12 @@ fn add(env: &Env, c: &NetConf) -> Result<String, CniError> {
     })?;
     ask(
         &c.admin_socket,
-        &json!({
-            "command": "attach",
-            "ifname": host,
-            "addrs": addrs,
-            "mac": link::mac_str(mac),
-            "owner": format!("{id}/{ifname}"),
-        }),
+        Command::Attach {
+            ifname: host.clone(),
+            addrs: addrs.clone(),
+            mac: link::mac_str(mac),
+            owner: Some(format!("{id}/{ifname}")),
+        },
     )
     .map_err(|e| undo(daemon_error(e)))?;
     Ok(result(c, env, &host, ifname, netns, mac, &allocated).to_string())
@@ -289,15 +309,17 @@ fn teardown(c: &NetConf, owner: &Owner, store: &Store) -> Result<(), CniError> {
     let host = link::host_name(&owner.container_id, &owner.ifname);
     match ask(
         &c.admin_socket,
-        &json!({"command": "detach", "ifname": host}),
+        Command::Detach {
+            ifname: host.clone(),
+        },
     ) {
         // A daemon that is not running has nothing attached.
         Ok(_) | Err(AskError::NotRunning(_)) => {}
-        Err(AskError::Refused(m)) => {
+        Err(e) => {
             return Err(CniError::new(
                 code::TRY_AGAIN_LATER,
                 "the Sluice daemon could not detach the interface",
-                m,
+                e.to_string(),
             ))
         }
     }
@@ -379,14 +401,10 @@ fn check(env: &Env, c: &NetConf) -> Result<(), CniError> {
     if !link::host_exists(&host) {
         return Err(check_failed("the host end of the veth is gone", host));
     }
-    let status = ask(&c.admin_socket, &json!({"command": "status"})).map_err(daemon_error)?;
+    let status = ask(&c.admin_socket, Command::Status).map_err(daemon_error)?;
     let attached = status
-        .pointer("/status/interfaces")
-        .and_then(Value::as_array)
-        .is_some_and(|a| {
-            a.iter()
-                .any(|i| i.get("ifname").and_then(Value::as_str) == Some(&host))
-        });
+        .status
+        .is_some_and(|s| s.interfaces.iter().any(|i| i.ifname == host));
     if !attached {
         return Err(check_failed(
             "the dataplane has not attached the pod's interface",
@@ -422,7 +440,7 @@ fn gc(env: &Env, c: &NetConf) -> Result<(), CniError> {
 }
 
 fn status(c: &NetConf) -> Result<(), CniError> {
-    if let Err(e) = ask(&c.admin_socket, &json!({"command": "status"})) {
+    if let Err(e) = ask(&c.admin_socket, Command::Status) {
         // No dataplane: new pods cannot be wired, and the pods there are
         // have no forwarding either.
         return Err(CniError::new(

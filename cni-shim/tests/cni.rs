@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_control::admin::{self, AdminServer, Request};
+use sluice_control::admin::{self, AdminServer};
 use sluice_control::daemon::{Config, Daemon, Io};
 use sluice_dataplane::worker::Idle;
 
@@ -290,7 +290,7 @@ impl Node {
     }
 
     fn status(&self) -> admin::StatusReply {
-        admin::request(&self.dir.join("admin.sock"), &Request::Status)
+        admin::request(&self.dir.join("admin.sock"), admin::Command::Status)
             .unwrap()
             .status
             .unwrap()

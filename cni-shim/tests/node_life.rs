@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_control::admin::{self, Request, StatusReply};
+use sluice_control::admin::{self, StatusReply};
 use sluice_control::testing::root_or_skip;
 
 const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
@@ -121,7 +121,7 @@ impl Node {
             pods: Mutex::new(BTreeMap::new()),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while admin::request(&node.dir.join("admin.sock"), &Request::Status).is_err() {
+        while admin::request(&node.dir.join("admin.sock"), admin::Command::Status).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "the daemon did not answer within 30 s:\n{}",
@@ -137,7 +137,7 @@ impl Node {
     }
 
     fn status(&self) -> StatusReply {
-        admin::request(&self.dir.join("admin.sock"), &Request::Status)
+        admin::request(&self.dir.join("admin.sock"), admin::Command::Status)
             .unwrap()
             .status
             .unwrap()
@@ -426,7 +426,7 @@ fn orders(node: &Node) {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let alive = node.alive();
-        if alive.len() > 2 && (order >> 33) % 3 == 0 {
+        if alive.len() > 2 && (order >> 33).is_multiple_of(3) {
             node.del(&alive[(order >> 40) as usize % alive.len()]);
         } else {
             node.add()
@@ -523,7 +523,8 @@ fn cycles(node: &Node) {
                     r = r
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
-                    while mine.len() >= ALIVE_PER_THREAD || (!mine.is_empty() && (r >> 33) % 2 == 0)
+                    while mine.len() >= ALIVE_PER_THREAD
+                        || (!mine.is_empty() && (r >> 33).is_multiple_of(2))
                     {
                         let i = (r >> 40) as usize % mine.len();
                         node.del(&mine.swap_remove(i));

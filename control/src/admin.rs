@@ -1,18 +1,12 @@
 //! The daemon's admin socket: a Unix socket (root only) that takes one
-//! JSON request per line and answers one JSON line. The CNI plugin
-//! attaches and detaches pods through it; `sluice status` reads the
-//! interfaces attached and, for each source, the generation of objects the
-//! workers' tables reflect, so that scripts wait for a change to be
-//! programmed instead of sleeping.
-//!
-//! ```text
-//! {"command":"status"}
-//! {"command":"attach","ifname":"slc1a2b3c4d5e6","addrs":["198.18.1.5"],"mac":"02:..","owner":"CONTAINERID/eth0"}
-//! {"command":"detach","ifname":"slc1a2b3c4d5e6"}
-//! ```
+//! JSON request per line and answers one JSON line, in the protocol of
+//! the `sluice-admin` crate (control/admin-proto), which sluice-cni shares.
+//! The CNI plugin attaches and detaches pods through it; `sluice status`
+//! reads the interfaces attached, the workers' counters and, for each
+//! source, the generation of objects the workers' tables reflect, so that
+//! scripts wait for a change to be programmed instead of sleeping.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,53 +18,11 @@ use std::time::Duration;
 use sluice_dataplane::Addr;
 
 use crate::daemon::{Daemon, Observer, PortConfig, Publisher};
-use crate::ports::Ports;
+use crate::ports::{PortError, Ports};
 pub use crate::status::{describe, SourceStatus, StatusReply};
-use crate::status::{ConntrackStatus, WorkerStatus};
+use crate::status::{worker_status, ConntrackStatus};
 
-/// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/sluice/admin.sock";
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Request {
-    Status,
-    Attach {
-        ifname: String,
-        addrs: Vec<IpAddr>,
-        mac: String,
-        #[serde(default)]
-        owner: Option<String>,
-    },
-    Detach {
-        ifname: String,
-    },
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Reply {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<StatusReply>,
-    /// Attach: the node port the interface got.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Detach: whether the interface was attached.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detached: Option<bool>,
-}
-
-impl Reply {
-    fn error(e: impl Into<String>) -> Reply {
-        Reply {
-            ok: false,
-            error: Some(e.into()),
-            ..Reply::default()
-        }
-    }
-}
+pub use sluice_admin::{Command, ErrorCode, Reply, Request, DEFAULT_SOCKET};
 
 /// What the server asks of the daemon's sources when it answers `status`.
 pub type Sources = Box<dyn Fn() -> Vec<SourceStatus> + Send + Sync>;
@@ -222,10 +174,13 @@ fn answer(stream: UnixStream, served: &Served) {
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
     let reply = match reader.read_line(&mut line) {
-        Err(e) => Reply::error(format!("reading the request: {e}")),
-        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
-            Err(e) => Reply::error(format!("request {:?}: {e}", line.trim())),
-            Ok(req) => handle(req, served),
+        Err(e) => Reply::error(sluice_admin::Error::new(
+            ErrorCode::BadRequest,
+            format!("reading the request: {e}"),
+        )),
+        Ok(_) => match Request::parse(&line) {
+            Err(e) => Reply::error(e),
+            Ok(req) => handle(req.command, served),
         },
     };
     let mut out = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
@@ -249,30 +204,52 @@ fn status(s: &Served) -> StatusReply {
             .workers()
             .iter()
             .enumerate()
-            .map(|(w, r)| WorkerStatus::of(w, r))
+            .map(|(w, r)| worker_status(w, r))
             .collect(),
     }
 }
 
-fn handle(req: Request, served: &Served) -> Reply {
+/// The protocol's code for a port error.
+fn code_of(e: &PortError) -> ErrorCode {
+    match e {
+        PortError::InterfaceTaken { .. } => ErrorCode::InterfaceTaken,
+        PortError::AddressTaken { .. } => ErrorCode::AddressTaken,
+        PortError::Unsupported(_) => ErrorCode::Unsupported,
+        PortError::Worker { .. } => ErrorCode::Worker,
+        PortError::NoAnswer { .. } => ErrorCode::NoAnswer,
+        PortError::NoSlot | PortError::MaxPods { .. } => ErrorCode::MaxPods,
+    }
+}
+
+fn refuse(code: ErrorCode, message: String) -> Reply {
+    Reply::error(sluice_admin::Error::new(code, message))
+}
+
+fn handle(req: Command, served: &Served) -> Reply {
     let ports = &served.ports;
     match req {
-        Request::Status => Reply {
+        Command::Status => Reply {
             ok: true,
             status: Some(status(served)),
             ..Reply::default()
         },
-        Request::Attach {
+        Command::Attach {
             ifname,
             addrs,
             mac,
             owner,
         } => {
             let Some(mac) = parse_mac(&mac) else {
-                return Reply::error(format!("attach: mac {mac:?} is not six hex bytes"));
+                return refuse(
+                    ErrorCode::BadRequest,
+                    format!("attach: mac {mac:?} is not six hex bytes"),
+                );
             };
             if addrs.is_empty() {
-                return Reply::error("attach: no address to route to the interface");
+                return refuse(
+                    ErrorCode::BadRequest,
+                    "attach: no address to route to the interface".into(),
+                );
             }
             let addrs = addrs.iter().map(|&a| Addr::from_ip(a)).collect();
             let port = PortConfig {
@@ -290,10 +267,10 @@ fn handle(req: Request, served: &Served) -> Reply {
                         ..Reply::default()
                     }
                 }
-                Err(e) => Reply::error(format!("attach {ifname}: {e}")),
+                Err(e) => refuse(code_of(&e), format!("attach {ifname}: {e}")),
             }
         }
-        Request::Detach { ifname } => match ports.detach(&ifname) {
+        Command::Detach { ifname } => match ports.detach(&ifname) {
             Ok(had) => {
                 if let Some(n) = had {
                     eprintln!("sluice: detached {ifname} (port {n})");
@@ -304,28 +281,13 @@ fn handle(req: Request, served: &Served) -> Reply {
                     ..Reply::default()
                 }
             }
-            Err(e) => Reply::error(format!("detach {ifname}: {e}")),
+            Err(e) => refuse(code_of(&e), format!("detach {ifname}: {e}")),
         },
     }
 }
 
-/// Sends one request to the daemon at `path` and returns its reply.
-pub fn request(path: &Path, req: &Request) -> Result<Reply, String> {
-    let stream = UnixStream::connect(path).map_err(|e| {
-        format!(
-            "no daemon answers on {} ({e}): is `sluice run` running?",
-            path.display()
-        )
-    })?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
-    line.push('\n');
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reply = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut reply)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(reply.trim()).map_err(|e| format!("the daemon's reply {reply:?}: {e}"))
+/// Sends one command to the daemon at `path` and returns its reply (an
+/// error reply as its message, with its code's name).
+pub fn request(path: &Path, command: Command) -> Result<Reply, String> {
+    sluice_admin::client::ask(path, command, Duration::from_secs(60)).map_err(|e| e.to_string())
 }

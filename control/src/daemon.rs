@@ -31,26 +31,7 @@ use crate::ports::{
     Openers, Ports, PortsInner, PortsState, Registered, WorkerCommand, WorkerControl,
 };
 
-/// Which I/O backend carries the pods' frames.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Io {
-    /// AF_XDP sockets on the pods' veth host ends.
-    Afxdp,
-    /// TAP devices as the pods' interfaces, read and written by the daemon.
-    Tap,
-}
-
-impl std::fmt::Display for Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Io::Afxdp => "afxdp",
-            Io::Tap => "tap",
-        })
-    }
-}
+pub use sluice_admin::Io;
 
 /// One pod port of the node.
 #[derive(Clone, Debug)]

@@ -79,27 +79,25 @@ fn find_admin() -> Result<std::path::PathBuf, String> {
 }
 
 fn status(admin: Option<&std::path::Path>, json: bool) -> Result<(), String> {
-    use sluice_control::admin::{describe, request, Request};
+    use sluice_control::admin::{describe, request, Command};
     let admin = match admin {
         Some(a) => a.to_path_buf(),
         None => find_admin()?,
     };
-    let r = request(&admin, &Request::Status)?;
-    match (r.ok, r.status) {
-        (true, Some(s)) if json => {
+    let r = request(&admin, Command::Status)?;
+    match r.status {
+        Some(s) if json => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
             );
             Ok(())
         }
-        (true, Some(s)) => {
+        Some(s) => {
             print!("{}", describe(&s));
             Ok(())
         }
-        _ => Err(r
-            .error
-            .unwrap_or_else(|| "the daemon gave no status".into())),
+        None => Err("the daemon gave no status".into()),
     }
 }
 

@@ -54,16 +54,7 @@ pub struct Registered {
     pub owner: Option<String>,
 }
 
-/// A port as `sluice status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Attached {
-    /// The node port number (routes name it).
-    pub port: u16,
-    pub ifname: String,
-    pub addrs: Vec<IpAddr>,
-    pub mac: String,
-    pub owner: Option<String>,
-}
+pub use sluice_admin::Attached;
 
 /// Why a port was not attached or detached.
 #[derive(Debug, PartialEq, Eq)]

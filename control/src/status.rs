@@ -6,66 +6,25 @@
 use std::collections::BTreeMap;
 
 use sluice_dataplane::counters::Counters;
-use sluice_dataplane::io::BackendStats;
-use sluice_dataplane::worker::LoopCounters;
 use sluice_dataplane::DropReason;
 
-use crate::daemon::{Io, WorkerReport};
-use crate::ports::Attached;
-use crate::sync::Status;
+pub use sluice_admin::{ConntrackStatus, SourceStatus, StatusReply, WorkerStatus};
 
-/// One source's state.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct SourceStatus {
-    /// `file:DIR` or `kube`.
-    pub source: String,
-    #[serde(flatten)]
-    pub status: Status,
-}
+use crate::daemon::WorkerReport;
 
-/// Flows in the conntrack table, of how many it holds.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct ConntrackStatus {
-    pub entries: usize,
-    pub capacity: usize,
-}
-
-/// One worker's counters as it last published them.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct WorkerStatus {
-    pub worker: usize,
-    pub core: Option<usize>,
-    /// How old these counters are (`None`: the worker never published).
-    pub age_ms: Option<u64>,
-    /// What the pipeline did: rx, forwarded, to_host, ct_new, ...
-    pub packets: BTreeMap<String, u64>,
-    /// Frames dropped, by reason (every reason, zeros included).
-    pub drops: BTreeMap<String, u64>,
-    /// The loop's own: bursts, tx, tx_full, pool_empty, no_egress, ...
-    #[serde(rename = "loop")]
-    pub loop_counters: LoopCounters,
-    /// The frame pool and the kernel's socket drops (AF_XDP).
-    pub backend: BackendStats,
-}
-
-impl WorkerStatus {
-    pub fn of(worker: usize, r: &WorkerReport) -> WorkerStatus {
-        WorkerStatus {
-            worker,
-            core: r.core,
-            age_ms: r.at.map(|t| t.elapsed().as_millis() as u64),
-            packets: packet_counts(&r.packets),
-            drops: DropReason::ALL
-                .iter()
-                .map(|&d| (d.label().to_string(), r.packets.dropped(d)))
-                .collect(),
-            loop_counters: r.loop_counters.clone(),
-            backend: r.backend,
-        }
-    }
-
-    pub fn total_drops(&self) -> u64 {
-        self.drops.values().sum()
+/// A worker's report as the status shows it.
+pub fn worker_status(worker: usize, r: &WorkerReport) -> WorkerStatus {
+    WorkerStatus {
+        worker,
+        core: r.core,
+        age_ms: r.at.map(|t| t.elapsed().as_millis() as u64),
+        packets: packet_counts(&r.packets),
+        drops: DropReason::ALL
+            .iter()
+            .map(|&d| (d.label().to_string(), r.packets.dropped(d)))
+            .collect(),
+        loop_counters: r.loop_counters.clone(),
+        backend: r.backend,
     }
 }
 
@@ -85,31 +44,6 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct StatusReply {
-    pub io: Io,
-    /// Workers, each with a queue of every interface: an interface needs
-    /// this many queues.
-    pub workers: usize,
-    /// Pods the daemon takes at most (`--max-pods`).
-    #[serde(default)]
-    pub max_pods: usize,
-    /// The generation of the tables the workers read now.
-    pub tables_generation: u64,
-    /// What the tables leave out now, and why (a frontend another Service
-    /// holds, a target port no endpoint resolves); objects a source
-    /// rejected are under `sources`.
-    #[serde(default)]
-    pub left_out: Vec<String>,
-    pub interfaces: Vec<Attached>,
-    pub sources: Vec<SourceStatus>,
-    #[serde(default)]
-    pub conntrack: ConntrackStatus,
-    /// Each worker's live counters.
-    #[serde(default)]
-    pub counters: Vec<WorkerStatus>,
 }
 
 /// `sluice status`, for people.

@@ -55,27 +55,8 @@ pub fn changes(model: &Model, touched: &BTreeSet<ServiceKey>) -> Vec<Change> {
         .collect()
 }
 
-/// What the control side has done, for `status` and for tests that wait
-/// until a change is programmed rather than sleep.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Status {
-    /// The generation of the tables published last (0: none yet).
-    pub generation: u64,
-    /// Scans of the source so far.
-    pub scans: u64,
-    pub services: usize,
-    /// Objects rejected now, and all rejections so far.
-    pub rejected: Vec<String>,
-    pub rejections: u64,
-    /// Files refused at their last reading.
-    pub file_problems: Vec<String>,
-    /// The API server source: every kind listed once (the tables are
-    /// whole), whether the watches work now, the last error, lists done.
-    pub synced: bool,
-    pub connected: bool,
-    pub last_error: Option<String>,
-    pub lists: u64,
-}
+/// What a source has done (the admin protocol's `SourceState`).
+pub use sluice_admin::SourceState as Status;
 
 /// The file source, its model, and the first specs, read before the
 /// daemon starts so that it starts with them.

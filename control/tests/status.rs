@@ -142,6 +142,22 @@ fn status_shows_what_the_tables_leave_out_and_the_workers_counters() {
     assert!(text.contains("left out: Service default/b"), "{text}");
     assert!(text.contains("worker 0"), "{text}");
 
+    // The protocol is versioned: a client of another version is refused
+    // with a code it can act on, not misread.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        (&stream)
+            .write_all(b"{\"version\":2,\"command\":\"status\"}\n")
+            .unwrap();
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert_eq!(reply["error"]["code"], "unsupported_version", "{reply}");
+        assert_eq!(reply["version"], 1, "{reply}");
+    }
+
     // The live counters: one worker, its pool, the conntrack.
     let w = &s["counters"][0];
     assert_eq!(w["worker"], 0, "{s:#}");
