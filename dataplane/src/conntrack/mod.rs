@@ -673,7 +673,7 @@ impl Conntrack {
             return false;
         }
         let Some(rec) = e.read() else { return false };
-        let timeout = self.timeouts.for_flow(rec.original.proto, l.state);
+        let timeout = self.timeouts.for_flow(rec.original.proto, l.state, l.flags);
         if now_ms.saturating_sub(l.last_seen_ms) <= timeout {
             return false;
         }

@@ -134,6 +134,11 @@ pub fn datagram_next(state: FlowState, f: u8, dir: Dir) -> (FlowState, u8) {
 pub struct Timeouts {
     pub tcp_syn_ms: u64,
     pub tcp_established_ms: u64,
+    /// A TCP flow picked up mid-stream (no SYN seen) that nothing has
+    /// answered yet: 5 minutes, the kernel's `tcp_timeout_unacknowledged`,
+    /// not the established day, so that one spoofed ACK per tuple does not
+    /// hold an entry for 24 hours. The first reply makes it established.
+    pub tcp_unreplied_ms: u64,
     pub tcp_closing_ms: u64,
     pub tcp_closed_ms: u64,
     pub udp_unreplied_ms: u64,
@@ -148,6 +153,7 @@ impl Default for Timeouts {
         Timeouts {
             tcp_syn_ms: 60_000,
             tcp_established_ms: 86_400_000,
+            tcp_unreplied_ms: 300_000,
             tcp_closing_ms: 60_000,
             tcp_closed_ms: 10_000,
             udp_unreplied_ms: 30_000,
@@ -160,11 +166,16 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    pub fn for_flow(&self, proto: crate::flow::Proto, state: FlowState) -> u64 {
+    /// The timeout of a flow of `proto` in `state` with `flow_flags`
+    /// (`flags::*`).
+    pub fn for_flow(&self, proto: crate::flow::Proto, state: FlowState, flow_flags: u8) -> u64 {
         use crate::flow::Proto;
         match proto {
             Proto::Tcp => match state {
                 FlowState::New | FlowState::SynReceived => self.tcp_syn_ms,
+                FlowState::Established if flow_flags & flags::SEEN_REPLY == 0 => {
+                    self.tcp_unreplied_ms.min(self.tcp_established_ms)
+                }
                 FlowState::Established => self.tcp_established_ms,
                 FlowState::Closing => self.tcp_closing_ms,
                 FlowState::Closed | FlowState::Free => self.tcp_closed_ms,
@@ -241,12 +252,18 @@ mod tests {
     }
 
     #[test]
-    fn short_timeouts_for_half_open_and_closing() {
+    fn short_timeouts_for_half_open_closing_and_unanswered() {
         let t = Timeouts::default();
         use crate::flow::Proto::Tcp;
-        assert!(t.for_flow(Tcp, FlowState::New) < t.for_flow(Tcp, FlowState::Established) / 100);
-        assert!(
-            t.for_flow(Tcp, FlowState::Closing) < t.for_flow(Tcp, FlowState::Established) / 100
-        );
+        let established = t.for_flow(Tcp, FlowState::Established, flags::SEEN_REPLY);
+        assert_eq!(established, 86_400_000);
+        assert!(t.for_flow(Tcp, FlowState::New, 0) < established / 100);
+        assert!(t.for_flow(Tcp, FlowState::Closing, flags::SEEN_REPLY) < established / 100);
+        // Picked up mid-stream and never answered: minutes, not a day.
+        let (s, f) = tcp_initial(tcp::ACK);
+        assert_eq!(t.for_flow(Tcp, s, f), 300_000);
+        // Answered once: established.
+        let (s, f) = tcp_next(s, f, Dir::Reply, tcp::ACK);
+        assert_eq!(t.for_flow(Tcp, s, f), established);
     }
 }

@@ -121,6 +121,35 @@ fn sweep_expires_by_age_and_state() {
 }
 
 #[test]
+fn a_flow_picked_up_mid_stream_and_never_answered_expires_in_minutes() {
+    use crate::conntrack::state::{flags, tcp_initial};
+    use crate::wire::tcp::ACK;
+    let t = Timeouts::default();
+    let ct = Conntrack::with_seed(64, t, 7);
+    // One spoofed ACK each: picked up as established, nothing answers.
+    let (state, f) = tcp_initial(ACK);
+    assert_ne!(f & flags::PICKED_UP, 0);
+    let spoofed = key(3);
+    ct.insert(spoofed, dnat(spoofed), 0, state, f, 0).unwrap();
+    // A restarted daemon's real connection: picked up, then answered.
+    let real = key(4);
+    ct.insert(real, dnat(real), 0, state, f, 0).unwrap();
+    let reply = ct.lookup(&dnat(real).reversed()).unwrap();
+    assert_eq!(ct.touch(&reply, Some(ACK), 0), Some(FlowState::Established));
+    assert_eq!(ct.sweep(t.tcp_unreplied_ms, 64), 0);
+    assert_eq!(
+        ct.sweep(t.tcp_unreplied_ms + 1, 64),
+        1,
+        "the unanswered one"
+    );
+    assert!(ct.lookup(&spoofed).is_none());
+    assert!(
+        ct.lookup(&real).is_some(),
+        "the answered one stays established"
+    );
+}
+
+#[test]
 fn touch_refreshes_and_tracks_tcp() {
     use crate::wire::tcp::{ACK, SYN};
     let t = Timeouts::default();
