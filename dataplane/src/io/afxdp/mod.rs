@@ -451,6 +451,62 @@ impl AfXdpBackend {
     }
 }
 
+impl AfXdpBackend {
+    /// `tx` on a shared pool: the descriptors move, and the ring's
+    /// producer index is published once for the whole burst.
+    fn tx_shared(&mut self, egress: usize, frames: &[Frame]) -> usize {
+        let Some(port) = self.ports[egress].as_mut() else {
+            return 0;
+        };
+        let pool = &mut self.pools[0];
+        // Single producer: the room seen now is there at `produce`.
+        let room = (port.tx.nb_free(frames.len() as u32) as usize).min(self.scratch.len());
+        self.indices.clear();
+        let mut accepted = 0;
+        for &f in frames {
+            let i = f.index % self.frames;
+            if f.index >= self.frames || !pool.ledger.worker_holds(i) {
+                // Not the worker's to send: refused, and not the caller's
+                // to keep either.
+                self.misuse += 1;
+                accepted += 1;
+                continue;
+            }
+            if self.indices.len() == room {
+                break;
+            }
+            self.scratch[self.indices.len()] = pool.descs[i as usize];
+            self.indices.push(i);
+            accepted += 1;
+        }
+        let n = self.indices.len();
+        if n == 0 {
+            return accepted;
+        }
+        // SAFETY: the worker holds every frame (checked above); they are
+        // the kernel's once produced.
+        let produced = unsafe { port.tx.produce(&self.scratch[..n]) };
+        let slot = egress as u16;
+        if produced == n {
+            for &i in &self.indices {
+                pool.ledger.sent(i, slot);
+            }
+            self.moved += n as u64;
+            port.tx_queued += n;
+            port.in_tx += n;
+        } else {
+            // The room was there a moment ago; should the ring say
+            // otherwise, the frames are dropped here, counted, and never
+            // lost to the pool.
+            for &i in &self.indices {
+                pool.ledger.free(i);
+            }
+            self.misuse += n as u64;
+        }
+        accepted
+    }
+}
+
 impl Backend for AfXdpBackend {
     fn ports(&self) -> usize {
         self.ports.len()
@@ -519,8 +575,6 @@ impl Backend for AfXdpBackend {
     }
 
     fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
-        let mut accepted = 0;
-        let mut produced = 0;
         let Some(to) = self
             .ports
             .get(egress)
@@ -530,6 +584,11 @@ impl Backend for AfXdpBackend {
             // Detached: the caller frees what was refused.
             return 0;
         };
+        if self.shared {
+            return self.tx_shared(egress, frames);
+        }
+        let mut accepted = 0;
+        let mut produced = 0;
         let slot = egress as u16;
         for &f in frames {
             let (from, i) = self.split(f);
