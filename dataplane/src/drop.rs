@@ -89,6 +89,11 @@ reasons! {
     /// Link-local, multicast or broadcast: for the link, not to be routed
     /// (IPv6 neighbour and router discovery, MLD, mDNS...).
     NotRoutable => "not_routable",
+    /// A pod sent from an address that is not its own (another pod's, the
+    /// node's, anyone's): dropped before conntrack, so that it can neither
+    /// open a flow nor have replies steered to its victim (anti-spoofing,
+    /// as Calico's and Cilium's datapaths do).
+    SourceSpoofed => "source_spoofed",
 }
 
 /// What the pipeline decided for one frame.

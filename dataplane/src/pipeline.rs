@@ -16,7 +16,7 @@ use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError};
 use crate::counters::Counters;
 use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
 use crate::drop::{DropReason, Verdict};
-use crate::flow::{Family, FlowKey, Proto};
+use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::nat;
 use crate::service::ServiceTable;
@@ -103,13 +103,52 @@ pub fn process_ip(
     t: &Tables<'_>,
     w: &mut Worker,
 ) -> (Verdict, Option<(usize, Family)>) {
+    process_ip_from(frame, t, w, |_, _| true)
+}
+
+/// `process_ip` for a frame whose source address `allowed` must accept
+/// (the sender's own, for a frame from a pod): one it refuses is dropped
+/// as `SourceSpoofed` after decode and before conntrack, so it leaves no
+/// state.
+#[inline]
+pub fn process_ip_from(
+    frame: &mut [u8],
+    t: &Tables<'_>,
+    w: &mut Worker,
+    allowed: impl Fn(Addr, Family) -> bool,
+) -> (Verdict, Option<(usize, Family)>) {
     let pre = prepare(frame, t, w);
+    let source = match &pre {
+        Pre::Flow { key, .. } => Some((key.src, key.family)),
+        Pre::Untracked { l3, family, .. } => source_of(frame, *l3 as usize, *family),
+        Pre::Done(_) => None,
+    };
+    if let Some((src, family)) = source {
+        if !allowed(src, family) {
+            let l3 = match &pre {
+                Pre::Flow { p, .. } => p.l3 as usize,
+                Pre::Untracked { l3, .. } => *l3 as usize,
+                Pre::Done(_) => 0,
+            };
+            return (Verdict::Drop(DropReason::SourceSpoofed), Some((l3, family)));
+        }
+    }
     let ip = match &pre {
         Pre::Flow { p, .. } => Some((p.l3 as usize, p.family)),
         Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
         Pre::Done(_) => None,
     };
     (decide(frame, pre, t, w), ip)
+}
+
+/// The source address of the IP header at `l3` (decode checked its
+/// length).
+fn source_of(frame: &[u8], l3: usize, family: Family) -> Option<(Addr, Family)> {
+    let a = match family {
+        Family::V4 => Addr::from_v4(frame.get(l3 + 12..l3 + 16)?.try_into().ok()?),
+        Family::V6 => Addr::from_v6(frame.get(l3 + 8..l3 + 24)?.try_into().ok()?),
+    };
+    Some((a, family))
 }
 
 /// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra

@@ -80,6 +80,12 @@ impl Routes {
         self.host.push(addr);
     }
 
+    /// The port of the pod that `addr` belongs to, if a local pod's.
+    #[inline]
+    pub fn pod_port(&self, addr: Addr) -> Option<PortId> {
+        self.pods.get(&addr).map(|&(port, _)| port)
+    }
+
     #[inline]
     pub fn lookup(&self, dst: Addr, family: Family) -> Egress {
         if let Some(&(port, mac)) = self.pods.get(&dst) {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::counters::Counters;
 use crate::io::{Backend, Frame, HostPath};
-use crate::node::{handle, Action, NodeTables};
+use crate::node::{handle, Action, Ingress, NodeTables};
 use crate::pipeline::{Worker as PipelineWorker, BURST};
 use crate::route::{Egress, PortId};
 
@@ -22,6 +22,8 @@ const HOST_EVERY: u32 = 16;
 pub struct PortMap {
     /// `pods[i]` is the backend port of node port `PortId(i)`.
     pods: Vec<Option<usize>>,
+    /// `ingress[b]`: where a frame from backend port `b` comes from.
+    ingress: Vec<Ingress>,
     uplink: Option<usize>,
 }
 
@@ -71,6 +73,9 @@ impl PortMap {
                 .unwrap_or(0)
         ];
         let mut used = vec![false; backend_ports];
+        // A backend port no node port names carries nothing routable here:
+        // its frames are held to the strictest source check (no pod's).
+        let mut ingress = vec![Ingress::Pod(PortId(u16::MAX)); backend_ports];
         for &(PortId(node_port), backend_port) in pods
             .iter()
             .chain(uplink.map(|u| (PortId(u16::MAX), u)).iter())
@@ -87,9 +92,25 @@ impl PortMap {
             }
             if node_port != u16::MAX {
                 map[usize::from(node_port)] = Some(backend_port);
+                ingress[backend_port] = Ingress::Pod(PortId(node_port));
+            } else {
+                ingress[backend_port] = Ingress::Uplink;
             }
         }
-        Ok(PortMap { pods: map, uplink })
+        Ok(PortMap {
+            pods: map,
+            ingress,
+            uplink,
+        })
+    }
+
+    /// Where frames from backend port `b` come from.
+    #[inline]
+    fn ingress(&self, b: usize) -> Ingress {
+        self.ingress
+            .get(b)
+            .copied()
+            .unwrap_or(Ingress::Pod(PortId(u16::MAX)))
     }
 
     fn egress(&self, e: Egress) -> Option<usize> {
@@ -264,11 +285,12 @@ impl<B: Backend> Worker<B> {
             }
             got += n;
             self.counters.bursts += 1;
+            let ingress = self.map.ingress(port);
             for &f in &burst[..n] {
                 let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
                 let action = self
                     .backend
-                    .with_bytes(f, |bytes| handle(bytes, t, pipeline, reply));
+                    .with_bytes(f, |bytes| handle(bytes, ingress, t, pipeline, reply));
                 self.act(port, f, action);
             }
         }
@@ -370,7 +392,7 @@ impl<B: Backend> Worker<B> {
             let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
             let action = self
                 .backend
-                .with_bytes(f, |bytes| handle(bytes, t, pipeline, reply));
+                .with_bytes(f, |bytes| handle(bytes, Ingress::Host, t, pipeline, reply));
             match action {
                 Action::Transmit(e) => self.stage(e, f),
                 Action::Reply(n) => {

@@ -267,6 +267,64 @@ fn pod_to_pod_the_node_and_the_gateway(io: Io) {
         ping.contains("169.254.1.1") && ping.to_lowercase().contains("time to live exceeded"),
         "{ping}"
     );
+    // Anti-spoofing: the client takes web-2's address and sends from it.
+    // Nothing gets through, to a pod or to the ClusterIP, and the worker
+    // counts it; from its own address it still gets through.
+    let add = r
+        .lab
+        .exec(
+            "client",
+            &["ip", "addr", "add", "198.18.1.4/32", "dev", "eth0"],
+        )
+        .expect("ip addr add");
+    assert_ok(&add, "a second address in the client");
+    for url in ["http://198.18.1.3:8080/", &format!("http://{VIP}/")] {
+        let out = r
+            .lab
+            .exec(
+                "client",
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "2",
+                    "--interface",
+                    "198.18.1.4",
+                    url,
+                ],
+            )
+            .expect("curl");
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{url} answered a pod sending from web-2's address: {}",
+            Running::stdout(&out)
+        );
+    }
+    let spoofed = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            r.daemon
+                .observer()
+                .workers()
+                .iter()
+                .map(|w| {
+                    w.packets
+                        .dropped(sluice_dataplane::DropReason::SourceSpoofed)
+                })
+                .sum::<u64>()
+        })
+        .find(|&n| n > 0)
+        .unwrap_or(0);
+    assert!(spoofed > 0, "the worker counts the spoofed frames");
+    let stolen = sluice_dataplane::Addr::from_v4([198, 18, 1, 4]);
+    let opened: Vec<_> = r
+        .daemon
+        .flows(usize::MAX)
+        .into_iter()
+        .filter(|f| f.original.src == stolen)
+        .collect();
+    assert!(opened.is_empty(), "a spoofed SYN opened a flow: {opened:?}");
+    assert_eq!(r.curl("client", "http://198.18.1.3:8080/"), "web-1");
 }
 
 /// The same Service over IPv6 (dual-stack): HTTP from all three backends,

@@ -4,7 +4,7 @@
 //! its VTEP, and an expiring TTL comes back as ICMP.
 
 use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::node::{handle, Action};
+use sluice_dataplane::node::{handle, Action, Ingress};
 use sluice_dataplane::pipeline::Worker;
 use sluice_dataplane::route::{Egress, PortId};
 use sluice_dataplane::Addr;
@@ -27,8 +27,18 @@ impl Node {
             worker: Worker::default(),
         }
     }
+    /// A frame from the client pod's port.
     fn handle(&mut self, frame: &mut [u8], reply: &mut [u8]) -> Action {
-        handle(frame, &self.world.tables(), &mut self.worker, reply)
+        self.handle_from(Ingress::Pod(CLIENT_PORT), frame, reply)
+    }
+    fn handle_from(&mut self, ingress: Ingress, frame: &mut [u8], reply: &mut [u8]) -> Action {
+        handle(
+            frame,
+            ingress,
+            &self.world.tables(),
+            &mut self.worker,
+            reply,
+        )
     }
     fn books_balance(&self) {
         let c = &self.worker.counters;
@@ -91,7 +101,7 @@ fn a_pod_reaches_a_clusterip_and_the_answer_comes_back_through_the_gateway() {
                     b"",
                 );
                 assert_eq!(
-                    node.handle(&mut back, &mut reply),
+                    node.handle_from(Ingress::Pod(port), &mut back, &mut reply),
                     Action::Transmit(Egress::Pod {
                         port: CLIENT_PORT,
                         mac: frames::POD_MAC
@@ -150,5 +160,71 @@ fn an_expiring_ttl_comes_back_as_time_exceeded_and_node_traffic_goes_to_the_host
         b"",
     );
     assert_eq!(node.handle(&mut ssh, &mut reply), Action::ToHost);
+    node.books_balance();
+}
+
+/// A pod may send only from its own addresses. From another pod's, the
+/// node's or any address, the frame is dropped before conntrack (no flow
+/// is opened, no reply steered to the victim) and counted; link-local
+/// sources (neighbour and router discovery) are the pod's too.
+#[test]
+fn a_pod_sending_from_an_address_not_its_own_is_dropped_before_conntrack() {
+    use sluice_dataplane::DropReason;
+    let mut node = Node::new();
+    let mut reply = [0u8; 1600];
+    let victim = [198, 18, 2, 2]; // a backend pod's, on port 12
+    let flows = node.world.conntrack.len();
+    for (what, src) in [
+        ("another pod's address", victim),
+        ("the node's", [198, 18, 0, 1]),
+        ("an address of nobody's", [203, 0, 113, 9]),
+        ("0.0.0.0", [0, 0, 0, 0]),
+    ] {
+        // To the ClusterIP: a flow would be opened, DNATed, and its
+        // replies sent to the victim.
+        let mut syn = frames::tcp(Ip::V4(src), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
+        assert_eq!(
+            node.handle(&mut syn, &mut reply),
+            Action::Drop(DropReason::SourceSpoofed),
+            "{what}"
+        );
+        // To a pod directly, and as plain UDP.
+        let mut udp = frames::udp(Ip::V4(src), 5353, Ip::V4([198, 18, 2, 3]), 53, b"q");
+        assert_eq!(
+            node.handle(&mut udp, &mut reply),
+            Action::Drop(DropReason::SourceSpoofed),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        node.world.conntrack.len(),
+        flows,
+        "a spoofed packet opens no flow"
+    );
+    assert_eq!(node.worker.counters.dropped(DropReason::SourceSpoofed), 8);
+    // The same frame from the victim's own port passes.
+    let mut syn = frames::tcp(Ip::V4(victim), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
+    assert!(matches!(
+        node.handle_from(Ingress::Pod(PortId(12)), &mut syn, &mut reply),
+        Action::Transmit(_)
+    ));
+    // The client's own address from its own port passes; the node sends
+    // from any of its addresses.
+    let mut own = frames::udp(Ip::V4(CLIENT_V4), 5353, Ip::V4([198, 18, 2, 3]), 53, b"q");
+    assert!(matches!(
+        node.handle(&mut own, &mut reply),
+        Action::Transmit(_)
+    ));
+    let mut host = frames::udp(
+        Ip::V4([198, 18, 0, 1]),
+        5353,
+        Ip::V4([198, 18, 2, 3]),
+        53,
+        b"q",
+    );
+    assert!(matches!(
+        node.handle_from(Ingress::Host, &mut host, &mut reply),
+        Action::Transmit(_)
+    ));
     node.books_balance();
 }
