@@ -18,9 +18,11 @@
 //!
 //! - a port below `fill_min` is topped up to it whenever frames are free;
 //! - a port that received frames in this round is topped up to the
-//!   target, `fill_min + elastic / open ports` (at most its ring), but
-//!   only from frames beyond what the other ports' minimums, the unopened
-//!   ports' minimums and the TX reserve need;
+//!   target, `fill_min + elastic / open ports` (at most its ring), and an
+//!   idle one to at most four minimums of it (a burst that arrives while
+//!   the worker is off its core finds room), but only from frames beyond
+//!   what the other ports' minimums, the unopened ports' minimums and the
+//!   TX reserve need;
 //! - a port above the target (ports were added since it was topped up) is
 //!   not refilled until traffic brings it back under: frames it receives
 //!   go back to the pool. An idle port never holds more than it had when
@@ -57,6 +59,12 @@ pub struct FillPlan {
 /// A port's fill ring holds at least this many frames once the pool lets
 /// it: two bursts of 32.
 pub const FILL_MIN: usize = 64;
+
+/// An idle port's fill ring is topped up to this many minimums (256
+/// frames), spare frames permitting: a burst of a few hundred frames that
+/// arrives while the worker is off its core (a loaded machine) finds room,
+/// and idle ports cannot hoard the elastic frames the busy ones need.
+pub const IDLE_MINIMUMS: usize = 4;
 
 impl FillPlan {
     /// The plan of a worker's pool for `max_ports` ports with rings of
@@ -298,24 +306,25 @@ impl Ledger {
     }
 
     /// How many frames `slot`'s fill ring gets now; `busy`: it received
-    /// frames this round, so it may have elastic ones.
+    /// frames this round, so it may have its whole target, where an idle
+    /// port has at most `IDLE_MINIMUMS` minimums.
     pub fn fill_grant(&mut self, slot: u16, busy: bool) -> usize {
         let Some(Some(have)) = self.fill.get(usize::from(slot)).copied() else {
             return 0;
         };
         let p = self.plan;
-        let target = p.target(self.open);
+        let mut target = p.target(self.open);
+        if !busy {
+            target = target.min(IDLE_MINIMUMS * p.fill_min);
+        }
         if have >= target {
             return 0;
         }
         let base = p.fill_min.saturating_sub(have);
-        let mut want = base;
-        if busy {
-            let others = self.deficit - base;
-            let reserve = others + (p.max_ports - self.open) * p.fill_min + p.tx_reserve;
-            let spare = self.free.len().saturating_sub(base + reserve);
-            want += (target - have - base).min(spare);
-        }
+        let others = self.deficit - base;
+        let reserve = others + (p.max_ports - self.open) * p.fill_min + p.tx_reserve;
+        let spare = self.free.len().saturating_sub(base + reserve);
+        let want = base + (target - have - base).min(spare);
         want.min(self.free.len())
     }
 
@@ -425,14 +434,14 @@ mod tests {
         l.open_port(0).unwrap();
         l.open_port(1).unwrap();
         let filled = fill(&mut l, 0, false);
-        assert_eq!(filled.len(), 64);
+        assert_eq!(filled.len(), l.in_fill(0));
         let f = filled[0];
         assert_eq!(l.held(f), Some(Held::Kernel(0)));
         // Received on the wrong port: refused, nothing changes.
         assert!(!l.received(f, 1));
         assert!(l.received(f, 0));
         assert_eq!(l.held(f), Some(Held::Worker));
-        assert_eq!(l.in_fill(0), 63);
+        assert_eq!(l.in_fill(0), filled.len() - 1);
         // Sent on port 1: the kernel's, for port 1.
         assert!(l.sent(f, 1));
         assert_eq!(l.held(f), Some(Held::Kernel(1)));
@@ -595,7 +604,28 @@ mod tests {
         for i in held {
             l.free(i);
         }
-        assert_eq!(fill(&mut l, 1, false).len(), 64);
+        assert!(fill(&mut l, 1, false).len() >= 64);
+        conserved(&l);
+    }
+
+    #[test]
+    fn an_idle_port_gets_four_minimums_and_a_busy_one_its_target() {
+        let p = FillPlan::for_ports(250, 2048);
+        let mut l = Ledger::new(p.frames(), p);
+        l.open_port(0).unwrap();
+        l.open_port(1).unwrap();
+        fill(&mut l, 0, false);
+        assert_eq!(
+            l.in_fill(0),
+            IDLE_MINIMUMS * FILL_MIN,
+            "idle: room for a burst"
+        );
+        fill(&mut l, 1, true);
+        assert_eq!(
+            l.in_fill(1),
+            p.target(2),
+            "busy: its share of the elastic frames"
+        );
         conserved(&l);
     }
 
