@@ -556,8 +556,9 @@ fn cycles(node: &Node) {
     );
     // Bounds: no descriptor kept per pod (the allowance is for the admin
     // socket's connection being served), and memory within 8 MiB (the
-    // allocator keeps freed pages; a leak of the pod's 190 KiB share, or
-    // of a socket's rings, would pass it within 50 cycles).
+    // allocator keeps freed pages; a leak of a socket's rings, 96 KiB,
+    // would pass it within 100 cycles). Frames live in the pool, allocated
+    // at start: a leak of those shows as frames that never come back.
     assert!(
         fds_after <= fds_before + 1,
         "descriptors leak: {fds_before} before 1,000 cycles, {fds_after} after"
@@ -565,6 +566,15 @@ fn cycles(node: &Node) {
     assert!(
         rss_after <= rss_before + 8 * 1024,
         "memory grows: {rss_before} KiB before 1,000 cycles, {rss_after} KiB after"
+    );
+    // At rest, every frame of the pool is free or on the probe's fill ring:
+    // none stuck in flight or in the worker's hands after 1,000 pods.
+    std::thread::sleep(Duration::from_millis(1100));
+    let pool = node.status().counters[0].backend.pool.unwrap();
+    assert_eq!(
+        (pool.worker, pool.in_tx, pool.free + pool.in_fill),
+        (0, 0, pool.frames),
+        "{pool:?}"
     );
     node.del(&probe);
 }

@@ -38,7 +38,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
     /// The most pods attached at once, as kubelet's maxPods: each worker's
-    /// frame pool is sized for them (about 190 KiB a pod), and the CNI
+    /// frame pool is sized for them (128 KiB of frames a pod, plus 16 MiB for
+    /// frames in flight and busy pods: 47 MiB for 250), and the CNI
     /// plugin's ADD of one more is refused with this limit named.
     #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_PODS,
           value_parser = clap::value_parser!(u16).range(1..=crate::daemon::MOST_PODS as i64))]
