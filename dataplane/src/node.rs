@@ -49,6 +49,14 @@ fn link_scoped(a: Addr, family: Family) -> bool {
     family == Family::V6 && (a.0 == 0 || a.0 >> 118 == 0x3fa)
 }
 
+/// The flow this frame created, withdrawn: the frame does not leave.
+#[inline]
+fn withdraw(t: &NodeTables<'_>, w: &mut Worker) {
+    if let Some(e) = w.created.take() {
+        t.pipeline.conntrack.forget(e);
+    }
+}
+
 /// What the worker does with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -96,12 +104,16 @@ pub fn handle(
                 Routed::Transmit(e) => (Verdict::Forward, Action::Transmit(e)),
                 Routed::TimeExceeded(n) => {
                     w.counters.time_exceeded += 1;
+                    withdraw(t, w);
                     return Action::Reply(n);
                 }
                 Routed::Drop(r) => (Verdict::Drop(r), Action::Drop(r)),
             }
         }
     };
+    if matches!(action, Action::Drop(_)) {
+        withdraw(t, w);
+    }
     count(counted, w);
     action
 }

@@ -39,6 +39,10 @@ pub struct Worker {
     pub frags: FragTable,
     /// Milliseconds on the conntrack clock, read once per burst.
     pub now_ms: u64,
+    /// The flow the frame being decided created, until its caller knows
+    /// the frame left (`node::handle` and the worker withdraw it from
+    /// conntrack when a later stage drops the frame).
+    pub created: Option<u32>,
     /// Taken out for the length of a burst so that the passes can read it
     /// by reference while they update the rest of the worker.
     scratch: Option<Box<Scratch>>,
@@ -55,6 +59,7 @@ impl Default for Worker {
             counters: Counters::default(),
             frags: FragTable::default(),
             now_ms: 0,
+            created: None,
             scratch: Some(Box::new(Scratch {
                 pre: [Pre::Done(Verdict::Forward); BURST],
                 pending: [Pending::EMPTY; BURST],
@@ -117,6 +122,7 @@ pub fn process_ip_from(
     w: &mut Worker,
     allowed: impl Fn(Addr, Family) -> bool,
 ) -> (Verdict, Option<(usize, Family)>) {
+    w.created = None;
     let pre = prepare(frame, t, w);
     let source = match &pre {
         Pre::Flow { key, .. } => Some((key.src, key.family)),
@@ -530,6 +536,9 @@ fn insert(
         })?;
     if hit.dir == Dir::Original {
         w.counters.ct_new += 1;
+    }
+    if hit.created {
+        w.created = Some(hit.entry);
     }
     apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
     Ok(Verdict::Forward)

@@ -291,6 +291,7 @@ impl<B: Backend> Worker<B> {
                 let action = self
                     .backend
                     .with_bytes(f, |bytes| handle(bytes, ingress, t, pipeline, reply));
+                self.withdraw_if_stuck(t, action);
                 self.act(port, f, action);
             }
         }
@@ -314,6 +315,20 @@ impl<B: Backend> Worker<B> {
         }
         self.backend.flush();
         got
+    }
+
+    /// A new flow whose first frame has no way out of this node (a backend
+    /// on another node before the overlay, no uplink) is withdrawn from
+    /// conntrack: it would hold an entry for a flow that never left.
+    #[inline]
+    fn withdraw_if_stuck(&mut self, t: &NodeTables<'_>, action: Action) {
+        if let Some(e) = self.pipeline.created.take() {
+            if let Action::Transmit(eg) = action {
+                if self.map.egress(eg).is_none() {
+                    t.pipeline.conntrack.forget(e);
+                }
+            }
+        }
     }
 
     /// Queues `f` for its egress port, or frees and counts it when the
@@ -393,6 +408,7 @@ impl<B: Backend> Worker<B> {
             let action = self
                 .backend
                 .with_bytes(f, |bytes| handle(bytes, Ingress::Host, t, pipeline, reply));
+            self.withdraw_if_stuck(t, action);
             match action {
                 Action::Transmit(e) => self.stage(e, f),
                 Action::Reply(n) => {

@@ -228,3 +228,37 @@ fn a_pod_sending_from_an_address_not_its_own_is_dropped_before_conntrack() {
     ));
     node.books_balance();
 }
+
+/// A packet that a later stage drops leaves no flow behind: a flood of
+/// TTL=1 SYNs to a ClusterIP is answered with time-exceeded, and the
+/// conntrack holds none of them (as the kernel never confirms the entry
+/// of a packet it dropped).
+#[test]
+fn a_flood_of_expiring_syns_to_a_clusterip_leaves_no_flow() {
+    let mut node = Node::new();
+    let mut reply = [0u8; 1600];
+    let before = node.world.conntrack.len();
+    for sport in 20000..21000u16 {
+        let mut syn = frames::tcp(Ip::V4(CLIENT_V4), sport, Ip::V4(VIP_V4), 80, SYN, b"");
+        // TTL 1, header checksum redone.
+        syn[22] = 1;
+        syn[24] = 0;
+        syn[25] = 0;
+        let c = sluice_dataplane::wire::checksum::checksum(&syn[14..34]);
+        syn[24..26].copy_from_slice(&c.to_be_bytes());
+        assert!(
+            matches!(node.handle(&mut syn, &mut reply), Action::Reply(_)),
+            "time exceeded for port {sport}"
+        );
+    }
+    assert_eq!(node.world.conntrack.len(), before, "no flow was kept");
+    assert_eq!(node.worker.counters.time_exceeded, 1000);
+    // A SYN that lives on is kept as ever.
+    let mut syn = frames::tcp(Ip::V4(CLIENT_V4), 21000, Ip::V4(VIP_V4), 80, SYN, b"");
+    assert!(matches!(
+        node.handle(&mut syn, &mut reply),
+        Action::Transmit(_)
+    ));
+    assert_eq!(node.world.conntrack.len(), before + 1);
+    node.books_balance();
+}

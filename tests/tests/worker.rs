@@ -58,6 +58,11 @@ fn frames_go_out_of_the_right_ports_and_the_pool_loses_nothing() {
         100,
         "the rest had no way out (their backend is on another node)"
     );
+    assert_eq!(
+        world.conntrack.len(),
+        to_backends,
+        "a flow whose first frame had no way out is not kept"
+    );
 
     // The backends answer; every answer reaches the client from the VIP.
     for port in [1usize, 2] {

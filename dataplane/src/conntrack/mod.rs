@@ -68,6 +68,9 @@ pub struct Hit {
     pub entry: u32,
     pub dir: Dir,
     pub record: FlowRecord,
+    /// This call created the flow (an insert that found it instead, made
+    /// by another worker an instant before, says false).
+    pub created: bool,
 }
 
 /// Why an insert was refused.
@@ -240,6 +243,7 @@ impl Conntrack {
             entry: idx,
             dir,
             record,
+            created: false,
         })
     }
 
@@ -441,6 +445,7 @@ impl Conntrack {
                 entry: idx,
                 dir: Dir::Original,
                 record,
+                created: true,
             });
         }
         Err(InsertError::Contended)
@@ -663,6 +668,35 @@ impl Conntrack {
             .expired
             .fetch_add(expired as u64, Ordering::Relaxed);
         expired
+    }
+
+    /// Withdraws a flow that the caller created for a packet a later stage
+    /// then dropped (its TTL ran out, it had no way out): a dropped packet
+    /// leaves no state, as in the kernel, where such an entry is never
+    /// confirmed. Returns whether it was there.
+    pub fn forget(&self, idx: u32) -> bool {
+        let Some(e) = self.entries.get(idx as usize) else {
+            return false;
+        };
+        let Some(rec) = e.read() else { return false };
+        let old = e.life.load(Ordering::Acquire);
+        if Life::unpack(old).state == FlowState::Free
+            || e.life
+                .compare_exchange(old, Life::FREE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            // Gone, or touched by another packet of it this instant: that
+            // packet is the flow's now, and the sweeper sees to it.
+            return false;
+        }
+        self.unlink(&rec.original, Dir::Original, idx);
+        let reply = rec.translated.reversed();
+        if reply != rec.original {
+            self.unlink(&reply, Dir::Reply, idx);
+        }
+        self.free.push(idx);
+        self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn expire_one(&self, idx: u32, now_ms: u64) -> bool {

@@ -150,6 +150,31 @@ fn a_flow_picked_up_mid_stream_and_never_answered_expires_in_minutes() {
 }
 
 #[test]
+fn a_created_flow_can_be_withdrawn_and_its_entry_reused() {
+    let ct = Conntrack::with_seed(4, Timeouts::default(), 7);
+    let k = key(5);
+    let h = ct.insert(k, dnat(k), 0, FlowState::New, 0, 0).unwrap();
+    assert!(h.created);
+    // Inserting it again finds it: not created by that call.
+    assert!(
+        !ct.insert(k, dnat(k), 0, FlowState::New, 0, 0)
+            .unwrap()
+            .created
+    );
+    assert!(ct.forget(h.entry));
+    assert!(ct.lookup(&k).is_none());
+    assert!(ct.lookup(&dnat(k).reversed()).is_none());
+    assert!(ct.is_empty());
+    assert!(!ct.forget(h.entry), "gone already");
+    // The table's four entries are all usable again.
+    for i in 10..14 {
+        ct.insert(key(i), dnat(key(i)), 0, FlowState::New, 0, 0)
+            .unwrap();
+    }
+    assert_eq!(ct.len(), 4);
+}
+
+#[test]
 fn touch_refreshes_and_tracks_tcp() {
     use crate::wire::tcp::{ACK, SYN};
     let t = Timeouts::default();
