@@ -7,7 +7,7 @@
 use crate::drop::{DropReason, Verdict};
 use crate::flow::{Addr, Family};
 use crate::neighbor::{self, Gateway};
-use crate::pipeline::{count, process_ip_from, Tables, Worker};
+use crate::pipeline::{count, process_ip_screened, Header, Screened, Tables, Worker};
 use crate::route::{self, Egress, PortId, Routed, Routes};
 
 /// Everything a node's frame is decided by.
@@ -32,21 +32,37 @@ pub enum Ingress {
     Uplink,
 }
 
-/// Whether `src` may be the source of a frame from `ingress`.
+/// The screen before conntrack: a pod's source must be its own, and a
+/// packet whose TTL runs out here is answered by the route stage with no
+/// flow made for it (a flood of TTL=1 SYNs to a VIP fills nothing).
 #[inline]
-fn source_allowed(routes: &Routes, ingress: Ingress, src: Addr, family: Family) -> bool {
-    match ingress {
-        Ingress::Host | Ingress::Uplink => true,
-        Ingress::Pod(port) => routes.pod_port(src) == Some(port) || link_scoped(src, family),
+fn screen(routes: &Routes, ingress: Ingress, h: &Header) -> Screened {
+    if let Ingress::Pod(port) = ingress {
+        let own = routes.pod_port(h.src) == Some(port)
+            // Neighbour and router discovery and MLD: from `::` or the
+            // pod's link-local address, to a destination of the link.
+            || (link_scoped(h.src, h.family) && for_the_link(h.dst, h.family));
+        if !own {
+            return Screened::Drop(DropReason::SourceSpoofed);
+        }
     }
+    if h.ttl <= 1 && routes.lookup(h.dst, h.family) != Egress::Host {
+        return Screened::Route;
+    }
+    Screened::Pass
 }
 
-/// `::` and `fe80::/10`: the IPv6 sources of a pod's neighbour and
-/// router discovery and MLD, which stay on the link (their destinations
-/// are multicast or the gateway). IPv4 has none a pod uses (ARP is
-/// answered before this).
+/// `::` and `fe80::/10`: the IPv6 sources a pod's neighbour and router
+/// discovery and MLD use. IPv4 has none a pod uses (ARP is answered
+/// before this).
 fn link_scoped(a: Addr, family: Family) -> bool {
     family == Family::V6 && (a.0 == 0 || a.0 >> 118 == 0x3fa)
+}
+
+/// Link-local and multicast IPv6 destinations: they stay on the link (the
+/// route stage drops them as not routable).
+fn for_the_link(a: Addr, family: Family) -> bool {
+    family == Family::V6 && (a.0 >> 118 == 0x3fa || a.0 >> 120 == 0xff)
 }
 
 /// The flow this frame created, withdrawn: the frame does not leave.
@@ -88,9 +104,8 @@ pub fn handle(
         w.counters.neighbor_replies += 1;
         return Action::Reply(n);
     }
-    let (verdict, ip) = process_ip_from(frame, &t.pipeline, w, |src, family| {
-        source_allowed(t.routes, ingress, src, family)
-    });
+    let (verdict, ip) =
+        process_ip_screened(frame, &t.pipeline, w, |h| screen(t.routes, ingress, h));
     let (counted, action) = match (verdict, ip) {
         (Verdict::Drop(r), _) => (verdict, Action::Drop(r)),
         (Verdict::ToHost, _) => (verdict, Action::ToHost),

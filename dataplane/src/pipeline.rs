@@ -96,7 +96,11 @@ enum Pre {
 #[inline]
 pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
     let pre = prepare(frame, t, w);
-    finish(frame, pre, t, w)
+    let v = finish(frame, pre, t, w);
+    // Only `node::handle` withdraws a flow its frame made: here the
+    // caller has the verdict, and nothing reads this after.
+    w.created = None;
+    v
 }
 
 /// `process`, also saying where the IP header is and its family, which the
@@ -108,53 +112,80 @@ pub fn process_ip(
     t: &Tables<'_>,
     w: &mut Worker,
 ) -> (Verdict, Option<(usize, Family)>) {
-    process_ip_from(frame, t, w, |_, _| true)
+    process_ip_screened(frame, t, w, |_| Screened::Pass)
 }
 
-/// `process_ip` for a frame whose source address `allowed` must accept
-/// (the sender's own, for a frame from a pod): one it refuses is dropped
-/// as `SourceSpoofed` after decode and before conntrack, so it leaves no
-/// state.
+/// An IP packet's header as the screen before conntrack sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub src: Addr,
+    pub dst: Addr,
+    pub family: Family,
+    /// TTL or hop limit.
+    pub ttl: u8,
+}
+
+/// What the screen before conntrack decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screened {
+    /// On to conntrack, Services and NAT.
+    Pass,
+    /// Straight to the route stage as it is, with no state made (a packet
+    /// whose TTL runs out here: the route stage answers it).
+    Route,
+    /// Dropped, counted under this reason, with no state made.
+    Drop(DropReason),
+}
+
+/// `process_ip` with a `screen` of each IP packet's header after decode and
+/// before conntrack: a packet it drops or routes as is leaves no state
+/// (a pod's spoofed source, a TTL that runs out).
 #[inline]
-pub fn process_ip_from(
+pub fn process_ip_screened(
     frame: &mut [u8],
     t: &Tables<'_>,
     w: &mut Worker,
-    allowed: impl Fn(Addr, Family) -> bool,
+    screen: impl Fn(&Header) -> Screened,
 ) -> (Verdict, Option<(usize, Family)>) {
     w.created = None;
     let pre = prepare(frame, t, w);
-    let source = match &pre {
-        Pre::Flow { key, .. } => Some((key.src, key.family)),
-        Pre::Untracked { l3, family, .. } => source_of(frame, *l3 as usize, *family),
-        Pre::Done(_) => None,
-    };
-    if let Some((src, family)) = source {
-        if !allowed(src, family) {
-            let l3 = match &pre {
-                Pre::Flow { p, .. } => p.l3 as usize,
-                Pre::Untracked { l3, .. } => *l3 as usize,
-                Pre::Done(_) => 0,
-            };
-            return (Verdict::Drop(DropReason::SourceSpoofed), Some((l3, family)));
-        }
-    }
     let ip = match &pre {
         Pre::Flow { p, .. } => Some((p.l3 as usize, p.family)),
         Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
         Pre::Done(_) => None,
     };
+    if let Some(h) = ip.and_then(|(l3, family)| header_of(frame, l3, family)) {
+        match screen(&h) {
+            Screened::Pass => {}
+            Screened::Route => return (Verdict::Forward, ip),
+            Screened::Drop(r) => return (Verdict::Drop(r), ip),
+        }
+    }
     (decide(frame, pre, t, w), ip)
 }
 
-/// The source address of the IP header at `l3` (decode checked its
+/// The addresses and TTL of the IP header at `l3` (decode checked its
 /// length).
-fn source_of(frame: &[u8], l3: usize, family: Family) -> Option<(Addr, Family)> {
-    let a = match family {
-        Family::V4 => Addr::from_v4(frame.get(l3 + 12..l3 + 16)?.try_into().ok()?),
-        Family::V6 => Addr::from_v6(frame.get(l3 + 8..l3 + 24)?.try_into().ok()?),
+fn header_of(frame: &[u8], l3: usize, family: Family) -> Option<Header> {
+    let ip = frame.get(l3..)?;
+    let (src, dst, ttl) = match family {
+        Family::V4 => (
+            Addr::from_v4(ip.get(12..16)?.try_into().ok()?),
+            Addr::from_v4(ip.get(16..20)?.try_into().ok()?),
+            *ip.get(8)?,
+        ),
+        Family::V6 => (
+            Addr::from_v6(ip.get(8..24)?.try_into().ok()?),
+            Addr::from_v6(ip.get(24..40)?.try_into().ok()?),
+            *ip.get(7)?,
+        ),
     };
-    Some((a, family))
+    Some(Header {
+        src,
+        dst,
+        family,
+        ttl,
+    })
 }
 
 /// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
@@ -202,6 +233,7 @@ pub fn process_burst(
         start = end;
     }
     w.scratch = Some(sc);
+    w.created = None;
 }
 
 /// A new flow waiting for its insert. Stage by stage it learns its Maglev

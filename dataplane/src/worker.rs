@@ -136,6 +136,7 @@ fn staging(ports: usize) -> Vec<Vec<Frame>> {
 
 /// Counters of the loop itself, beside the pipeline's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LoopCounters {
     pub bursts: u64,
     pub tx: u64,
@@ -291,7 +292,7 @@ impl<B: Backend> Worker<B> {
                 let action = self
                     .backend
                     .with_bytes(f, |bytes| handle(bytes, ingress, t, pipeline, reply));
-                self.withdraw_if_stuck(t, action);
+                self.withdraw_if_stuck(t, action, false);
                 self.act(port, f, action);
             }
         }
@@ -320,13 +321,18 @@ impl<B: Backend> Worker<B> {
     /// A new flow whose first frame has no way out of this node (a backend
     /// on another node before the overlay, no uplink) is withdrawn from
     /// conntrack: it would hold an entry for a flow that never left.
+    /// So is one for the host that cannot reach it (no host path here, or
+    /// the host's own frame that would go straight back: a loop).
     #[inline]
-    fn withdraw_if_stuck(&mut self, t: &NodeTables<'_>, action: Action) {
+    fn withdraw_if_stuck(&mut self, t: &NodeTables<'_>, action: Action, from_host: bool) {
         if let Some(e) = self.pipeline.created.take() {
-            if let Action::Transmit(eg) = action {
-                if self.map.egress(eg).is_none() {
-                    t.pipeline.conntrack.forget(e);
-                }
+            let stuck = match action {
+                Action::Transmit(eg) => self.map.egress(eg).is_none(),
+                Action::ToHost => from_host || self.host.is_none(),
+                Action::Reply(_) | Action::Drop(_) => false,
+            };
+            if stuck {
+                t.pipeline.conntrack.forget(e);
             }
         }
     }
@@ -408,7 +414,7 @@ impl<B: Backend> Worker<B> {
             let action = self
                 .backend
                 .with_bytes(f, |bytes| handle(bytes, Ingress::Host, t, pipeline, reply));
-            self.withdraw_if_stuck(t, action);
+            self.withdraw_if_stuck(t, action, true);
             match action {
                 Action::Transmit(e) => self.stage(e, f),
                 Action::Reply(n) => {

@@ -82,8 +82,15 @@ fn lookups_never_miss_live_flows_during_churn_and_sweeps() {
     };
     let ct = Arc::new(Conntrack::new(40_000, t));
     for i in 0..LIVE {
-        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0)
-            .unwrap();
+        ct.insert(
+            key(i),
+            dnat(key(i)),
+            0,
+            FlowState::Established,
+            sluice_dataplane::conntrack::state::flags::SEEN_REPLY,
+            0,
+        )
+        .unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
     // Churn: short-lived flows inserted and expired by the sweeper, which

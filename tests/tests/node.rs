@@ -202,6 +202,37 @@ fn a_pod_sending_from_an_address_not_its_own_is_dropped_before_conntrack() {
         "a spoofed packet opens no flow"
     );
     assert_eq!(node.worker.counters.dropped(DropReason::SourceSpoofed), 8);
+    // A link-local source is the pod's own only on the link: to a router
+    // solicitation's multicast it passes the screen (and is not routed),
+    // to anywhere else it is spoofed.
+    let ll = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x53, 0, 0, 0, 0, 0, 9];
+    let mut out = frames::udp(
+        Ip::V6(ll),
+        5353,
+        Ip::V6([
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3,
+        ]),
+        53,
+        b"q",
+    );
+    assert_eq!(
+        node.handle(&mut out, &mut reply),
+        Action::Drop(DropReason::SourceSpoofed),
+        "a link-local source off the link"
+    );
+    let mut mcast = frames::udp(
+        Ip::V6(ll),
+        5353,
+        Ip::V6([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfb]),
+        5353,
+        b"q",
+    );
+    assert_eq!(
+        node.handle(&mut mcast, &mut reply),
+        Action::Drop(DropReason::NotRoutable),
+        "mDNS from a link-local source: the link's, not spoofed"
+    );
+    assert_eq!(node.world.conntrack.len(), flows);
     // The same frame from the victim's own port passes.
     let mut syn = frames::tcp(Ip::V4(victim), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
     assert!(matches!(

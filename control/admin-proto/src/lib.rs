@@ -154,10 +154,15 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+fn version_1() -> u32 {
+    1
+}
+
 /// The daemon's answer.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
-    /// The version the daemon speaks.
+    /// The version the daemon speaks (absent: 1).
+    #[serde(default = "version_1")]
     pub version: u32,
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

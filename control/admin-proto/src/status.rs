@@ -43,6 +43,7 @@ pub struct Attached {
 /// `status` and for scripts and tests that wait until a change is
 /// programmed rather than sleep.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SourceState {
     /// The generation of the tables published last (0: none yet).
     pub generation: u64,
@@ -73,13 +74,16 @@ pub struct SourceStatus {
 
 /// Flows in the conntrack table, of how many it holds.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ConntrackStatus {
     pub entries: usize,
     pub capacity: usize,
 }
 
-/// One worker's counters as it last published them.
+/// One worker's counters as it last published them (a counter a newer
+/// daemon adds, or an older one lacks, reads as its default).
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct WorkerStatus {
     pub worker: usize,
     pub core: Option<usize>,
@@ -109,16 +113,21 @@ pub struct StatusReply {
     /// this many queues.
     pub workers: usize,
     /// Pods the daemon takes at most (`--max-pods`).
+    #[serde(default)]
     pub max_pods: usize,
     /// The generation of the tables the workers read now.
     pub tables_generation: u64,
     /// What the tables leave out now, and why (a frontend another Service
     /// holds, a target port no endpoint resolves); objects a source
     /// rejected are under `sources`.
+    #[serde(default)]
     pub left_out: Vec<String>,
     pub interfaces: Vec<Attached>,
+    #[serde(default)]
     pub sources: Vec<SourceStatus>,
+    #[serde(default)]
     pub conntrack: ConntrackStatus,
     /// Each worker's live counters.
+    #[serde(default)]
     pub counters: Vec<WorkerStatus>,
 }

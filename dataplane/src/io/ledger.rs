@@ -117,6 +117,7 @@ impl std::error::Error for LedgerError {}
 
 /// A pool's state now, for `sluice status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PoolStats {
     pub frames: usize,
     pub free: usize,

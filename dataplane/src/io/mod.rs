@@ -19,6 +19,7 @@ pub mod tap;
 /// (XDP_STATISTICS): the first place to look when frames vanish between
 /// an interface's counters and the worker's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SocketStats {
     /// The RX ring was full: the worker fell behind.
     pub rx_ring_full: u64,
@@ -43,6 +44,7 @@ impl SocketStats {
 /// stop: read off the packet path (the AF_XDP part makes a syscall per
 /// socket and walks the pool).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct BackendStats {
     /// Frames forwarded by moving a descriptor within one pool, and by
     /// copying between pools.

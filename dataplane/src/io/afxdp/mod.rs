@@ -462,18 +462,21 @@ impl AfXdpBackend {
         // Single producer: the room seen now is there at `produce`.
         let room = (port.tx.nb_free(frames.len() as u32) as usize).min(self.scratch.len());
         self.indices.clear();
+        let slot = egress as u16;
         let mut accepted = 0;
         for &f in frames {
+            if self.indices.len() == room {
+                break;
+            }
             let i = f.index % self.frames;
-            if f.index >= self.frames || !pool.ledger.worker_holds(i) {
+            // Marked the kernel's as it is taken, so that a frame staged
+            // twice is refused the second time.
+            if f.index >= self.frames || !pool.ledger.sent(i, slot) {
                 // Not the worker's to send: refused, and not the caller's
                 // to keep either.
                 self.misuse += 1;
                 accepted += 1;
                 continue;
-            }
-            if self.indices.len() == room {
-                break;
             }
             self.scratch[self.indices.len()] = pool.descs[i as usize];
             self.indices.push(i);
@@ -483,14 +486,10 @@ impl AfXdpBackend {
         if n == 0 {
             return accepted;
         }
-        // SAFETY: the worker holds every frame (checked above); they are
-        // the kernel's once produced.
+        // SAFETY: the worker held every frame (checked as each was marked
+        // sent above); they are the kernel's once produced.
         let produced = unsafe { port.tx.produce(&self.scratch[..n]) };
-        let slot = egress as u16;
         if produced == n {
-            for &i in &self.indices {
-                pool.ledger.sent(i, slot);
-            }
             self.moved += n as u64;
             port.tx_queued += n;
             port.in_tx += n;
@@ -499,7 +498,7 @@ impl AfXdpBackend {
             // otherwise, the frames are dropped here, counted, and never
             // lost to the pool.
             for &i in &self.indices {
-                pool.ledger.free(i);
+                pool.ledger.completed(i);
             }
             self.misuse += n as u64;
         }
