@@ -24,21 +24,34 @@ pub struct Life {
     pub last_seen_ms: u64,
     pub state: FlowState,
     pub flags: u8,
+    /// Counts the entry's reuses (bits 56..64): a reader that found one
+    /// flow here updates the life word only while it is that flow's, never
+    /// the next flow's that took the entry meanwhile.
+    pub generation: u8,
 }
 
 impl Life {
+    /// A never-used entry's life word.
     pub const FREE: u64 = 0;
+
+    /// The life word of a freed entry whose life word was `w`: no flow,
+    /// the generation kept.
+    pub const fn freed(w: u64) -> u64 {
+        w & (0xff << 56)
+    }
 
     pub fn pack(self) -> u64 {
         (self.last_seen_ms & TS_MASK)
             | u64::from(self.state as u8) << 40
             | u64::from(self.flags) << 48
+            | u64::from(self.generation) << 56
     }
     pub fn unpack(w: u64) -> Life {
         Life {
             last_seen_ms: w & TS_MASK,
             state: FlowState::from_u8((w >> 40) as u8),
             flags: (w >> 48) as u8,
+            generation: (w >> 56) as u8,
         }
     }
 }
@@ -292,6 +305,7 @@ mod tests {
                 last_seen_ms: 123_456,
                 state: FlowState::Established,
                 flags: 5,
+                generation: 200,
             },
         };
         e.write(&rec);

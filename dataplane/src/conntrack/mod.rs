@@ -20,7 +20,10 @@
 //!   next slot fenced, so that no key ever has an EMPTY slot between its
 //!   home and its own slot once its insert has returned.
 //! - Entries are recycled through a lock-free free list; readers guard
-//!   against recycling with the entry's sequence number.
+//!   against recycling with the entry's sequence number, and a packet's
+//!   update of the life word carries the generation it found the flow
+//!   under (bumped at each reuse), so that a packet of an expired flow
+//!   never changes the flow that took its entry an instant later.
 //!
 //! Admission: when no entry is free, or the key's window has no free slot,
 //! the new flow is refused (the pipeline drops and counts it). Nothing is
@@ -301,7 +304,7 @@ impl Conntrack {
                             // A TCP later fragment carries no flags: no
                             // state change, no refresh.
                             if !(key.proto == crate::flow::Proto::Tcp && tcp_flags.is_none()) {
-                                self.touch_entry(e, dir, tcp_flags, now_ms)?;
+                                self.touch_entry(e, l.generation, dir, tcp_flags, now_ms)?;
                             }
                             return Some((dir, entry::rewrite_from_words(&w, dir, key)));
                         }
@@ -376,6 +379,7 @@ impl Conntrack {
                 }
             }
             let idx = self.free.pop().ok_or(InsertError::Full)?;
+            let before = Life::unpack(self.entries[idx as usize].life.load(Ordering::Acquire));
             let record = FlowRecord {
                 original,
                 translated,
@@ -384,6 +388,7 @@ impl Conntrack {
                     last_seen_ms: now_ms,
                     state,
                     flags,
+                    generation: before.generation.wrapping_add(1),
                 },
             };
             self.entries[idx as usize].write(&record);
@@ -566,9 +571,8 @@ impl Conntrack {
 
     /// Returns an entry to the free list; it is in no index slot.
     fn release(&self, idx: u32) {
-        self.entries[idx as usize]
-            .life
-            .store(Life::FREE, Ordering::Release);
+        let life = &self.entries[idx as usize].life;
+        life.store(Life::freed(life.load(Ordering::Relaxed)), Ordering::Release);
         self.free.push(idx);
     }
 
@@ -580,6 +584,7 @@ impl Conntrack {
     pub fn touch(&self, hit: &Hit, tcp_flags: Option<u8>, now_ms: u64) -> Option<FlowState> {
         self.touch_entry(
             &self.entries[hit.entry as usize],
+            hit.record.life.generation,
             hit.dir,
             tcp_flags,
             now_ms,
@@ -590,6 +595,7 @@ impl Conntrack {
     fn touch_entry(
         &self,
         e: &Entry,
+        generation: u8,
         dir: Dir,
         tcp_flags: Option<u8>,
         now_ms: u64,
@@ -598,7 +604,9 @@ impl Conntrack {
         let mut old = life.load(Ordering::Relaxed);
         loop {
             let l = Life::unpack(old);
-            if l.state == FlowState::Free {
+            // Freed, or freed and taken by another flow since the caller
+            // found it: this packet's flow is gone (a miss).
+            if l.state == FlowState::Free || l.generation != generation {
                 return None;
             }
             // The common case, checked first: an established flow's plain
@@ -626,6 +634,7 @@ impl Conntrack {
                 last_seen_ms,
                 state,
                 flags,
+                generation,
             }
             .pack();
             if new == old {
@@ -682,7 +691,7 @@ impl Conntrack {
         let old = e.life.load(Ordering::Acquire);
         if Life::unpack(old).state == FlowState::Free
             || e.life
-                .compare_exchange(old, Life::FREE, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(old, Life::freed(old), Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
             // Gone, or touched by another packet of it this instant: that
@@ -713,7 +722,7 @@ impl Conntrack {
         }
         // A packet that refreshed the flow since we looked wins.
         if e.life
-            .compare_exchange(old, Life::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(old, Life::freed(old), Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             return false;

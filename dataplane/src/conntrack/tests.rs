@@ -174,6 +174,40 @@ fn a_created_flow_can_be_withdrawn_and_its_entry_reused() {
     assert_eq!(ct.len(), 4);
 }
 
+/// The race a generation closes: a worker finds a flow, the sweeper
+/// expires it, a new flow takes the entry (the free list is LIFO: at once),
+/// and only then does the first worker's packet, a RST, reach the entry.
+/// It must not close the new flow.
+#[test]
+fn a_stale_packet_cannot_change_the_flow_that_reused_its_entry() {
+    use crate::wire::tcp::RST;
+    let t = Timeouts {
+        tcp_syn_ms: 5,
+        ..Timeouts::default()
+    };
+    let ct = Conntrack::with_seed(2, t, 7);
+    let old = key(1);
+    ct.insert(old, dnat(old), 0, FlowState::New, 0, 0).unwrap();
+    let found = ct.lookup(&old).unwrap();
+    assert_eq!(ct.sweep(10, 2), 1, "the old flow expires");
+    let new = key(2);
+    let taken = ct.insert(new, dnat(new), 0, FlowState::New, 0, 10).unwrap();
+    assert_eq!(taken.entry, found.entry, "the new flow took the same entry");
+    assert_eq!(
+        ct.touch(&found, Some(RST), 10),
+        None,
+        "the old flow is gone"
+    );
+    let now = ct.lookup(&new).unwrap();
+    assert_eq!(
+        now.record.life.state,
+        FlowState::New,
+        "the new flow is untouched"
+    );
+    // The new flow's own packets still move it.
+    assert_eq!(ct.touch(&now, Some(RST), 11), Some(FlowState::Closed));
+}
+
 #[test]
 fn touch_refreshes_and_tracks_tcp() {
     use crate::wire::tcp::{ACK, SYN};
