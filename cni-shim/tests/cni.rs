@@ -4,7 +4,6 @@
 //! veths the plugin makes, its admin socket) in a node namespace of their
 //! own, and need root; under CI=true they fail rather than skip without it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -20,47 +19,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_sluice-cni");
 
 use sluice_control::testing::root_or_skip;
 
-/// One invocation's outcome.
-struct Run {
-    status: i32,
-    out: Value,
-    raw: String,
-}
+mod common;
+use common::{invoke_bin, must as sh, Run};
 
 /// Runs the plugin with `env` and `stdin`, in `netns` (the node's) if given.
 fn invoke(netns: Option<&str>, env: &[(&str, &str)], stdin: &str) -> Run {
     invoke_bin(BIN, netns, env, stdin)
-}
-
-fn invoke_bin(bin: &str, netns: Option<&str>, env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut c = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, bin]);
-            c
-        }
-        None => Command::new(bin),
-    };
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("run the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let raw = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    Run {
-        status: o.status.code().unwrap_or(-1),
-        out: serde_json::from_str(&raw).unwrap_or(Value::Null),
-        raw: format!("{raw} {}", String::from_utf8_lossy(&o.stderr).trim()),
-    }
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -214,15 +178,6 @@ struct Node {
     pods: Vec<String>,
     admin: Option<AdminServer>,
     daemon: Option<Daemon>,
-}
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 impl Node {

@@ -15,7 +15,6 @@
 //!    descriptors and resident memory compared before and after.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +24,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_control::admin::{self, StatusReply};
 use sluice_control::testing::root_or_skip;
+
+mod common;
+use common::{invoke_bin, must, Run};
 
 const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
 const MAX_PODS: usize = 250;
@@ -43,15 +45,6 @@ fn sluice_bin() -> PathBuf {
 
 fn sh(args: &[&str]) -> std::process::Output {
     Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// A pod as the runtime knows it: its container id, namespace and
@@ -143,31 +136,16 @@ impl Node {
             .unwrap()
     }
 
-    fn cni(&self, command: &str, id: &str, netns: &str) -> (i32, Value, String) {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, CNI])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("run sluice-cni");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(self.conf.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        let raw = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let out = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        let raw = format!("{raw} {}", String::from_utf8_lossy(&o.stderr).trim());
-        (o.status.code().unwrap_or(-1), out, raw)
+    fn cni(&self, command: &str, id: &str, netns: &str) -> Run {
+        let netns = format!("/var/run/netns/{netns}");
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ];
+        invoke_bin(CNI, Some(&self.netns), &env, &self.conf)
     }
 
     /// A new pod: its namespace made, then ADD. Err: the ADD's output.
@@ -177,7 +155,7 @@ impl Node {
         let netns = format!("{}-{n}", self.netns);
         let _ = sh(&["ip", "netns", "del", &netns]);
         must(&["ip", "netns", "add", &netns]);
-        let (status, out, raw) = self.cni("ADD", &id, &netns);
+        let Run { status, out, raw } = self.cni("ADD", &id, &netns);
         if status != 0 {
             let _ = sh(&["ip", "netns", "del", &netns]);
             return Err(raw);
@@ -197,7 +175,7 @@ impl Node {
 
     /// DEL, then the namespace removed, as a runtime tears a pod down.
     fn del(&self, pod: &Pod) {
-        let (status, _, raw) = self.cni("DEL", &pod.id, &pod.netns);
+        let Run { status, raw, .. } = self.cni("DEL", &pod.id, &pod.netns);
         assert_eq!(status, 0, "DEL {}: {raw}", pod.id);
         must(&["ip", "netns", "del", &pod.netns]);
         self.pods.lock().unwrap().remove(&pod.id);

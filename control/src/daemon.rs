@@ -296,6 +296,27 @@ fn left_out_of(problems: &[BuildProblem]) -> LeftOut {
     m
 }
 
+/// Applies one change to a copy of the tables, keeping in `found` the
+/// problems of the Service's last change; false when the table is full.
+fn apply(snap: &mut Snapshot, c: &Change, found: &mut LeftOut) -> bool {
+    let problems = match c {
+        Change::Upsert(s) => match snap.services.upsert_service(s) {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        Change::Remove { namespace, name } => {
+            snap.services.remove_service(namespace, name);
+            Vec::new()
+        }
+    };
+    if problems.is_empty() {
+        found.remove(&c.key());
+    } else {
+        found.insert(c.key(), problems);
+    }
+    true
+}
+
 /// Whether a Service left out for these reasons may fit once another
 /// Service changes: it wanted a frontend another held. (A target port no
 /// endpoint resolves changes only with the Service's own objects.)
@@ -517,33 +538,12 @@ impl Publisher {
         // Each Service's problems after its last change in this batch.
         let mut found = LeftOut::new();
         if let Some(snap) = table.as_mut().and_then(Arc::get_mut).filter(|_| ready) {
-            let apply = |snap: &mut Snapshot, c: &Change| -> Option<Vec<BuildProblem>> {
-                match c {
-                    Change::Upsert(s) => snap.services.upsert_service(s).ok(),
-                    Change::Remove { namespace, name } => {
-                        snap.services.remove_service(namespace, name);
-                        Some(Vec::new())
-                    }
-                }
-            };
             // The last publication's changes (their problems were told
             // then), then this one's.
-            full = pending.iter().any(|c| apply(snap, c).is_none());
+            let mut told = LeftOut::new();
+            full = !pending.iter().all(|c| apply(snap, c, &mut told));
             if !full {
-                for c in &changes {
-                    match apply(snap, c) {
-                        Some(p) if !p.is_empty() => {
-                            found.insert(c.key(), p);
-                        }
-                        Some(_) => {
-                            found.remove(&c.key());
-                        }
-                        None => {
-                            full = true;
-                            break;
-                        }
-                    }
-                }
+                full = !changes.iter().all(|c| apply(snap, c, &mut found));
             }
             // Then, with any change, every Service left out for a taken
             // frontend is tried again: the frontend may be free now.
@@ -558,17 +558,9 @@ impl Publisher {
                     .filter_map(|(k, _)| sp.current.get(k).cloned().map(Change::Upsert))
                     .collect();
                 for c in retry {
-                    match apply(snap, &c) {
-                        Some(p) if !p.is_empty() => {
-                            found.insert(c.key(), p);
-                        }
-                        Some(_) => {
-                            found.remove(&c.key());
-                        }
-                        None => {
-                            full = true;
-                            break;
-                        }
+                    if !apply(snap, &c, &mut found) {
+                        full = true;
+                        break;
                     }
                     changes.push(c);
                 }

@@ -154,7 +154,18 @@ pub fn process_ip_screened(
         Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
         Pre::Done(_) => None,
     };
-    if let Some(h) = ip.and_then(|(l3, family)| header_of(frame, l3, family)) {
+    // A flow's addresses are in its key already; only the TTL is read.
+    let header = match &pre {
+        Pre::Flow { p, key, .. } => ttl_of(frame, p.l3 as usize, p.family).map(|ttl| Header {
+            src: key.src,
+            dst: key.dst,
+            family: key.family,
+            ttl,
+        }),
+        Pre::Untracked { l3, family, .. } => header_of(frame, *l3 as usize, *family),
+        Pre::Done(_) => None,
+    };
+    if let Some(h) = header {
         match screen(&h) {
             Screened::Pass => {}
             Screened::Route => return (Verdict::Forward, ip),
@@ -164,27 +175,34 @@ pub fn process_ip_screened(
     (decide(frame, pre, t, w), ip)
 }
 
+/// The TTL (hop limit) of the IP header at `l3`.
+#[inline]
+fn ttl_of(frame: &[u8], l3: usize, family: Family) -> Option<u8> {
+    match family {
+        Family::V4 => frame.get(l3 + 8).copied(),
+        Family::V6 => frame.get(l3 + 7).copied(),
+    }
+}
+
 /// The addresses and TTL of the IP header at `l3` (decode checked its
-/// length).
+/// length), for a packet without a flow key.
 fn header_of(frame: &[u8], l3: usize, family: Family) -> Option<Header> {
     let ip = frame.get(l3..)?;
-    let (src, dst, ttl) = match family {
+    let (src, dst) = match family {
         Family::V4 => (
             Addr::from_v4(ip.get(12..16)?.try_into().ok()?),
             Addr::from_v4(ip.get(16..20)?.try_into().ok()?),
-            *ip.get(8)?,
         ),
         Family::V6 => (
             Addr::from_v6(ip.get(8..24)?.try_into().ok()?),
             Addr::from_v6(ip.get(24..40)?.try_into().ok()?),
-            *ip.get(7)?,
         ),
     };
     Some(Header {
         src,
         dst,
         family,
-        ttl,
+        ttl: ttl_of(frame, l3, family)?,
     })
 }
 

@@ -177,6 +177,22 @@ struct Bench<'a> {
     to_sink: Vec<Template>,
 }
 
+/// The dataplane worker's core (default: the last) and the traffic's
+/// (default: the first).
+pub(crate) fn cores(
+    worker: Option<usize>,
+    traffic: Option<usize>,
+) -> Result<(usize, usize), String> {
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let worker = worker.or(cores.last().copied()).ok_or("no cores")?;
+    let traffic = traffic.or(cores.first().copied()).ok_or("no cores")?;
+    Ok((worker, traffic))
+}
+
 pub(crate) fn pin(core: usize) {
     let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
@@ -617,16 +633,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
     let plan = LabFile::parse(LAB)
         .and_then(|f| f.plan())
         .map_err(|e| e.to_string())?;
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    let worker_core = o.worker_core.or(cores.last().copied()).ok_or("no cores")?;
-    let traffic_core = o
-        .traffic_core
-        .or(cores.first().copied())
-        .ok_or("no cores")?;
+    let (worker_core, traffic_core) = cores(o.worker_core, o.traffic_core)?;
     let gen = plan.pod("gen").ok_or("no gen pod")?.clone();
     let sink = plan.pod("sink").ok_or("no sink pod")?.clone();
     let most = o.flows.iter().copied().max().unwrap_or(1);

@@ -20,7 +20,7 @@ use sluice_dataplane::io::tap::enter_netns;
 use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::worker::Idle;
 
-use crate::compare::{in_netns, pin, rx_packets};
+use crate::compare::{cores, in_netns, pin, rx_packets};
 use crate::traffic::Traffic;
 use crate::{sink, xdp};
 
@@ -51,7 +51,6 @@ struct Pod {
 
 struct Bench {
     node: String,
-    dir: std::path::PathBuf,
     conf: String,
     cni: std::path::PathBuf,
     pods: Vec<Pod>,
@@ -158,16 +157,12 @@ fn run(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the node's namespace and its pods'.
 fn cleanup(node: &str) {
-    let out = Command::new("ip").args(["netns", "list"]).output();
-    if let Ok(out) = out {
-        for ns in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| *n == node || n.starts_with(&format!("{node}-")))
-        {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+    let mut spaces = sluice_control::lab::namespaces_of(node);
+    spaces.push(node.to_string());
+    for ns in spaces {
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
     }
 }
 
@@ -180,16 +175,7 @@ pub fn run_pods(o: &PodsOptions) -> Result<(), String> {
     if o.pods < 4 {
         return Err("--pods: at least 4 (two pairs)".into());
     }
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let worker_core = o.worker_core.or(cores.last().copied()).ok_or("no cores")?;
-    let traffic_core = o
-        .traffic_core
-        .or(cores.first().copied())
-        .ok_or("no cores")?;
+    let (worker_core, traffic_core) = cores(o.worker_core, o.traffic_core)?;
     let node = format!("spods{}", std::process::id() % 100_000);
     cleanup(&node);
     run(&["ip", "netns", "add", &node])?;
@@ -225,7 +211,6 @@ pub fn run_pods(o: &PodsOptions) -> Result<(), String> {
             })
             .to_string(),
             node: node.clone(),
-            dir: dir.clone(),
             cni: sluice_control::lab::cni_binary()?,
             pods: Vec::new(),
         };
@@ -271,7 +256,6 @@ pub fn run_pods(o: &PodsOptions) -> Result<(), String> {
             l / 1e6,
             l / f.max(1.0)
         );
-        let _ = b.dir;
         d.stop();
         Ok(())
     })();

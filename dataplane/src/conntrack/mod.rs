@@ -689,13 +689,24 @@ impl Conntrack {
         };
         let Some(rec) = e.read() else { return false };
         let old = e.life.load(Ordering::Acquire);
-        if Life::unpack(old).state == FlowState::Free
-            || e.life
-                .compare_exchange(old, Life::freed(old), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+        // Gone, or touched by another packet of it this instant: that
+        // packet is the flow's now, and the sweeper sees to it.
+        if Life::unpack(old).state == FlowState::Free || !self.free_flow(idx, old, &rec) {
+            return false;
+        }
+        self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Frees flow `rec` in entry `idx` if its life word is still `old`:
+    /// out of the index, back on the free list. False if a packet changed
+    /// the flow since `old` was read (it wins).
+    fn free_flow(&self, idx: u32, old: u64, rec: &FlowRecord) -> bool {
+        let e = &self.entries[idx as usize];
+        if e.life
+            .compare_exchange(old, Life::freed(old), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
         {
-            // Gone, or touched by another packet of it this instant: that
-            // packet is the flow's now, and the sweeper sees to it.
             return false;
         }
         self.unlink(&rec.original, Dir::Original, idx);
@@ -704,7 +715,6 @@ impl Conntrack {
             self.unlink(&reply, Dir::Reply, idx);
         }
         self.free.push(idx);
-        self.stats.expired.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -721,19 +731,7 @@ impl Conntrack {
             return false;
         }
         // A packet that refreshed the flow since we looked wins.
-        if e.life
-            .compare_exchange(old, Life::freed(old), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        self.unlink(&rec.original, Dir::Original, idx);
-        let reply = rec.translated.reversed();
-        if reply != rec.original {
-            self.unlink(&reply, Dir::Reply, idx);
-        }
-        self.free.push(idx);
-        true
+        self.free_flow(idx, old, &rec)
     }
 
     /// Turns tombstones back into EMPTY where the next slot is EMPTY,
