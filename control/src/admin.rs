@@ -189,7 +189,7 @@ fn answer(stream: UnixStream, served: &Served) {
 }
 
 fn status(s: &Served) -> StatusReply {
-    let (entries, capacity) = s.observer.conntrack();
+    let (entries, capacity, evicted) = s.observer.conntrack();
     StatusReply {
         io: s.ports.io(),
         workers: s.ports.workers(),
@@ -198,7 +198,11 @@ fn status(s: &Served) -> StatusReply {
         left_out: s.publisher.left_out(),
         interfaces: s.ports.attached(),
         sources: (s.sources)(),
-        conntrack: ConntrackStatus { entries, capacity },
+        conntrack: ConntrackStatus {
+            entries,
+            capacity,
+            evicted,
+        },
         counters: s
             .observer
             .workers()

@@ -20,7 +20,6 @@ use sluice_dataplane::counters::Counters;
 use sluice_dataplane::io::tap::{enter_netns, HostTap, TapBackend, TapQueue};
 use sluice_dataplane::io::{Backend, BackendStats};
 use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::node::NodeTables;
 use sluice_dataplane::pipeline::Tables;
 use sluice_dataplane::route::{PortId, Routes};
 use sluice_dataplane::service::{BuildProblem, ServiceSpec, ServiceTable};
@@ -243,9 +242,14 @@ impl Observer {
     }
 
     /// Live flows and the table's capacity.
-    pub fn conntrack(&self) -> (usize, usize) {
+    /// Live flows, the capacity, and the unanswered flows evicted so far.
+    pub fn conntrack(&self) -> (usize, usize, u64) {
         let c = &self.shared.conntrack;
-        (c.len().min(c.capacity()), c.capacity())
+        (
+            c.len().min(c.capacity()),
+            c.capacity(),
+            c.stats.evicted.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -823,7 +827,7 @@ impl Daemon {
                 gateway: Gateway::DEFAULT,
                 generation: 1,
             }),
-            conntrack: Conntrack::new(config.conntrack_capacity, Timeouts::default()),
+            conntrack: conntrack_table(config.conntrack_capacity),
             stop: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             live: cores.iter().map(|_| LiveSlot::default()).collect(),
@@ -1047,6 +1051,32 @@ impl Drop for Daemon {
     }
 }
 
+/// The conntrack table, every page faulted in now (not on the packet
+/// path), and a line on how it is backed.
+fn conntrack_table(capacity: usize) -> Conntrack {
+    let t = std::time::Instant::now();
+    let ct = Conntrack::new(capacity, Timeouts::default());
+    let (bytes, backing) = ct.memory();
+    let thp = sluice_dataplane::hugemem::thp_mode();
+    eprintln!(
+        "sluice: conntrack: {} flows, {} MiB faulted in at start in {:.0} ms ({}); transparent huge pages: {}{}",
+        ct.capacity(),
+        bytes >> 20,
+        t.elapsed().as_secs_f64() * 1e3,
+        match backing {
+            sluice_dataplane::hugemem::Backing::Mapped => "its own mapping, huge pages asked for",
+            sluice_dataplane::hugemem::Backing::Heap => "from the heap: the mapping failed",
+        },
+        thp.label(),
+        if thp.gives_huge_pages() {
+            ""
+        } else {
+            " (4 KiB pages: expect TLB misses on a big table)"
+        }
+    );
+    ct
+}
+
 fn pin(core: Option<usize>) -> Result<(), String> {
     if let Some(id) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
@@ -1260,11 +1290,9 @@ fn run_worker<B: Backend>(
         if seen.load(Ordering::Relaxed) != snap.generation {
             seen.store(snap.generation, Ordering::Release);
         }
-        let t = NodeTables {
-            pipeline: Tables {
-                services: &snap.services,
-                conntrack: &shared.conntrack,
-            },
+        let t = Tables {
+            services: &snap.services,
+            conntrack: &shared.conntrack,
             routes: &snap.routes,
             gateway: snap.gateway,
         };
@@ -1291,7 +1319,7 @@ fn run_worker<B: Backend>(
                     // The worker polls nothing while libxdp opens the
                     // socket: logged, since its other ports wait that long.
                     let t = std::time::Instant::now();
-                    let r = worker.attach(slot, &ifname);
+                    let r = worker.attach(slot, &ifname).map_err(|e| e.to_string());
                     eprintln!(
                         "sluice: worker {w}: opened {ifname} in {:.1} ms",
                         t.elapsed().as_secs_f64() * 1e3
@@ -1299,7 +1327,7 @@ fn run_worker<B: Backend>(
                     let _ = reply.send(r);
                 }
                 WorkerCommand::Install { slot, port, reply } => {
-                    let _ = reply.send(worker.install(slot, port));
+                    let _ = reply.send(worker.install(slot, port).map_err(|e| e.to_string()));
                 }
                 WorkerCommand::Detach { slot, reply } => {
                     let _ = reply.send(worker.detach(slot));

@@ -49,8 +49,13 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
 /// `sluice status`, for people.
 pub fn describe(s: &StatusReply) -> String {
     let mut out = format!(
-        "io {}, {} worker(s), tables generation {}, conntrack {} of {} flows\n",
-        s.io, s.workers, s.tables_generation, s.conntrack.entries, s.conntrack.capacity
+        "io {}, {} worker(s), tables generation {}, conntrack {} of {} flows ({} unanswered evicted)\n",
+        s.io,
+        s.workers,
+        s.tables_generation,
+        s.conntrack.entries,
+        s.conntrack.capacity,
+        s.conntrack.evicted
     );
     for src in &s.sources {
         let st = &src.status;
@@ -126,14 +131,11 @@ fn describe_worker(w: &WorkerStatus) -> String {
         w.total_drops()
     );
     out += &format!(
-        "  tx {} tx_full {} pool_empty {} no_egress {} host_tx {} host_rx {} host_refused {} | moved {} copied {} misuse {}\n",
+        "  tx {} time_exceeded {} host_tx {} host_rx {} | moved {} copied {} misuse {}\n",
         l.tx,
-        l.tx_full,
-        l.pool_empty,
-        l.no_egress,
+        p("time_exceeded"),
         l.host_tx,
         l.host_rx,
-        l.host_refused,
         w.backend.moved,
         w.backend.copied,
         w.backend.misuse

@@ -1,13 +1,20 @@
 //! Per-worker packet counters. Each worker owns one `Counters` and writes it
 //! alone (no atomics, no shared cache line); readers sum snapshots taken off
 //! the packet path.
+//!
+//! Every frame received is counted once for what finally became of it:
+//! `forwarded` (handed to a TX ring), `to_host` (taken by the host's
+//! exception path), `neighbor_replies` or `time_exceeded` (answered, the
+//! answer handed to a ring), or one drop reason. So `rx` = `settled()`.
 
 use crate::drop::DropReason;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters {
     pub rx: u64,
+    /// Handed to a TX ring.
     pub forwarded: u64,
+    /// Taken by the host's exception path.
     pub to_host: u64,
     /// Packets of a flow already in conntrack.
     pub ct_hits: u64,
@@ -20,14 +27,45 @@ pub struct Counters {
     /// ICMP errors forwarded without translating the packet they quote
     /// (expected 0 in a cluster without Path MTU trouble; see `pipeline`).
     pub icmp_error_passthrough: u64,
-    /// ARP and NDP answers for the pod gateway.
+    /// ARP and NDP questions for the pod gateway, answered (the answer
+    /// handed to a ring).
     pub neighbor_replies: u64,
-    /// ICMP time-exceeded errors sent for packets whose TTL ran out.
+    /// Packets whose TTL ran out, answered with an ICMP time-exceeded
+    /// (handed to a ring).
     pub time_exceeded: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx: 0,
+            forwarded: 0,
+            to_host: 0,
+            ct_hits: 0,
+            ct_new: 0,
+            nat: 0,
+            untracked: 0,
+            icmp_error_passthrough: 0,
+            neighbor_replies: 0,
+            time_exceeded: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
 impl Counters {
+    /// Frames whose outcome is counted: every frame received, once it is
+    /// handed to a ring, to the host, answered or dropped. Equal to `rx`
+    /// between bursts.
+    pub fn settled(&self) -> u64 {
+        self.forwarded
+            + self.to_host
+            + self.neighbor_replies
+            + self.time_exceeded
+            + self.total_drops()
+    }
+
     #[inline]
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r as usize] += 1;

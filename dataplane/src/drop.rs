@@ -1,4 +1,4 @@
-//! Why a packet was dropped or diverted: the only errors on the packet path.
+//! Why a packet was dropped: the only errors on the packet path.
 //!
 //! Each reason is a small `Copy` value that indexes a per-worker counter, so
 //! that a drop costs one increment and an operator can see every reason.
@@ -78,6 +78,12 @@ reasons! {
     ServiceNoBackends => "service_no_backends",
     /// The conntrack table is full; the new flow is not admitted.
     ConntrackFull => "conntrack_full",
+    /// The flow's probe window (the slots its hash may use) is full while
+    /// the table is not: a hash hot spot, not a full table.
+    ConntrackWindowFull => "conntrack_window_full",
+    /// Another worker kept changing the flow's slots while this one
+    /// inserted (bounded retries, then this).
+    ConntrackContended => "conntrack_contended",
     /// The flow's reply tuple is already another flow's (same client
     /// port to two Services sharing a backend); see `conntrack`.
     ConntrackReplyClash => "conntrack_reply_clash",
@@ -94,18 +100,20 @@ reasons! {
     /// open a flow nor have replies steered to its victim (anti-spoofing,
     /// as Calico's and Cilium's datapaths do).
     SourceSpoofed => "source_spoofed",
-}
-
-/// What the pipeline decided for one frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the (possibly rewritten) frame on.
-    Forward,
-    /// Not the dataplane's to handle (ARP, a non-IP EtherType the host
-    /// knows); hand it to the host kernel through the exception path.
-    ToHost,
-    /// Drop, counted under this reason.
-    Drop(DropReason),
+    /// The frame's egress has no port on this node: another node's pod
+    /// before the overlay, or the uplink when none is attached.
+    NoEgress => "no_egress",
+    /// The egress port's TX ring was full (overload).
+    TxRingFull => "tx_ring_full",
+    /// No free frame in the pool for an answer (a neighbour reply, an ICMP
+    /// error): the question is dropped unanswered.
+    PoolEmpty => "pool_empty",
+    /// For the host, on a worker without the exception path.
+    NoHostPath => "no_host_path",
+    /// The host's exception path refused the frame (its queue was full).
+    HostRefused => "host_refused",
+    /// A frame from the host that would go straight back to the host.
+    HostLoop => "host_loop",
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!
 //! Layers, as the folders say: `wire` (header views), `decode` (frame to
 //! flow key), `conntrack`, `service` (frontends, backends, Maglev), `nat`
-//! (in-place rewrites), `pipeline` (the stages in order).
+//! (in-place rewrites), `neighbor` and `route` (the gateway's answers, the
+//! next hop), `pipeline` (the burst function: every stage in order),
+//! `worker` (one core's loop over its ports), `io` (the backends).
 
 // Unsafe is denied everywhere but `prefetch` (one intrinsic) and `hugemem`
 // (mmap for the big tables), each block with its invariant beside it; the
@@ -22,7 +24,6 @@ pub mod hugemem;
 pub mod io;
 pub mod nat;
 pub mod neighbor;
-pub mod node;
 pub mod pipeline;
 pub mod prefetch;
 pub mod route;
@@ -30,5 +31,6 @@ pub mod service;
 pub mod wire;
 pub mod worker;
 
-pub use drop::{DropReason, Verdict};
+pub use drop::DropReason;
 pub use flow::{Addr, Family, FlowKey, Proto};
+pub use pipeline::{Action, Answer, Ingress};

@@ -35,19 +35,21 @@ const OPT_TARGET_LL: u8 = 2;
 const NA_FLAGS: u8 = 0x80 | 0x40 | 0x20;
 
 /// The length of the reply written to `out`, or `None` if `frame` is no
-/// question for the gateway (the frame then goes on through the pipeline).
+/// question for the gateway. For tools and tests that hold one frame: the
+/// burst function calls `answer_arp` and `answer_ns` on what decode found.
 pub fn answer(frame: &[u8], gw: &Gateway, out: &mut [u8]) -> Option<usize> {
     let l2 = ethernet::parse(frame).ok()?;
-    let body = frame.get(l2.payload_offset..)?;
     match l2.ethertype {
-        ethernet::ETHERTYPE_ARP => answer_arp(frame, l2.payload_offset, body, gw, out),
-        ethernet::ETHERTYPE_IPV6 => answer_ns(frame, l2.payload_offset, body, gw, out),
+        ethernet::ETHERTYPE_ARP => answer_arp(frame, l2.payload_offset, gw, out),
+        ethernet::ETHERTYPE_IPV6 => answer_ns(frame, l2.payload_offset, gw, out),
         _ => None,
     }
 }
 
-fn answer_arp(frame: &[u8], l3: usize, body: &[u8], gw: &Gateway, out: &mut [u8]) -> Option<usize> {
-    let a = arp::ArpPacket::new_checked(body)?;
+/// The ARP reply for a request for the gateway whose ARP header is at
+/// `l3`, written to `out`: its length, or `None` if it is no such request.
+pub fn answer_arp(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) -> Option<usize> {
+    let a = arp::ArpPacket::new_checked(frame.get(l3..)?)?;
     if a.operation() != arp::OP_REQUEST || a.target_ip() != gw.v4 {
         return None;
     }
@@ -65,7 +67,11 @@ fn answer_arp(frame: &[u8], l3: usize, body: &[u8], gw: &Gateway, out: &mut [u8]
     Some(len)
 }
 
-fn answer_ns(frame: &[u8], l3: usize, body: &[u8], gw: &Gateway, out: &mut [u8]) -> Option<usize> {
+/// The Neighbor Advertisement for a solicitation of the gateway whose IPv6
+/// header is at `l3`, written to `out`: its length, or `None` if it is no
+/// such solicitation.
+pub fn answer_ns(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) -> Option<usize> {
+    let body = frame.get(l3..)?;
     let ip = ipv6::Ipv6Packet::new_checked(body).ok()?;
     // RFC 4861 7.1.1: hop limit 255, ICMPv6 straight after the header.
     if ip.next_header() != 58 || ip.hop_limit() != 255 {

@@ -1,89 +1,187 @@
-//! Stages 1 to 5 in order, as one pure function over a frame and the
-//! tables: decode, conntrack, Service load-balancing, NAT. Every I/O
-//! backend calls `process_burst` on each burst it receives (or `process`
-//! on one frame); tests call them on bytes.
+//! The burst function: every stage in order over a burst of frames from
+//! one ingress, neighbour answers, decode, the source screen, conntrack,
+//! Services, NAT, route and hop, filling one `Action` per frame. The
+//! daemon's workers call it once per received burst; the tests, the
+//! benchmarks and the fuzz targets call the same function (a single frame
+//! is a burst of one).
 //!
-//! A burst runs in three passes, as DPDK's l3fwd does its lookups: decode
-//! every frame and ask for its conntrack index line; then, those lines
-//! arriving, ask for each flow's entry; then finish each packet. The cache
-//! misses of a burst overlap instead of adding up.
+//! A burst runs in passes, as DPDK's l3fwd does its lookups: decode every
+//! frame and ask for its conntrack index line; then, those lines arriving,
+//! ask for each flow's entry; then finish each packet (conntrack, Service,
+//! NAT); then route each. The cache misses of a burst overlap instead of
+//! adding up.
 //!
-//! Routing (stage 6) and the neighbour stage (ARP/NDP for the pod gateway)
-//! sit around this function in the worker; the verdict tells the worker
-//! what to do with the frame.
+//! Ethernet is parsed once (`decode`); every later stage reads its
+//! `Parsed` summary. A frame is counted once here when it is dropped;
+//! what leaves (`Transmit`, `ToHost`, `Reply`) is counted by the worker
+//! when it is handed to a ring, since only then is it known to have left.
 
 use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError};
 use crate::counters::Counters;
 use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
-use crate::drop::{DropReason, Verdict};
+use crate::drop::DropReason;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::nat;
+use crate::neighbor::{self, Gateway};
+use crate::route::{self, Egress, Hop, PortId, Routed, Routes};
 use crate::service::ServiceTable;
 use crate::wire::icmp::IcmpKind;
 
 /// Frames a burst holds: the prefetch window.
 pub const BURST: usize = 32;
 
-/// The shared tables a worker reads: a Service snapshot and conntrack.
+/// Bytes an answer the burst writes may take (a neighbour advert, an ICMP
+/// time-exceeded quoting 548 bytes behind up to two VLAN tags).
+pub const REPLY_MAX: usize = 1600;
+
+/// The shared tables a burst reads: a Service snapshot, conntrack, the
+/// node's routes and its pods' gateway.
 #[derive(Clone, Copy)]
 pub struct Tables<'a> {
     pub services: &'a ServiceTable,
     pub conntrack: &'a Conntrack,
+    pub routes: &'a Routes,
+    pub gateway: Gateway,
 }
 
-/// What one worker owns: its counters, its fragment table, its clock, and
-/// the scratch of a burst (kept here so that a burst initialises nothing).
-pub struct Worker {
+impl<'a> Tables<'a> {
+    /// The tables with the pods' default gateway (169.254.1.1, fe80::1).
+    pub fn new(services: &'a ServiceTable, conntrack: &'a Conntrack, routes: &'a Routes) -> Self {
+        Tables {
+            services,
+            conntrack,
+            routes,
+            gateway: Gateway::DEFAULT,
+        }
+    }
+}
+
+/// Where a burst came in: what its frames' source addresses may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    /// A pod's port: only that pod's own addresses (and link-local or
+    /// unspecified ones, for its neighbour and router discovery, which
+    /// are never routed) may be its source.
+    Pod(PortId),
+    /// The host's exception path: the node sends from any of its
+    /// addresses.
+    Host,
+    /// The uplink: the world's addresses.
+    Uplink,
+}
+
+/// An answer the burst wrote for a frame, in place of forwarding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// ARP or NDP for the pod gateway.
+    Neighbor,
+    /// ICMP time-exceeded: the frame's TTL ran out here.
+    TimeExceeded,
+}
+
+/// What becomes of a frame: the one verdict from decode to the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send the frame (rewritten in place, ready for its next hop) out of
+    /// this egress.
+    Transmit(Egress),
+    /// Send the answer written for this frame (`Core::reply`, `len`
+    /// bytes) back out of the port the frame came in on; the frame itself
+    /// is done with.
+    Reply { len: u16, answer: Answer },
+    /// The host's: hand the frame to the exception path unchanged.
+    ToHost,
+    /// Dropped (already counted under its reason).
+    Drop(DropReason),
+}
+
+/// What one core owns to decide packets: its counters, its fragment table,
+/// its clock, the flows its frames created, and the scratch of a burst
+/// (kept here so that a burst allocates and initialises nothing).
+pub struct Core {
     pub counters: Counters,
     pub frags: FragTable,
     /// Milliseconds on the conntrack clock, read once per burst.
     pub now_ms: u64,
-    /// The flow the frame being decided created, until its caller knows
-    /// the frame left (`node::handle` and the worker withdraw it from
-    /// conntrack when a later stage drops the frame).
-    pub created: Option<u32>,
     /// Taken out for the length of a burst so that the passes can read it
-    /// by reference while they update the rest of the worker.
+    /// by reference while they update the rest of the core.
     scratch: Option<Box<Scratch>>,
 }
 
 struct Scratch {
     pre: [Pre; BURST],
     pending: [Pending; BURST],
+    fate: [Fate; BURST],
+    /// The conntrack entry each frame of the last burst created, until the
+    /// caller knows the frame left (`Core::withdraw`).
+    created: [Option<u32>; BURST],
+    replies: [[u8; REPLY_MAX]; BURST],
 }
 
-impl Default for Worker {
+impl Default for Core {
     fn default() -> Self {
-        Worker {
+        Core {
             counters: Counters::default(),
             frags: FragTable::default(),
             now_ms: 0,
-            created: None,
             scratch: Some(Box::new(Scratch {
-                pre: [Pre::Done(Verdict::Forward); BURST],
+                pre: [Pre::Done(Action::ToHost); BURST],
                 pending: [Pending::EMPTY; BURST],
+                fate: [Fate::Decided(Action::ToHost); BURST],
+                created: [None; BURST],
+                replies: [[0; REPLY_MAX]; BURST],
             })),
         }
     }
 }
 
-impl Worker {
+impl Core {
     /// Reads the clock; call once per burst, not per packet.
     pub fn tick(&mut self, ct: &Conntrack) {
         self.now_ms = ct.now_ms();
     }
+
+    /// The answer written for frame `i` of the last burst
+    /// (`Action::Reply`).
+    pub fn reply(&self, i: usize, len: u16) -> &[u8] {
+        match &self.scratch {
+            Some(sc) => sc
+                .replies
+                .get(i)
+                .and_then(|r| r.get(..usize::from(len)))
+                .unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    /// Withdraws the flow frame `i` of the last burst created: the worker
+    /// found the frame no way out (no port for its egress, no host path),
+    /// and a flow that never left must hold no entry.
+    pub fn withdraw(&mut self, ct: &Conntrack, i: usize) {
+        if let Some(e) = self
+            .scratch
+            .as_mut()
+            .and_then(|sc| sc.created.get_mut(i))
+            .and_then(Option::take)
+        {
+            ct.forget(e);
+        }
+    }
 }
 
-/// A frame after decode: what the later passes need.
+/// A frame after pass 1: what the later passes need.
 #[derive(Clone, Copy)]
 enum Pre {
-    Done(Verdict),
-    /// An IP packet without a flow of its own (ICMP errors, other protocols).
+    Done(Action),
+    /// Straight to the route stage, with no state made (a TTL that runs
+    /// out here: the route stage answers it).
+    Route(Hop),
+    /// An IP packet without a flow of its own (ICMP errors, other
+    /// protocols).
     Untracked {
         transport: Transport,
-        l3: u32,
-        family: Family,
+        hop: Hop,
     },
     Flow {
         p: Parsed,
@@ -92,166 +190,182 @@ enum Pre {
     },
 }
 
-/// Processes one frame in place and says what to do with it.
-#[inline]
-pub fn process(frame: &mut [u8], t: &Tables<'_>, w: &mut Worker) -> Verdict {
-    let pre = prepare(frame, t, w);
-    let v = finish(frame, pre, t, w);
-    // Only `node::handle` withdraws a flow its frame made: here the
-    // caller has the verdict, and nothing reads this after.
-    w.created = None;
-    v
+/// A frame after pass 3: decided, or to be routed.
+#[derive(Clone, Copy)]
+enum Fate {
+    Decided(Action),
+    Route(Hop),
 }
 
-/// `process`, also saying where the IP header is and its family, which the
-/// route stage needs for a forwarded frame (`None` when there is no IP).
-/// The verdict is not counted yet: the caller decides the frame's final
-/// outcome and counts it once with `count`.
-pub fn process_ip(
-    frame: &mut [u8],
-    t: &Tables<'_>,
-    w: &mut Worker,
-) -> (Verdict, Option<(usize, Family)>) {
-    process_ip_screened(frame, t, w, |_| Screened::Pass)
-}
-
-/// An IP packet's header as the screen before conntrack sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Header {
-    pub src: Addr,
-    pub dst: Addr,
-    pub family: Family,
-    /// TTL or hop limit.
-    pub ttl: u8,
-}
-
-/// What the screen before conntrack decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Screened {
-    /// On to conntrack, Services and NAT.
-    Pass,
-    /// Straight to the route stage as it is, with no state made (a packet
-    /// whose TTL runs out here: the route stage answers it).
-    Route,
-    /// Dropped, counted under this reason, with no state made.
-    Drop(DropReason),
-}
-
-/// `process_ip` with a `screen` of each IP packet's header after decode and
-/// before conntrack: a packet it drops or routes as is leaves no state
-/// (a pod's spoofed source, a TTL that runs out).
-#[inline]
-pub fn process_ip_screened(
-    frame: &mut [u8],
-    t: &Tables<'_>,
-    w: &mut Worker,
-    screen: impl Fn(&Header) -> Screened,
-) -> (Verdict, Option<(usize, Family)>) {
-    w.created = None;
-    let pre = prepare(frame, t, w);
-    let ip = match &pre {
-        Pre::Flow { p, .. } => Some((p.l3 as usize, p.family)),
-        Pre::Untracked { l3, family, .. } => Some((*l3 as usize, *family)),
-        Pre::Done(_) => None,
-    };
-    // A flow's addresses are in its key already; only the TTL is read.
-    let header = match &pre {
-        Pre::Flow { p, key, .. } => ttl_of(frame, p.l3 as usize, p.family).map(|ttl| Header {
-            src: key.src,
-            dst: key.dst,
-            family: key.family,
-            ttl,
-        }),
-        Pre::Untracked { l3, family, .. } => header_of(frame, *l3 as usize, *family),
-        Pre::Done(_) => None,
-    };
-    if let Some(h) = header {
-        match screen(&h) {
-            Screened::Pass => {}
-            Screened::Route => return (Verdict::Forward, ip),
-            Screened::Drop(r) => return (Verdict::Drop(r), ip),
-        }
-    }
-    (decide(frame, pre, t, w), ip)
-}
-
-/// The TTL (hop limit) of the IP header at `l3`.
-#[inline]
-fn ttl_of(frame: &[u8], l3: usize, family: Family) -> Option<u8> {
-    match family {
-        Family::V4 => frame.get(l3 + 8).copied(),
-        Family::V6 => frame.get(l3 + 7).copied(),
-    }
-}
-
-/// The addresses and TTL of the IP header at `l3` (decode checked its
-/// length), for a packet without a flow key.
-fn header_of(frame: &[u8], l3: usize, family: Family) -> Option<Header> {
-    let ip = frame.get(l3..)?;
-    let (src, dst) = match family {
-        Family::V4 => (
-            Addr::from_v4(ip.get(12..16)?.try_into().ok()?),
-            Addr::from_v4(ip.get(16..20)?.try_into().ok()?),
-        ),
-        Family::V6 => (
-            Addr::from_v6(ip.get(8..24)?.try_into().ok()?),
-            Addr::from_v6(ip.get(24..40)?.try_into().ok()?),
-        ),
-    };
-    Some(Header {
-        src,
-        dst,
-        family,
-        ttl: ttl_of(frame, l3, family)?,
-    })
-}
-
-/// Processes a burst in place; `verdicts[i]` is `frames[i]`'s. Extra
-/// frames past `verdicts.len()` are left alone.
-pub fn process_burst(
+/// Decides a burst of frames that came in on `ingress`, in place:
+/// `actions[i]` is `frames[i]`'s. Frames past `BURST`, or past
+/// `actions.len()`, are left alone (the caller's bursts are no longer).
+pub fn decide(
     frames: &mut [&mut [u8]],
-    verdicts: &mut [Verdict],
+    ingress: Ingress,
     t: &Tables<'_>,
-    w: &mut Worker,
+    c: &mut Core,
+    actions: &mut [Action],
 ) {
-    let n = frames.len().min(verdicts.len());
-    let Some(mut sc) = w.scratch.take() else {
-        // Only a panic inside an earlier burst leaves it taken; the packet
-        // path has none, but a frame-at-a-time fallback costs nothing here.
-        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-            *v = process(f, t, w);
+    let n = frames.len().min(actions.len()).min(BURST);
+    let Some(mut sc) = c.scratch.take() else {
+        // Only a panic inside an earlier burst leaves it taken, and the
+        // packet path has none; dropping is the safe answer if it ever did.
+        for a in &mut actions[..n] {
+            c.counters.rx += 1;
+            c.counters.drop(DropReason::RewriteOutOfBounds);
+            *a = Action::Drop(DropReason::RewriteOutOfBounds);
         }
         return;
     };
-    let mut start = 0;
-    while start < n {
-        let end = (start + BURST).min(n);
-        for (i, f) in frames[start..end].iter().enumerate() {
-            sc.pre[i] = prepare(f, t, w);
-            if let Pre::Flow { hash, .. } = &sc.pre[i] {
-                t.conntrack.prefetch_index(*hash);
+    let frames = &mut frames[..n];
+    for (i, frame) in frames.iter().enumerate() {
+        sc.created[i] = None;
+        sc.pre[i] = prepare(frame, ingress, t, c, &mut sc.replies[i]);
+        if let Pre::Flow { hash, .. } = &sc.pre[i] {
+            t.conntrack.prefetch_index(*hash);
+        }
+    }
+    for p in &sc.pre[..n] {
+        if let Pre::Flow { key, hash, .. } = p {
+            // No entry in sight: most likely a new flow, which will read
+            // its frontend slot next.
+            if !t.conntrack.prefetch_entry(*hash) {
+                t.services.prefetch(key);
             }
         }
-        for p in &sc.pre[..end - start] {
-            if let Pre::Flow { key, hash, .. } = p {
-                // No entry in sight: most likely a new flow, which will
-                // read its frontend slot next.
-                if !t.conntrack.prefetch_entry(*hash) {
-                    t.services.prefetch(key);
+    }
+    finish_burst(frames, t, c, &mut sc);
+    for i in 0..n {
+        let a = match sc.fate[i] {
+            Fate::Decided(a) => a,
+            Fate::Route(hop) => {
+                match route::forward(frames[i], hop, t.routes, &t.gateway, &mut sc.replies[i]) {
+                    Routed::Transmit(Egress::Host) => Action::ToHost,
+                    Routed::Transmit(e) => Action::Transmit(e),
+                    Routed::TimeExceeded(len) => Action::Reply {
+                        len: len as u16,
+                        answer: Answer::TimeExceeded,
+                    },
+                    Routed::Drop(r) => Action::Drop(r),
                 }
             }
+        };
+        if matches!(a, Action::Drop(_) | Action::Reply { .. }) {
+            // The frame does not leave: a flow it made is withdrawn.
+            if let Some(e) = sc.created[i].take() {
+                t.conntrack.forget(e);
+            }
         }
-        finish_burst(
-            &mut frames[start..end],
-            &mut verdicts[start..end],
-            t,
-            w,
-            &mut sc,
-        );
-        start = end;
+        if let Action::Drop(r) = a {
+            c.counters.drop(r);
+        }
+        actions[i] = a;
     }
-    w.scratch = Some(sc);
-    w.created = None;
+    c.scratch = Some(sc);
+}
+
+/// One frame: a burst of one, through the same function.
+pub fn decide_one(frame: &mut [u8], ingress: Ingress, t: &Tables<'_>, c: &mut Core) -> Action {
+    let mut actions = [Action::ToHost];
+    decide(&mut [frame], ingress, t, c, &mut actions);
+    actions[0]
+}
+
+/// The screen before conntrack: a pod's source must be its own, and a
+/// packet whose TTL runs out here is answered by the route stage with no
+/// flow made for it (a flood of TTL=1 SYNs to a VIP fills nothing).
+#[inline]
+fn screen(routes: &Routes, ingress: Ingress, p: &Parsed) -> Option<Pre> {
+    if let Ingress::Pod(port) = ingress {
+        let own = routes.pod_port(p.src) == Some(port)
+            // Neighbour and router discovery and MLD: from `::` or the
+            // pod's link-local address, to a destination of the link.
+            || (link_scoped(p.src, p.family) && for_the_link(p.dst, p.family));
+        if !own {
+            return Some(Pre::Done(Action::Drop(DropReason::SourceSpoofed)));
+        }
+    }
+    if p.ttl <= 1 && routes.lookup(p.dst, p.family) != Egress::Host {
+        return Some(Pre::Route(Hop::of(p)));
+    }
+    None
+}
+
+/// `::` and `fe80::/10`: the IPv6 sources a pod's neighbour and router
+/// discovery and MLD use. IPv4 has none a pod uses (ARP is answered
+/// before this).
+fn link_scoped(a: Addr, family: Family) -> bool {
+    family == Family::V6 && (a.0 == 0 || a.0 >> 118 == 0x3fa)
+}
+
+/// Link-local and multicast IPv6 destinations: they stay on the link (the
+/// route stage drops them as not routable).
+fn for_the_link(a: Addr, family: Family) -> bool {
+    family == Family::V6 && (a.0 >> 118 == 0x3fa || a.0 >> 120 == 0xff)
+}
+
+/// Pass 1: decode; the gateway's neighbour answers; the screen; the flow
+/// key.
+#[inline]
+fn prepare(
+    frame: &[u8],
+    ingress: Ingress,
+    t: &Tables<'_>,
+    c: &mut Core,
+    reply: &mut [u8; REPLY_MAX],
+) -> Pre {
+    c.counters.rx += 1;
+    let p = match decode(frame) {
+        Err(r) => return Pre::Done(Action::Drop(r)),
+        Ok(Decoded::Arp { offset }) => {
+            // A question for the gateway is answered; the rest of ARP
+            // belongs to the host.
+            return match neighbor::answer_arp(frame, offset, &t.gateway, reply) {
+                Some(len) => Pre::Done(Action::Reply {
+                    len: len as u16,
+                    answer: Answer::Neighbor,
+                }),
+                None => Pre::Done(Action::ToHost),
+            };
+        }
+        Ok(Decoded::Ip(p)) => p,
+    };
+    // A Neighbor Solicitation (RFC 4861 7.1.1: ICMPv6 straight after the
+    // header, hop limit 255) may be for the gateway.
+    if p.family == Family::V6 && p.ip_proto == 58 && p.l4 == p.l3 + 40 && p.ttl == 255 {
+        if let Some(len) = neighbor::answer_ns(frame, p.l3 as usize, &t.gateway, reply) {
+            return Pre::Done(Action::Reply {
+                len: len as u16,
+                answer: Answer::Neighbor,
+            });
+        }
+    }
+    if let Some(pre) = screen(t.routes, ingress, &p) {
+        return pre;
+    }
+    match flow_key(&p, c) {
+        Err(r) => Pre::Done(Action::Drop(r)),
+        Ok(None) => Pre::Untracked {
+            transport: p.transport,
+            hop: Hop::of(&p),
+        },
+        Ok(Some(key)) => Pre::Flow {
+            p,
+            key,
+            hash: t.conntrack.hash(&key),
+        },
+    }
+}
+
+/// A frame's fate from a result of pass 3: routed towards `dst` (its
+/// destination after NAT), or dropped.
+#[inline]
+fn routed(p: &Parsed, r: Result<Addr, DropReason>) -> Fate {
+    match r {
+        Ok(dst) => Fate::Route(Hop { dst, ..Hop::of(p) }),
+        Err(r) => Fate::Decided(Action::Drop(r)),
+    }
 }
 
 /// A new flow waiting for its insert. Stage by stage it learns its Maglev
@@ -270,31 +384,40 @@ struct Pending {
     reply_hash: u64,
 }
 
-/// Pass 3 of a burst. Flows found in conntrack finish at once; a new flow
-/// reads its frontend slot, asks for its Maglev slot and waits; once the
-/// burst has been through, the waiting flows read their backends (asking
-/// for what their inserts touch), then insert, so that the cache misses of
-/// a burst's new flows overlap. A packet that could belong to a waiting flow
-/// (a second packet of it, or in a synthetic burst its reply) first
-/// finishes the waiting ones: the result is always that of one frame at a
-/// time.
-fn finish_burst(
-    frames: &mut [&mut [u8]],
-    verdicts: &mut [Verdict],
-    t: &Tables<'_>,
-    w: &mut Worker,
-    sc: &mut Scratch,
-) {
+impl Pending {
+    const EMPTY: Pending = Pending {
+        live: false,
+        at: 0,
+        p: Parsed::EMPTY,
+        key: FlowKey::EMPTY,
+        hash: 0,
+        service: 0,
+        backends_off: 0,
+        maglev_at: 0,
+        to: FlowKey::EMPTY,
+        reply_hash: 0,
+    };
+}
+
+/// Pass 3: conntrack, Service, NAT. Flows found in conntrack finish at
+/// once; a new flow reads its frontend slot, asks for its Maglev slot and
+/// waits; once the burst has been through, the waiting flows read their
+/// backends (asking for what their inserts touch), then insert, so that
+/// the cache misses of a burst's new flows overlap. A packet that could
+/// belong to a waiting flow (a second packet of it, or in a synthetic
+/// burst its reply) first finishes the waiting ones: the result is always
+/// that of one frame at a time.
+fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut Scratch) {
     let mut np = 0;
     let mut client_mask = 0u64;
     for i in 0..frames.len() {
         let Pre::Flow { p, key, hash } = &sc.pre[i] else {
-            verdicts[i] = finish(frames[i], sc.pre[i], t, w);
+            sc.fate[i] = finish(frames[i], sc.pre[i], t, c, &mut sc.created[i]);
             continue;
         };
         let hash = *hash;
-        if let Some(v) = established(frames[i], p, key, hash, t, w) {
-            verdicts[i] = count(v, w);
+        if let Some(r) = established(frames[i], p, key, hash, t, c) {
+            sc.fate[i] = routed(p, r);
             continue;
         }
         // A new flow (the rarer case): copied out of the scratch.
@@ -313,19 +436,19 @@ fn finish_burst(
                         && key.proto == q.key.proto)
             });
         if depends {
-            flush(frames, np, verdicts, t, w, sc);
+            flush(frames, np, t, c, sc);
             np = 0;
             client_mask = 0;
-            verdicts[i] = finish(frames[i], sc.pre[i], t, w);
+            sc.fate[i] = finish(frames[i], sc.pre[i], t, c, &mut sc.created[i]);
             continue;
         }
         let Some(f) = t.services.find(&key) else {
-            w.counters.untracked += 1;
-            verdicts[i] = count(Verdict::Forward, w);
+            c.counters.untracked += 1;
+            sc.fate[i] = routed(&p, Ok(p.dst));
             continue;
         };
         let Some(maglev_at) = t.services.maglev_index(f, &key) else {
-            verdicts[i] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
+            sc.fate[i] = Fate::Decided(Action::Drop(DropReason::ServiceNoBackends));
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
@@ -344,12 +467,12 @@ fn finish_burst(
         np += 1;
         client_mask |= end_bit(&key.src, key.sport);
     }
-    flush(frames, np, verdicts, t, w, sc);
+    flush(frames, np, t, c, sc);
 }
 
 /// One bit of 64 for an (address, port) end of a flow.
 #[inline]
-fn end_bit(addr: &crate::flow::Addr, port: u16) -> u64 {
+fn end_bit(addr: &Addr, port: u16) -> u64 {
     let h = (addr.0 as u64 ^ (addr.0 >> 64) as u64)
         .wrapping_add(u64::from(port))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -357,14 +480,7 @@ fn end_bit(addr: &crate::flow::Addr, port: u16) -> u64 {
 }
 
 /// Finishes the first `np` waiting new flows.
-fn flush(
-    frames: &mut [&mut [u8]],
-    np: usize,
-    verdicts: &mut [Verdict],
-    t: &Tables<'_>,
-    w: &mut Worker,
-    sc: &mut Scratch,
-) {
+fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scratch) {
     // The Maglev entries were asked for while the burst went on: read them
     // and ask for the backends they name; then read those.
     for q in &sc.pending[..np] {
@@ -384,8 +500,7 @@ fn flush(
             }
             None => {
                 q.live = false;
-                let at = q.at;
-                verdicts[at] = count(Verdict::Drop(DropReason::ServiceNoBackends), w);
+                sc.fate[q.at] = Fate::Decided(Action::Drop(DropReason::ServiceNoBackends));
             }
         }
     }
@@ -396,77 +511,34 @@ fn flush(
         }
         q.live = false;
         let q = *q;
-        let v = insert(
+        let r = insert(
             frames[q.at],
             &q.p,
             &q.key,
-            q.hash,
+            (q.hash, q.reply_hash),
             q.to,
-            q.reply_hash,
             q.service,
             t,
-            w,
-        )
-        .unwrap_or_else(Verdict::Drop);
-        verdicts[q.at] = count(v, w);
+            c,
+            &mut sc.created[q.at],
+        );
+        sc.fate[q.at] = routed(&q.p, r);
     }
 }
 
-impl Pending {
-    const EMPTY: Pending = Pending {
-        live: false,
-        at: 0,
-        p: Parsed::EMPTY,
-        key: FlowKey::EMPTY,
-        hash: 0,
-        service: 0,
-        backends_off: 0,
-        maglev_at: 0,
-        to: FlowKey::EMPTY,
-        reply_hash: 0,
-    };
-}
-
-/// Pass 1: decode and find the flow key.
+/// Pass 3 for one frame.
 #[inline]
-fn prepare(frame: &[u8], t: &Tables<'_>, w: &mut Worker) -> Pre {
-    w.counters.rx += 1;
-    let p = match decode(frame) {
-        Err(r) => return Pre::Done(Verdict::Drop(r)),
-        // The gateway's ARP replies are the neighbour stage's; the rest
-        // belongs to the host.
-        Ok(Decoded::Arp { .. }) => return Pre::Done(Verdict::ToHost),
-        Ok(Decoded::Ip(p)) => p,
-    };
-    match flow_key(&p, w) {
-        Err(r) => Pre::Done(Verdict::Drop(r)),
-        Ok(None) => Pre::Untracked {
-            transport: p.transport,
-            l3: p.l3,
-            family: p.family,
-        },
-        Ok(Some(key)) => Pre::Flow {
-            p,
-            key,
-            hash: t.conntrack.hash(&key),
-        },
-    }
-}
-
-/// Pass 3 for one frame: conntrack, Service, NAT, and the counters.
-#[inline]
-fn finish(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
-    let v = decide(frame, pre, t, w);
-    count(v, w)
-}
-
-/// Pass 3 without the verdict's count, for callers that decide more after
-/// the pipeline (the route stage) and count the final outcome once.
-#[inline]
-fn decide(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict {
+fn finish(
+    frame: &mut [u8],
+    pre: Pre,
+    t: &Tables<'_>,
+    c: &mut Core,
+    created: &mut Option<u32>,
+) -> Fate {
     match pre {
-        Pre::Done(v) => v,
-        Pre::Untracked { transport, .. } => {
+        Pre::Done(a) => Fate::Decided(a),
+        Pre::Route(hop) => Fate::Route(hop),
+        Pre::Untracked { transport, hop } => {
             if let Transport::IcmpOther {
                 kind: IcmpKind::Error,
             } = transport
@@ -474,32 +546,24 @@ fn decide(frame: &mut [u8], pre: Pre, t: &Tables<'_>, w: &mut Worker) -> Verdict
                 // The quoted packet inside is not translated yet: a PMTU or
                 // unreachable error about a NATed flow reaches the client
                 // with the backend's address inside. Counted so it shows.
-                w.counters.icmp_error_passthrough += 1;
+                c.counters.icmp_error_passthrough += 1;
             }
-            w.counters.untracked += 1;
-            Verdict::Forward
+            c.counters.untracked += 1;
+            Fate::Route(hop)
         }
-        Pre::Flow { p, key, hash } => match established(frame, &p, &key, hash, t, w) {
-            Some(v) => v,
-            None => new_flow(frame, &p, &key, hash, t, w).unwrap_or_else(Verdict::Drop),
-        },
+        Pre::Flow { p, key, hash } => {
+            let r = match established(frame, &p, &key, hash, t, c) {
+                Some(r) => r,
+                None => new_flow(frame, &p, &key, hash, t, c, created),
+            };
+            routed(&p, r)
+        }
     }
 }
 
-/// Counts a frame's final verdict (forwarded, to the host, or the drop
-/// reason); `process_ip`'s callers call it once they know the outcome.
-#[inline]
-pub fn count(v: Verdict, w: &mut Worker) -> Verdict {
-    match v {
-        Verdict::Forward => w.counters.forwarded += 1,
-        Verdict::ToHost => w.counters.to_host += 1,
-        Verdict::Drop(r) => w.counters.drop(r),
-    }
-    v
-}
-
-/// A packet of a flow conntrack knows: refresh, translate. `None` when the
-/// flow is not there (or died under us).
+/// A packet of a flow conntrack knows: refresh, translate; its
+/// destination after NAT. `None` when the flow is not there (or died
+/// under us).
 #[inline]
 fn established(
     frame: &mut [u8],
@@ -507,14 +571,11 @@ fn established(
     key: &FlowKey,
     hash: u64,
     t: &Tables<'_>,
-    w: &mut Worker,
-) -> Option<Verdict> {
-    let (_dir, to) = t.conntrack.hit(key, hash, p.tcp_flags(), w.now_ms)?;
-    w.counters.ct_hits += 1;
-    Some(match apply(frame, p, key, &to, w) {
-        Ok(()) => Verdict::Forward,
-        Err(r) => Verdict::Drop(r),
-    })
+    c: &mut Core,
+) -> Option<Result<Addr, DropReason>> {
+    let (_dir, to) = t.conntrack.hit(key, hash, p.tcp_flags(), c.now_ms)?;
+    c.counters.ct_hits += 1;
+    Some(apply(frame, p, key, &to, c).map(|()| to.dst))
 }
 
 /// A packet conntrack does not know: a new flow if it is aimed at a
@@ -526,11 +587,12 @@ fn new_flow(
     key: &FlowKey,
     hash: u64,
     t: &Tables<'_>,
-    w: &mut Worker,
-) -> Result<Verdict, DropReason> {
+    c: &mut Core,
+    created: &mut Option<u32>,
+) -> Result<Addr, DropReason> {
     let Some(f) = t.services.find(key) else {
-        w.counters.untracked += 1;
-        return Ok(Verdict::Forward);
+        c.counters.untracked += 1;
+        return Ok(p.dst);
     };
     let at = t
         .services
@@ -546,7 +608,7 @@ fn new_flow(
         ..*key
     };
     let reply_hash = t.conntrack.hash(&to.reversed());
-    insert(frame, p, key, hash, to, reply_hash, f.id, t, w)
+    insert(frame, p, key, (hash, reply_hash), to, f.id, t, c, created)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -555,55 +617,47 @@ fn insert(
     frame: &mut [u8],
     p: &Parsed,
     key: &FlowKey,
-    hash: u64,
+    hashes: (u64, u64),
     to: FlowKey,
-    reply_hash: u64,
     service: u32,
     t: &Tables<'_>,
-    w: &mut Worker,
-) -> Result<Verdict, DropReason> {
+    c: &mut Core,
+    created: &mut Option<u32>,
+) -> Result<Addr, DropReason> {
     let (st, flags) = match p.tcp_flags() {
         Some(f) => state::tcp_initial(f),
         None => (FlowState::New, 0),
     };
     let hit = t
         .conntrack
-        .insert_hashed(
-            *key,
-            to,
-            (hash, reply_hash),
-            service,
-            st,
-            flags,
-            w.now_ms,
-            true,
-        )
+        .insert_hashed(*key, to, hashes, service, st, flags, c.now_ms, true)
         .map_err(|e| match e {
             InsertError::ReplyClash => DropReason::ConntrackReplyClash,
-            InsertError::Full | InsertError::WindowFull | InsertError::Contended => {
-                DropReason::ConntrackFull
-            }
+            InsertError::Full => DropReason::ConntrackFull,
+            InsertError::WindowFull => DropReason::ConntrackWindowFull,
+            InsertError::Contended => DropReason::ConntrackContended,
         })?;
     if hit.dir == Dir::Original {
-        w.counters.ct_new += 1;
+        c.counters.ct_new += 1;
     }
     if hit.created {
-        w.created = Some(hit.entry);
+        *created = Some(hit.entry);
     }
-    apply(frame, p, key, &hit.record.rewrite_to(hit.dir), w)?;
-    Ok(Verdict::Forward)
+    let to = hit.record.rewrite_to(hit.dir);
+    apply(frame, p, key, &to, c)?;
+    Ok(to.dst)
 }
 
 /// The packet's flow key; a later fragment's ports come from its first.
 #[inline]
-fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
+fn flow_key(p: &Parsed, c: &mut Core) -> Result<Option<FlowKey>, DropReason> {
     match p.frag {
         Frag::Whole => Ok(p.key()),
         Frag::First { ident } => {
             let key = p.key();
             if let Some(k) = key {
-                w.frags.record(
-                    k.src, k.dst, k.family, ident, k.proto, k.sport, k.dport, w.now_ms,
+                c.frags.record(
+                    k.src, k.dst, k.family, ident, k.proto, k.sport, k.dport, c.now_ms,
                 );
             }
             Ok(key)
@@ -612,9 +666,9 @@ fn flow_key(p: &Parsed, w: &mut Worker) -> Result<Option<FlowKey>, DropReason> {
             if Proto::from_number(p.ip_proto).is_none() {
                 return Ok(None);
             }
-            match w
+            match c
                 .frags
-                .find(p.src, p.dst, p.family, ident, p.ip_proto, w.now_ms)
+                .find(p.src, p.dst, p.family, ident, p.ip_proto, c.now_ms)
             {
                 Some((proto, sport, dport)) => Ok(Some(p.key_with_ports(proto, sport, dport))),
                 None => Err(DropReason::FragmentUnknown),
@@ -629,11 +683,11 @@ fn apply(
     p: &Parsed,
     from: &FlowKey,
     to: &FlowKey,
-    w: &mut Worker,
+    c: &mut Core,
 ) -> Result<(), DropReason> {
     if from != to {
         nat::rewrite(frame, p, from, to)?;
-        w.counters.nat += 1;
+        c.counters.nat += 1;
     }
     Ok(())
 }

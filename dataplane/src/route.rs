@@ -9,10 +9,11 @@
 
 use hashbrown::HashMap;
 
+use crate::decode::Parsed;
 use crate::drop::DropReason;
 use crate::flow::{Addr, Family};
 use crate::neighbor::Gateway;
-use crate::wire::{checksum, ipv4};
+use crate::wire::{checksum, ethernet, ipv4, ipv6};
 
 /// An interface the dataplane owns (a pod's host-side veth, the uplink).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,29 +121,41 @@ const V4_QUOTE: usize = 576 - 20 - 8;
 /// The same for ICMPv6 within the minimum MTU (RFC 4443 2.4 (c)).
 const V6_QUOTE: usize = 1280 - 40 - 8;
 
-/// Routes one IP frame whose network header starts at `l3`: decrements its
-/// TTL, rewrites its Ethernet header for a local pod, or writes the ICMP
-/// time-exceeded reply into `out`.
+/// What the route stage reads of a packet: decode's summary, with the
+/// destination as NAT left it. The bytes are not read again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// Offset of the IP header in the frame.
+    pub l3: u32,
+    pub family: Family,
+    /// TTL or hop limit as the packet came.
+    pub ttl: u8,
+    pub dst: Addr,
+}
+
+impl Hop {
+    /// The hop of a packet as decoded (before any NAT).
+    #[inline]
+    pub fn of(p: &Parsed) -> Hop {
+        Hop {
+            l3: p.l3,
+            family: p.family,
+            ttl: p.ttl,
+            dst: p.dst,
+        }
+    }
+}
+
+/// Routes one IP frame: decrements its TTL, rewrites its Ethernet header
+/// for a local pod, or writes the ICMP time-exceeded reply into `out`.
 pub fn forward(
     frame: &mut [u8],
-    l3: usize,
-    family: Family,
+    hop: Hop,
     routes: &Routes,
     gw: &Gateway,
     out: &mut [u8],
 ) -> Routed {
-    let Some(ip) = frame.get(l3..) else {
-        return Routed::Drop(DropReason::RewriteOutOfBounds);
-    };
-    let (ttl, dst) = match family {
-        Family::V4 if ip.len() >= 20 => (ip[8], Addr::from_v4([ip[16], ip[17], ip[18], ip[19]])),
-        Family::V6 if ip.len() >= 40 => {
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&ip[24..40]);
-            (ip[7], Addr::from_v6(d))
-        }
-        _ => return Routed::Drop(DropReason::RewriteOutOfBounds),
-    };
+    let (l3, family, dst) = (hop.l3 as usize, hop.family, hop.dst);
     if !routable(dst, family) {
         return Routed::Drop(DropReason::NotRoutable);
     }
@@ -152,24 +165,33 @@ pub fn forward(
     if egress == Egress::Host {
         return Routed::Transmit(egress);
     }
-    if ttl <= 1 {
+    if hop.ttl <= 1 {
         return match time_exceeded(frame, l3, family, gw, out) {
             Some(n) => Routed::TimeExceeded(n),
             None => Routed::Drop(DropReason::TtlExceeded),
         };
     }
-    let ip = &mut frame[l3..];
+    let Some(ip) = frame.get_mut(l3..) else {
+        return Routed::Drop(DropReason::RewriteOutOfBounds);
+    };
     match family {
-        Family::V4 => {
-            if let Ok(mut h) = ipv4::Ipv4Packet::new_header(&mut *ip) {
-                h.decrement_ttl();
-            }
-        }
-        Family::V6 => ip[7] -= 1,
+        Family::V4 => match ipv4::Ipv4Packet::new_header(ip) {
+            Ok(mut h) => h.decrement_ttl(),
+            Err(_) => return Routed::Drop(DropReason::RewriteOutOfBounds),
+        },
+        Family::V6 => match ipv6::Ipv6Packet::new_header(ip) {
+            Ok(mut h) => h.decrement_hop_limit(),
+            Err(_) => return Routed::Drop(DropReason::RewriteOutOfBounds),
+        },
     }
     if let Egress::Pod { mac, .. } = egress {
-        frame[0..6].copy_from_slice(&mac);
-        frame[6..12].copy_from_slice(&gw.mac);
+        match ethernet::EthernetFrame::new_checked(&mut *frame) {
+            Some(mut e) => {
+                e.set_dst(mac);
+                e.set_src(gw.mac);
+            }
+            None => return Routed::Drop(DropReason::RewriteOutOfBounds),
+        }
     }
     Routed::Transmit(egress)
 }

@@ -1,15 +1,19 @@
-//! A worker: one thread's loop over its ports, shaped like DPDK's l3fwd.
-//! Receive a burst per port, decide every frame (`node::handle`), stage the
-//! transmissions per egress port, flush, and go round again until the stop
-//! flag is raised. The per-core state (counters, fragment table, burst
-//! scratch) is the worker's alone.
+//! A worker: one core's loop over its ports, shaped like DPDK's l3fwd.
+//! Receive a burst per port, decide it with the burst function
+//! (`pipeline::decide`), stage the transmissions per egress port, hand
+//! each port's staged frames to its TX ring once per round, and go round
+//! again until the stop flag is raised.
+//!
+//! `Worker` is the per-core context: its backend (ports, rings, pool), the
+//! port map, the pipeline's `Core` (counters, fragment table, burst
+//! scratch), the TX staging and the loop's counters. None of it is shared.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::counters::Counters;
-use crate::io::{Backend, Frame, HostPath};
-use crate::node::{handle, Action, Ingress, NodeTables};
-use crate::pipeline::{Worker as PipelineWorker, BURST};
+use crate::drop::DropReason;
+use crate::io::{Backend, Frame, HostPath, PortError};
+use crate::pipeline::{decide, Action, Answer, Core, Ingress, Tables, BURST};
 use crate::route::{Egress, PortId};
 
 /// A busy worker reads the host's TAP every this many rounds (and every
@@ -125,38 +129,46 @@ impl PortMap {
     }
 }
 
-/// A staging vector per port, each with room for a burst from every port
-/// and one from the host, all to one port at worst: staging never
-/// allocates.
-fn staging(ports: usize) -> Vec<Vec<Frame>> {
-    (0..ports)
-        .map(|_| Vec::with_capacity(BURST * (ports + 1)))
-        .collect()
+/// Frames a port's staging holds before they are handed to its TX ring
+/// early, within the round: staging stays small with hundreds of ports.
+const STAGE_MAX: usize = 2 * BURST;
+
+/// What a staged frame is, for the count once its TX ring takes it.
+#[derive(Clone, Copy, Debug)]
+enum Sent {
+    Forwarded,
+    Answer(Answer),
 }
 
-/// Counters of the loop itself, beside the pipeline's.
+/// A port's frames waiting for its TX ring, and what each is.
+struct Staged {
+    frames: Vec<Frame>,
+    sent: Vec<Sent>,
+}
+
+impl Staged {
+    fn new() -> Staged {
+        Staged {
+            frames: Vec::with_capacity(STAGE_MAX),
+            sent: Vec::with_capacity(STAGE_MAX),
+        }
+    }
+}
+
+/// Counters of the loop itself, beside the pipeline's (which count every
+/// frame's outcome, including the loop's drops: `no_egress`,
+/// `tx_ring_full`, `pool_empty`, `no_host_path`, `host_refused`,
+/// `host_loop`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct LoopCounters {
+    /// Bursts received (from pods, the uplink and the host).
     pub bursts: u64,
+    /// Frames handed to TX rings: forwarded frames and answers.
     pub tx: u64,
-    /// A TX ring was full: the frame was dropped (expected 0 but under
-    /// overload).
-    pub tx_full: u64,
-    /// No frame left in the pool for a reply (expected 0: the pool is sized
-    /// for a burst per port plus the rings).
-    pub pool_empty: u64,
-    /// Frames whose egress has no port here (another node, before VXLAN).
-    pub no_egress: u64,
     /// Frames written to the host (the exception path), and read from it.
     pub host_tx: u64,
     pub host_rx: u64,
-    /// Frames for the host that it refused, or that had no host path.
-    pub host_refused: u64,
-    pub no_host: u64,
-    /// Frames from the host that the pipeline sent back to the host (a
-    /// loop, dropped).
-    pub host_loop: u64,
     /// The longest time from one round to the next (naps left out), and
     /// the rounds that came more than 1 ms after the last: a worker that
     /// lost its core while its rings filled.
@@ -164,19 +176,9 @@ pub struct LoopCounters {
     pub slow_rounds: u64,
 }
 
-impl LoopCounters {
-    fn count_host_send(&mut self, sent: bool) {
-        if sent {
-            self.host_tx += 1;
-        } else {
-            self.host_refused += 1;
-        }
-    }
-}
-
 /// What a worker does when a round finds nothing: spin (it owns its core),
 /// or after `spin_rounds` empty rounds sleep `sleep` between rounds, for
-/// cores that a lab shares with the pods' own processes,.
+/// cores that a lab shares with the pods' own processes.
 #[derive(Clone, Copy, Debug)]
 pub struct Idle {
     pub spin_rounds: u32,
@@ -190,10 +192,18 @@ impl Idle {
     };
 }
 
+/// Where the burst being acted on came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Port(usize),
+    Host,
+}
+
 pub struct Worker<B: Backend> {
     pub backend: B,
     pub map: PortMap,
-    pub pipeline: PipelineWorker,
+    /// What the burst function keeps per core.
+    pub core: Core,
     pub counters: LoopCounters,
     /// The exception path, on the one worker (or each) that has a queue of
     /// the host's TAP.
@@ -204,8 +214,12 @@ pub struct Worker<B: Backend> {
     rounds: u32,
     host_hot: bool,
     last_round: Option<std::time::Instant>,
-    staged: Vec<Vec<Frame>>,
-    reply: Vec<u8>,
+    /// The burst in hand and its actions.
+    burst: Vec<Frame>,
+    actions: [Action; BURST],
+    staged: Vec<Staged>,
+    /// Ports with staged frames, each once: a round visits only these.
+    dirty: Vec<usize>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -214,20 +228,22 @@ impl<B: Backend> Worker<B> {
         Worker {
             backend,
             map,
-            pipeline: PipelineWorker::default(),
+            core: Core::default(),
             counters: LoopCounters::default(),
             host: None,
             rounds: 0,
             host_hot: false,
             last_round: None,
-            staged: staging(ports),
-            reply: vec![0; 2048],
+            burst: Vec::with_capacity(BURST),
+            actions: [Action::ToHost; BURST],
+            staged: (0..ports).map(|_| Staged::new()).collect(),
+            dirty: Vec::with_capacity(ports),
         }
     }
 
     /// Opens `ifname` as node port `slot` (`PortId(slot)`), between
     /// rounds: the staging room is made for one more port.
-    pub fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
+    pub fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), PortError> {
         self.backend.attach(slot, ifname)?;
         self.ports_changed();
         Ok(())
@@ -238,7 +254,7 @@ impl<B: Backend> Worker<B> {
         &mut self,
         slot: usize,
         port: Box<dyn std::any::Any + Send>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PortError> {
         self.backend.install(slot, port)?;
         self.ports_changed();
         Ok(())
@@ -263,38 +279,33 @@ impl<B: Backend> Worker<B> {
         if let Ok(m) = PortMap::new(&pods, uplink, n) {
             self.map = m;
         }
-        if self.staged.len() != n {
-            self.staged = staging(n);
+        while self.staged.len() < n {
+            self.staged.push(Staged::new());
+        }
+        if self.dirty.capacity() < n {
+            self.dirty.reserve(n - self.dirty.len());
         }
     }
 
     /// The pipeline's counters.
     pub fn packet_counters(&self) -> &Counters {
-        &self.pipeline.counters
+        &self.core.counters
     }
 
     /// One round: a burst from every port, decided, transmitted. Returns
     /// how many frames it received.
-    pub fn poll(&mut self, t: &NodeTables<'_>) -> usize {
-        self.pipeline.tick(t.pipeline.conntrack);
+    pub fn poll(&mut self, t: &Tables<'_>) -> usize {
+        self.core.tick(t.conntrack);
         let mut got = 0;
-        let mut burst = [Frame { index: 0, len: 0 }; BURST];
         for port in 0..self.backend.ports() {
-            let n = self.backend.rx(port, &mut burst);
+            let n = self.backend.rx(port, &mut self.burst, BURST);
             if n == 0 {
                 continue;
             }
             got += n;
             self.counters.bursts += 1;
-            let ingress = self.map.ingress(port);
-            for &f in &burst[..n] {
-                let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
-                let action = self
-                    .backend
-                    .with_bytes(f, |bytes| handle(bytes, ingress, t, pipeline, reply));
-                self.withdraw_if_stuck(t, action, false);
-                self.act(port, f, action);
-            }
+            self.decide_burst(self.map.ingress(port), t);
+            self.act(Source::Port(port), t);
         }
         self.rounds = self.rounds.wrapping_add(1);
         if self.host.is_some() && (self.host_hot || self.rounds.is_multiple_of(HOST_EVERY)) {
@@ -302,152 +313,206 @@ impl<B: Backend> Worker<B> {
             self.host_hot = n > 0;
             got += n;
         }
-        for port in 0..self.staged.len() {
-            if self.staged[port].is_empty() {
-                continue;
-            }
-            let sent = self.backend.tx(port, &self.staged[port]);
-            self.counters.tx += sent as u64;
-            for &f in &self.staged[port][sent..] {
-                self.counters.tx_full += 1;
-                self.backend.free(f);
-            }
-            self.staged[port].clear();
+        while let Some(port) = self.dirty.pop() {
+            self.send(port);
         }
         self.backend.flush();
         got
     }
 
-    /// A new flow whose first frame has no way out of this node (a backend
-    /// on another node before the overlay, no uplink) is withdrawn from
-    /// conntrack: it would hold an entry for a flow that never left.
-    /// So is one for the host that cannot reach it (no host path here, or
-    /// the host's own frame that would go straight back: a loop).
-    #[inline]
-    fn withdraw_if_stuck(&mut self, t: &NodeTables<'_>, action: Action, from_host: bool) {
-        if let Some(e) = self.pipeline.created.take() {
-            let stuck = match action {
-                Action::Transmit(eg) => self.map.egress(eg).is_none(),
-                Action::ToHost => from_host || self.host.is_none(),
-                Action::Reply(_) | Action::Drop(_) => false,
-            };
-            if stuck {
-                t.pipeline.conntrack.forget(e);
-            }
-        }
+    /// The burst in hand through the burst function.
+    fn decide_burst(&mut self, ingress: Ingress, t: &Tables<'_>) {
+        let n = self.burst.len();
+        let (core, actions) = (&mut self.core, &mut self.actions[..n]);
+        self.backend.with_burst(&self.burst, |bytes| {
+            decide(bytes, ingress, t, core, actions)
+        });
     }
 
-    /// Queues `f` for its egress port, or frees and counts it when the
-    /// egress has no port here.
-    fn stage(&mut self, e: Egress, f: Frame) {
-        match self.map.egress(e) {
-            Some(port) => self.staged[port].push(f),
-            None => {
-                self.counters.no_egress += 1;
-                self.backend.free(f);
+    /// Does what the burst function decided for each frame of the burst in
+    /// hand, and counts the outcomes known now (the ones that wait for a
+    /// ring are counted by `send`).
+    fn act(&mut self, from: Source, t: &Tables<'_>) {
+        let mut frames = std::mem::take(&mut self.burst);
+        for (i, f) in frames.drain(..).enumerate() {
+            match self.actions[i] {
+                Action::Transmit(e) => match self.map.egress(e) {
+                    Some(port) => self.stage(port, f, Sent::Forwarded),
+                    None => {
+                        // A new flow whose first frame has no way out of
+                        // this node (a backend on another node before the
+                        // overlay, no uplink) holds no entry.
+                        self.core.withdraw(t.conntrack, i);
+                        self.gone(f, DropReason::NoEgress);
+                    }
+                },
+                Action::Reply { len, answer } => self.answer(from, i, f, len, answer),
+                Action::ToHost => self.for_host(from, i, f, t),
+                Action::Drop(_) => self.backend.free(f),
             }
         }
+        self.burst = frames;
     }
 
-    fn act(&mut self, ingress: usize, f: Frame, action: Action) {
-        match action {
-            Action::Transmit(e) => self.stage(e, f),
-            Action::Reply(n) => {
-                self.backend.free(f);
-                let reply = &self.reply[..n];
+    /// Frees a frame that goes no further, counted under `r`.
+    fn gone(&mut self, f: Frame, r: DropReason) {
+        self.core.counters.drop(r);
+        self.backend.free(f);
+    }
+
+    /// Sends the answer written for frame `i` back where the frame came
+    /// from; the frame itself is done with.
+    fn answer(&mut self, from: Source, i: usize, f: Frame, len: u16, answer: Answer) {
+        self.backend.free(f);
+        let reply = self.core.reply(i, len);
+        match from {
+            Source::Port(port) => {
+                let n = reply.len();
                 match self.backend.alloc_with(|buf| {
                     buf[..n].copy_from_slice(reply);
                     n
                 }) {
-                    Some(r) => self.staged[ingress].push(r),
-                    None => self.counters.pool_empty += 1,
+                    Some(r) => self.stage(port, r, Sent::Answer(answer)),
+                    None => self.core.counters.drop(DropReason::PoolEmpty),
                 }
             }
-            Action::ToHost => {
-                match &mut self.host {
-                    Some(h) => {
-                        let mac = h.mac();
-                        // The frame was addressed to the gateway; the host's
-                        // interface takes only frames for its own MAC.
-                        let sent = self.backend.with_bytes(f, |b| {
-                            if b.len() >= 6 {
-                                b[..6].copy_from_slice(&mac);
-                            }
-                            h.send(b)
-                        });
-                        self.counters.count_host_send(sent);
-                    }
-                    None => self.counters.no_host += 1,
+            Source::Host => {
+                let sent = self.host.as_mut().is_some_and(|h| h.send(reply));
+                if sent {
+                    self.counters.host_tx += 1;
+                    self.count_sent(Sent::Answer(answer));
+                } else {
+                    self.core.counters.drop(DropReason::HostRefused);
                 }
-                self.backend.free(f);
             }
-            Action::Drop(_) => self.backend.free(f),
         }
     }
 
-    /// Frames the host sent, through the same stages as a pod's: its ARP
-    /// for the gateway answered, its packets to pods routed, and its
-    /// connections to ClusterIPs load-balanced.
-    fn poll_host(&mut self, t: &NodeTables<'_>) -> usize {
-        // Out of `self` for the loop, so that the staging helpers can take
-        // `self`; put back at the end.
-        let Some(mut host) = self.host.take() else {
+    /// A frame for the host: through the exception path. From the host
+    /// itself, only its ARP (its answers for the node's address, its own
+    /// questions) has somewhere to go, out of the uplink; anything else
+    /// would go straight back to the host.
+    fn for_host(&mut self, from: Source, i: usize, f: Frame, t: &Tables<'_>) {
+        if from == Source::Host {
+            let arp = self
+                .backend
+                .with_bytes(&f, |b| b.get(12..14) == Some(&[0x08, 0x06]));
+            match self.map.uplink {
+                Some(up) if arp => self.stage(up, f, Sent::Forwarded),
+                _ => {
+                    self.core.withdraw(t.conntrack, i);
+                    self.gone(f, DropReason::HostLoop);
+                }
+            }
+            return;
+        }
+        let Some(h) = &mut self.host else {
+            self.core.withdraw(t.conntrack, i);
+            self.gone(f, DropReason::NoHostPath);
+            return;
+        };
+        let mac = h.mac();
+        // The frame was addressed to the gateway; the host's interface
+        // takes only frames for its own MAC.
+        let sent = self.backend.with_bytes(&f, |b| {
+            if b.len() >= 6 {
+                b[..6].copy_from_slice(&mac);
+            }
+            h.send(b)
+        });
+        if sent {
+            self.counters.host_tx += 1;
+            self.core.counters.to_host += 1;
+            self.backend.free(f);
+        } else {
+            self.gone(f, DropReason::HostRefused);
+        }
+    }
+
+    /// Queues `f` for `port`'s TX ring; a full staging goes to the ring
+    /// now.
+    fn stage(&mut self, port: usize, f: Frame, what: Sent) {
+        let Some(st) = self.staged.get_mut(port) else {
+            self.gone(f, DropReason::NoEgress);
+            return;
+        };
+        if st.frames.is_empty() {
+            self.dirty.push(port);
+        }
+        st.frames.push(f);
+        st.sent.push(what);
+        if st.frames.len() >= STAGE_MAX {
+            self.send(port);
+        }
+    }
+
+    /// Hands `port`'s staged frames to its TX ring, once for all of them;
+    /// counts what the ring took as sent and frees the rest as dropped.
+    fn send(&mut self, port: usize) {
+        let st = &mut self.staged[port];
+        if st.frames.is_empty() {
+            return;
+        }
+        let before = st.frames.len();
+        self.backend.tx(port, &mut st.frames);
+        let taken = before - st.frames.len();
+        self.counters.tx += taken as u64;
+        for k in 0..taken {
+            let what = self.staged[port].sent[k];
+            self.count_sent(what);
+        }
+        let st = &mut self.staged[port];
+        st.sent.clear();
+        for f in st.frames.drain(..) {
+            self.core.counters.drop(DropReason::TxRingFull);
+            self.backend.free(f);
+        }
+    }
+
+    fn count_sent(&mut self, what: Sent) {
+        let c = &mut self.core.counters;
+        match what {
+            Sent::Forwarded => c.forwarded += 1,
+            Sent::Answer(Answer::Neighbor) => c.neighbor_replies += 1,
+            Sent::Answer(Answer::TimeExceeded) => c.time_exceeded += 1,
+        }
+    }
+
+    /// Frames the host sent, through the same burst function as a pod's:
+    /// its ARP for the gateway answered, its packets to pods routed, and
+    /// its connections to ClusterIPs load-balanced.
+    fn poll_host(&mut self, t: &Tables<'_>) -> usize {
+        let Some(host) = self.host.as_mut() else {
             return 0;
         };
-        let mut got = 0;
-        while got < BURST {
+        while self.burst.len() < BURST {
             let mut len = 0;
             let Some(f) = self.backend.alloc_with(|buf| {
                 len = host.recv(buf).unwrap_or(0);
                 len
             }) else {
-                self.counters.pool_empty += 1;
                 break;
             };
             if len == 0 {
                 self.backend.free(f);
                 break;
             }
-            got += 1;
-            self.counters.host_rx += 1;
-            let (pipeline, reply) = (&mut self.pipeline, &mut self.reply);
-            let action = self
-                .backend
-                .with_bytes(f, |bytes| handle(bytes, Ingress::Host, t, pipeline, reply));
-            self.withdraw_if_stuck(t, action, true);
-            match action {
-                Action::Transmit(e) => self.stage(e, f),
-                Action::Reply(n) => {
-                    self.backend.free(f);
-                    let sent = host.send(&self.reply[..n]);
-                    self.counters.count_host_send(sent);
-                }
-                // The host's ARP (its answers for the node's address, its
-                // own questions) belongs on the wire: out of the uplink.
-                // Anything else the pipeline would hand back to the host
-                // is a loop.
-                Action::ToHost => {
-                    let arp = self
-                        .backend
-                        .with_bytes(f, |b| b.get(12..14) == Some(&[0x08, 0x06]));
-                    match self.map.uplink {
-                        Some(up) if arp => self.staged[up].push(f),
-                        _ => {
-                            self.counters.host_loop += 1;
-                            self.backend.free(f);
-                        }
-                    }
-                }
-                Action::Drop(_) => self.backend.free(f),
-            }
+            self.burst.push(f);
         }
-        self.host = Some(host);
+        let got = self.burst.len();
+        if got == 0 {
+            return 0;
+        }
+        self.counters.host_rx += got as u64;
+        self.counters.bursts += 1;
+        self.decide_burst(Ingress::Host, t);
+        self.act(Source::Host, t);
         got
     }
 
     /// Polls until `stop` is raised, idling as `idle` says when there is
     /// nothing to receive.
-    pub fn run(&mut self, t: &NodeTables<'_>, stop: &AtomicBool, idle: Idle) {
+    pub fn run(&mut self, t: &Tables<'_>, stop: &AtomicBool, idle: Idle) {
         let mut empty = 0u32;
         while !stop.load(Ordering::Relaxed) {
             self.run_rounds(t, 64, &mut empty, idle);
@@ -457,7 +522,7 @@ impl<B: Backend> Worker<B> {
     /// `rounds` rounds of the loop, idling as `idle` says; `empty` carries
     /// the count of empty rounds between calls. For a caller that loads
     /// fresh tables between batches of rounds.
-    pub fn run_rounds(&mut self, t: &NodeTables<'_>, rounds: u32, empty: &mut u32, idle: Idle) {
+    pub fn run_rounds(&mut self, t: &Tables<'_>, rounds: u32, empty: &mut u32, idle: Idle) {
         for _ in 0..rounds {
             // One clock read a round (vDSO, no syscall): the gap since the
             // last round is the stall that a full ring would explain.

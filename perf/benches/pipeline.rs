@@ -1,6 +1,8 @@
-//! Pipeline cost per packet, new flow and established flow, at 1, 1,000 and
-//! 100,000 Services with 1,000,000 live conntrack entries, in bursts of 32
-//! as a worker runs them.
+//! The burst function's cost per packet (`pipeline::decide`, what the
+//! daemon's workers run: neighbour, decode, screen, conntrack, Service,
+//! NAT, route), new flow and established flow, at 1, 1,000 and 100,000
+//! Services with 1,000,000 live conntrack entries, in bursts of 32; and
+//! the worker loop around it (`worker_loop_established`).
 //!
 //! `cargo bench -p sluice-perf --bench pipeline`. Each measured burst is
 //! copied from templates into scratch buffers first (NAT rewrites in
@@ -13,10 +15,12 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_dataplane::pipeline::{process_burst, Tables, Worker, BURST};
+use sluice_dataplane::io::memory::MemoryBackend;
+use sluice_dataplane::pipeline::{Core, BURST};
 use sluice_dataplane::wire::tcp;
-use sluice_dataplane::{FlowKey, Verdict};
-use sluice_perf::bench_world::{client, World};
+use sluice_dataplane::worker::{PortMap, Worker};
+use sluice_dataplane::FlowKey;
+use sluice_perf::bench_world::{client, decide_all, World};
 use sluice_perf::fixtures::bench_frontend;
 
 const LIVE_FLOWS: usize = 1_000_000;
@@ -24,30 +28,15 @@ const LIVE_FLOWS: usize = 1_000_000;
 /// timed part).
 const NEW_BATCH: usize = 65_536;
 
-fn run_bursts(frames: &mut [Vec<u8>], tables: &Tables<'_>, worker: &mut Worker) {
-    let mut verdicts = [Verdict::Forward; BURST];
-    for chunk in frames.chunks_mut(BURST) {
-        let mut refs: [&mut [u8]; BURST] = Default::default();
-        let n = chunk.len();
-        for (r, f) in refs.iter_mut().zip(chunk.iter_mut()) {
-            *r = f.as_mut_slice();
-        }
-        process_burst(&mut refs[..n], &mut verdicts[..n], tables, worker);
-    }
-}
-
 fn established(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     n: usize,
     hot: usize,
     world: &World,
-    worker: &mut Worker,
+    core: &mut Core,
 ) {
-    let tables = Tables {
-        services: &world.services,
-        conntrack: &world.conntrack,
-    };
+    let tables = world.tables();
     let stride = LIVE_FLOWS / hot;
     let templates: Vec<Vec<u8>> = (0..hot)
         .map(|i| world.established_frame(i * stride))
@@ -60,9 +49,39 @@ fn established(
                 s.copy_from_slice(&templates[at]);
                 at = (at + 1) % hot;
             }
-            run_bursts(&mut scratch, &tables, worker);
+            decide_all(&mut scratch, &tables, core);
         })
     });
+}
+
+/// The daemon's worker loop itself (receive, the burst function, staging,
+/// transmit) on one uplink port of the in-memory backend, replaying
+/// established flows: what the loop adds around the burst function,
+/// including the copy of each frame into the pool as a NIC's DMA would.
+fn worker_loop(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+    world: &World,
+) {
+    let tables = world.tables();
+    let hot = 1024;
+    let stride = LIVE_FLOWS / hot;
+    let mut backend = MemoryBackend::new(1, 4 * BURST);
+    backend.replay(
+        0,
+        (0..hot)
+            .map(|i| world.established_frame(i * stride))
+            .collect(),
+    );
+    let map = PortMap::new(&[], Some(0), 1).expect("one uplink port");
+    let mut w = Worker::new(backend, map);
+    c.bench_with_input(
+        BenchmarkId::new("worker_loop_established", n),
+        &n,
+        |b, _| b.iter(|| w.poll(&tables)),
+    );
+    let k = w.packet_counters();
+    assert_eq!(k.forwarded, k.rx, "every frame out: {k:?}");
 }
 
 fn bench(c: &mut Criterion) {
@@ -72,17 +91,15 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     for n in [1usize, 1_000, 100_000] {
         let world = World::new(n, LIVE_FLOWS, NEW_BATCH + 1024);
-        let tables = Tables {
-            services: &world.services,
-            conntrack: &world.conntrack,
-        };
-        let mut worker = Worker::default();
+        let tables = world.tables();
+        let mut worker = Core::default();
 
         g.throughput(Throughput::Elements(BURST as u64));
         established(&mut g, "established", n, 1024, &world, &mut worker);
         if n == 100_000 {
             established(&mut g, "established_spread", n, 65_536, &world, &mut worker);
         }
+        worker_loop(&mut g, n, &world);
         assert_eq!(worker.counters.total_drops(), 0);
         assert_eq!(
             worker.counters.ct_hits, worker.counters.rx,
@@ -124,7 +141,7 @@ fn bench(c: &mut Criterion) {
                         .collect();
                     worker.now_ms = 0;
                     let t = Instant::now();
-                    run_bursts(&mut frames, &tables, &mut worker);
+                    decide_all(&mut frames, &tables, &mut worker);
                     total += t.elapsed();
                     // Expire the SYN-only flows; the preloaded established
                     // ones (24 h timeout) stay.

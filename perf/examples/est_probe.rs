@@ -1,8 +1,7 @@
 //! Quick look at established-flow cost against the hot-set size (a probe
 //! for tuning, not the benchmark: that is benches/pipeline.rs).
-use sluice_dataplane::pipeline::{process_burst, Tables, Worker, BURST};
-use sluice_dataplane::Verdict;
-use sluice_perf::bench_world::World;
+use sluice_dataplane::pipeline::{Core, BURST};
+use sluice_perf::bench_world::{decide_all, World};
 use std::time::Instant;
 
 fn main() {
@@ -11,18 +10,14 @@ fn main() {
         .nth(2)
         .map_or(1_000_000, |s| s.parse().unwrap());
     let world = World::new(n, live, 1024);
-    let tables = Tables {
-        services: &world.services,
-        conntrack: &world.conntrack,
-    };
-    let mut worker = Worker::default();
+    let tables = world.tables();
+    let mut core = Core::default();
     for hot in [32usize, 1024, 65536] {
         let stride = live / hot;
         let templates: Vec<Vec<u8>> = (0..hot)
             .map(|i| world.established_frame(i * stride))
             .collect();
         let mut scratch: Vec<Vec<u8>> = templates[..BURST].to_vec();
-        let mut verdicts = [Verdict::Forward; BURST];
         let rounds: usize = std::env::var("ROUNDS").map_or(200_000, |s| s.parse().unwrap());
         let mut at = 0;
         let t = Instant::now();
@@ -31,16 +26,12 @@ fn main() {
                 s.copy_from_slice(&templates[at]);
                 at = (at + 1) % hot;
             }
-            let mut refs: [&mut [u8]; BURST] = Default::default();
-            for (r, f) in refs.iter_mut().zip(scratch.iter_mut()) {
-                *r = f.as_mut_slice();
-            }
-            process_burst(&mut refs, &mut verdicts, &tables, &mut worker);
+            decide_all(&mut scratch, &tables, &mut core);
         }
         let ns = t.elapsed().as_nanos() as f64 / (rounds * BURST) as f64;
         println!("services {n} live {live} hot {hot}: {ns:.1} ns/packet");
     }
-    assert_eq!(worker.counters.total_drops(), 0);
+    assert_eq!(core.counters.total_drops(), 0);
     if std::env::var_os("NOPARTS").is_none() {
         parts(&world);
     }

@@ -1,10 +1,10 @@
 //! Where a new flow's time goes, at a given Service count with 1M live
 //! flows (a tuning probe; the benchmark is benches/pipeline.rs).
 use sluice_dataplane::conntrack::FlowState;
-use sluice_dataplane::pipeline::{process_burst, Tables, Worker, BURST};
+use sluice_dataplane::pipeline::{Core, BURST};
 use sluice_dataplane::wire::tcp;
-use sluice_dataplane::{FlowKey, Verdict};
-use sluice_perf::bench_world::{client, World};
+use sluice_dataplane::FlowKey;
+use sluice_perf::bench_world::{client, decide_all, World};
 use sluice_perf::fixtures::bench_frontend;
 use std::time::Instant;
 
@@ -13,10 +13,7 @@ fn main() {
         .nth(1)
         .map_or(100_000, |s| s.parse().unwrap());
     let world = World::new(n, 1_000_000, 70_000);
-    let tables = Tables {
-        services: &world.services,
-        conntrack: &world.conntrack,
-    };
+    let tables = world.tables();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let count: usize = std::env::var("NEW").map_or(65_536, |s| s.parse().unwrap());
     let keys: Vec<FlowKey> = (0..count)
@@ -74,16 +71,10 @@ fn main() {
     }
 
     let mut frames: Vec<Vec<u8>> = keys.iter().map(|k| World::frame(k, tcp::SYN)).collect();
-    let mut worker = Worker::default();
-    let mut verdicts = [Verdict::Forward; BURST];
+    let mut core = Core::default();
     let t = Instant::now();
-    for chunk in frames.chunks_mut(BURST) {
-        let mut refs: [&mut [u8]; BURST] = Default::default();
-        for (r, f) in refs.iter_mut().zip(chunk.iter_mut()) {
-            *r = f.as_mut_slice();
-        }
-        process_burst(&mut refs, &mut verdicts, &tables, &mut worker);
-    }
-    println!("whole pipeline, bursts of {BURST}: {:.0} ns", per(t));
-    assert_eq!(worker.counters.ct_new as usize, keys.len());
+    let sent = decide_all(&mut frames, &tables, &mut core);
+    println!("the burst function, bursts of {BURST}: {:.0} ns", per(t));
+    assert_eq!(core.counters.ct_new as usize, keys.len());
+    assert_eq!(sent, keys.len());
 }

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
+use sluice_dataplane::pipeline::{decide, Action, Core, Ingress, Tables, BURST};
+use sluice_dataplane::route::Routes;
 use sluice_dataplane::service::ServiceTable;
 use sluice_dataplane::wire::tcp;
 use sluice_dataplane::{Addr, Family, FlowKey, Proto};
@@ -14,7 +16,31 @@ use crate::fixtures::{bench_frontend, many_services};
 pub struct World {
     pub services: ServiceTable,
     pub conntrack: Conntrack,
+    /// No pods, no host addresses: every backend is reached by the
+    /// uplink, as a node's that forwards to other nodes.
+    pub routes: Routes,
     pub n_services: usize,
+}
+
+/// Runs `frames` through the burst function in bursts of `BURST`, as a
+/// worker runs what one port received from the uplink; returns how many
+/// it would transmit.
+pub fn decide_all(frames: &mut [Vec<u8>], t: &Tables<'_>, core: &mut Core) -> usize {
+    let mut actions = [Action::ToHost; BURST];
+    let mut sent = 0;
+    for chunk in frames.chunks_mut(BURST) {
+        let mut refs: [&mut [u8]; BURST] = Default::default();
+        let n = chunk.len();
+        for (r, f) in refs.iter_mut().zip(chunk.iter_mut()) {
+            *r = f.as_mut_slice();
+        }
+        decide(&mut refs[..n], Ingress::Uplink, t, core, &mut actions[..n]);
+        sent += actions[..n]
+            .iter()
+            .filter(|a| matches!(a, Action::Transmit(_)))
+            .count();
+    }
+    sent
 }
 
 /// Client `i`'s address and port: 198.18.1.0 - 198.18.1.255 and up through
@@ -26,6 +52,10 @@ pub fn client(i: usize) -> (Addr, u16) {
 }
 
 impl World {
+    pub fn tables(&self) -> Tables<'_> {
+        Tables::new(&self.services, &self.conntrack, &self.routes)
+    }
+
     /// `n_services` Services and `flows` established flows spread over
     /// them, in a conntrack with room for `flows + headroom`.
     pub fn new(n_services: usize, flows: usize, headroom: usize) -> World {
@@ -48,6 +78,7 @@ impl World {
                 .expect("preload");
         }
         World {
+            routes: Routes::default(),
             services,
             conntrack,
             n_services,

@@ -17,10 +17,12 @@ use crate::fixtures::{web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
 use sluice_dataplane::decode::{decode, Decoded};
 use sluice_dataplane::hash::flow_hash;
-use sluice_dataplane::pipeline::{process, Tables, Worker};
+use sluice_dataplane::neighbor::Gateway;
+use sluice_dataplane::pipeline::{decide_one, Action, Core, Ingress, Tables};
+use sluice_dataplane::route::Routes;
 use sluice_dataplane::service::{ServiceSpec, ServiceTable};
 use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, SYN};
-use sluice_dataplane::{Addr, Family, FlowKey, Verdict};
+use sluice_dataplane::{Addr, Family, FlowKey};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -42,7 +44,7 @@ pub enum DemoError {
     /// A client saw something other than the VIP answering.
     WrongView { flow: String, saw: String },
     /// A packet the demo expected through was dropped.
-    Dropped { flow: String, verdict: Verdict },
+    Dropped { flow: String, verdict: Action },
 }
 
 impl fmt::Display for DemoError {
@@ -70,17 +72,26 @@ fn ip(a: Addr, f: Family) -> IpAddr {
 /// Two workers, each with its own counters; packets are given to one by a
 /// hash of their 5-tuple, as RSS does, so a reply usually lands on the other.
 struct Workers {
-    w: [Worker; 2],
+    w: [Core; 2],
+}
+
+/// The demo is the TX ring: a frame to transmit is handed to the backend's
+/// kernel, and counted as forwarded then, as a worker counts it.
+fn deliver(a: Action, core: &mut Core) -> Action {
+    if let Action::Transmit(_) = a {
+        core.counters.forwarded += 1;
+    }
+    a
 }
 
 impl Workers {
-    fn run(&mut self, tables: &Tables<'_>, frames: &mut [Vec<u8>]) -> Vec<Verdict> {
+    fn run(&mut self, tables: &Tables<'_>, frames: &mut [Vec<u8>]) -> Vec<Action> {
         let now = tables.conntrack.now_ms();
         let queue: Vec<usize> = frames
             .iter()
             .map(|f| tuple(f).map_or(0, |k| (flow_hash(&k, 7) & 1) as usize))
             .collect();
-        let mut verdicts = vec![Verdict::Forward; frames.len()];
+        let mut verdicts = vec![Action::ToHost; frames.len()];
         let [w0, w1] = &mut self.w;
         std::thread::scope(|s| {
             let mut parts: [Vec<(usize, &mut Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
@@ -91,13 +102,13 @@ impl Workers {
             let h0 = s.spawn(move || {
                 w0.now_ms = now;
                 p0.into_iter()
-                    .map(|(i, f)| (i, process(f, tables, w0)))
+                    .map(|(i, f)| (i, deliver(decide_one(f, Ingress::Uplink, tables, w0), w0)))
                     .collect::<Vec<_>>()
             });
             let h1 = s.spawn(move || {
                 w1.now_ms = now;
                 p1.into_iter()
-                    .map(|(i, f)| (i, process(f, tables, w1)))
+                    .map(|(i, f)| (i, deliver(decide_one(f, Ingress::Uplink, tables, w1), w1)))
                     .collect::<Vec<_>>()
             });
             for (i, v) in h0
@@ -208,7 +219,7 @@ fn client_step(
         .collect();
     let verdicts = ws.run(t, &mut frames);
     for ((c, f), v) in conns.iter_mut().zip(&frames).zip(verdicts) {
-        if v != Verdict::Forward {
+        if !matches!(v, Action::Transmit(_)) {
             return Err(DemoError::Dropped {
                 flow: c.name(),
                 verdict: v,
@@ -235,7 +246,7 @@ fn backend_step(
     let verdicts = ws.run(t, &mut frames);
     let mut ok = 0;
     for ((c, f), v) in conns.iter().zip(&frames).zip(verdicts) {
-        if v != Verdict::Forward {
+        if !matches!(v, Action::Transmit(_)) {
             return Err(DemoError::Dropped {
                 flow: c.name(),
                 verdict: v,
@@ -314,11 +325,16 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     print_services(&services);
 
     let mut ws = Workers {
-        w: [Worker::default(), Worker::default()],
+        w: [Core::default(), Core::default()],
     };
+    // No routes: everything leaves by the uplink, where the demo plays
+    // the backends' kernels.
+    let routes = Routes::default();
     let t = Tables {
         services: &services,
         conntrack: &conntrack,
+        routes: &routes,
+        gateway: Gateway::DEFAULT,
     };
     let started = Instant::now();
 
@@ -360,6 +376,8 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     let t2 = Tables {
         services: &services2,
         conntrack: &conntrack,
+        routes: &routes,
+        gateway: Gateway::DEFAULT,
     };
     let open_before: Vec<_> = open.iter().map(|c| c.backend).collect();
     let on_removed = open_before
@@ -424,7 +442,7 @@ pub fn run(o: &Options) -> Result<(), DemoError> {
     let verdicts = ws.run(&t2, &mut bad);
     let dropped = verdicts
         .iter()
-        .filter(|v| matches!(v, Verdict::Drop(_)))
+        .filter(|v| matches!(v, Action::Drop(_)))
         .count();
     println!("\nMalformed frames: {nbad} sent, {dropped} dropped and counted");
 

@@ -108,9 +108,11 @@ pub fn generate(
             batch.push(fr);
             flows.push(flow);
         }
-        let n = b.tx(0, &batch);
+        let offered = batch.len();
+        b.tx(0, &mut batch);
+        let n = offered - batch.len();
         // What the ring refused is sent again, with the same numbers.
-        for (&f, &flow) in batch[n..].iter().zip(&flows[n..]).rev() {
+        for (f, &flow) in batch.drain(..).zip(&flows[n..]).rev() {
             b.free(f);
             seq[flow] = seq[flow].wrapping_sub(1);
             next -= 1;
@@ -134,22 +136,23 @@ pub fn forward(
 ) -> Result<(), String> {
     let mut b =
         AfXdpBackend::open(&[from, to], forwarder_config(), None).map_err(|e| e.to_string())?;
-    let mut burst = [Frame { index: 0, len: 0 }; BURST];
+    let mut burst: Vec<Frame> = Vec::with_capacity(BURST);
     while !stop.load(Ordering::Relaxed) {
-        let n = b.rx(0, &mut burst);
+        let n = b.rx(0, &mut burst, BURST);
         if n == 0 {
             b.flush();
             continue;
         }
-        for &f in &burst[..n] {
+        for f in &burst {
             b.with_bytes(f, |bytes| {
                 if bytes.len() >= 6 {
                     bytes[..6].copy_from_slice(&dst_mac);
                 }
             });
         }
-        let sent = b.tx(1, &burst[..n]);
-        for &f in &burst[sent..n] {
+        b.tx(1, &mut burst);
+        let sent = n - burst.len();
+        for f in burst.drain(..) {
             b.free(f);
         }
         if sent < n {

@@ -8,9 +8,10 @@ pub mod labkit;
 pub mod verify;
 
 use sluice_dataplane::conntrack::{Conntrack, Timeouts};
-use sluice_dataplane::pipeline::{process, Tables, Worker};
+use sluice_dataplane::pipeline::{decide_one, Action, Core, Ingress, Tables};
+use sluice_dataplane::route::{Egress, Routes};
 use sluice_dataplane::service::{ServiceSpec, ServiceTable};
-use sluice_dataplane::{Addr, Verdict};
+use sluice_dataplane::Addr;
 use std::net::IpAddr;
 
 pub fn ip(s: &str) -> Addr {
@@ -21,11 +22,21 @@ pub use sluice_perf::fixtures::{
     bench_frontend, many_services, web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6,
 };
 
-/// A node's tables and one worker, for driving frames through.
+/// What the burst function decides for a frame of `Node`, which has no
+/// local pods: forwarded out of the uplink.
+pub const FORWARD: Action = Action::Transmit(Egress::Uplink);
+
+/// A node's Service tables and one core, with no pods nor host addresses
+/// (everything routes to the uplink), for driving frames through the
+/// burst function from the uplink (no source screen).
 pub struct Node {
     pub services: ServiceTable,
     pub conntrack: Conntrack,
-    pub worker: Worker,
+    pub routes: Routes,
+    pub core: Core,
+    /// Frames the burst function did not drop (its caller, a worker,
+    /// counts where they went).
+    pub left: u64,
 }
 
 impl Node {
@@ -35,20 +46,38 @@ impl Node {
         Node {
             services,
             conntrack: Conntrack::new(ct_capacity, Timeouts::default()),
-            worker: Worker::default(),
+            routes: Routes::default(),
+            core: Core::default(),
+            left: 0,
         }
+    }
+
+    pub fn tables(&self) -> Tables<'_> {
+        Tables::new(&self.services, &self.conntrack, &self.routes)
     }
 
     pub fn web() -> Node {
         Node::new(&[web_service()], 4096)
     }
 
-    pub fn process(&mut self, frame: &mut [u8]) -> Verdict {
-        let t = Tables {
-            services: &self.services,
-            conntrack: &self.conntrack,
-        };
-        process(frame, &t, &mut self.worker)
+    /// One frame, a burst of one.
+    pub fn process(&mut self, frame: &mut [u8]) -> Action {
+        let t = Tables::new(&self.services, &self.conntrack, &self.routes);
+        let a = decide_one(frame, Ingress::Uplink, &t, &mut self.core);
+        if !matches!(a, Action::Drop(_)) {
+            self.left += 1;
+        }
+        a
+    }
+
+    /// Every frame was dropped under a reason, or left.
+    pub fn assert_books_balance(&self) {
+        let c = &self.core.counters;
+        assert_eq!(
+            c.rx,
+            c.total_drops() + self.left,
+            "every frame is accounted for: {c:?}"
+        );
     }
 }
 
@@ -96,15 +125,8 @@ impl NodeWorld {
         }
     }
 
-    pub fn tables(&self) -> sluice_dataplane::node::NodeTables<'_> {
-        sluice_dataplane::node::NodeTables {
-            pipeline: Tables {
-                services: &self.services,
-                conntrack: &self.conntrack,
-            },
-            routes: &self.routes,
-            gateway: sluice_dataplane::neighbor::Gateway::DEFAULT,
-        }
+    pub fn tables(&self) -> Tables<'_> {
+        Tables::new(&self.services, &self.conntrack, &self.routes)
     }
 }
 

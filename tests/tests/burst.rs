@@ -1,9 +1,9 @@
 //! A burst gives exactly what the same frames one at a time give: the
-//! prefetch passes change timing, never results.
+//! prefetch passes of the burst function change timing, never results.
 
 use proptest::prelude::*;
-use sluice_dataplane::pipeline::{process_burst, Tables};
-use sluice_dataplane::Verdict;
+use sluice_dataplane::neighbor::Gateway;
+use sluice_dataplane::pipeline::{decide, Action, Ingress, Tables, BURST};
 use sluice_tests::frames::{self, Ip, ACK, SYN, SYN_ACK};
 use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
@@ -32,17 +32,24 @@ proptest! {
         let frames: Vec<Vec<u8>> = spec.iter().map(|&(k, p)| frame(k, p)).collect();
         let mut one = Node::web();
         let mut single: Vec<Vec<u8>> = frames.clone();
-        let v1: Vec<Verdict> = single.iter_mut().map(|f| one.process(f)).collect();
+        let v1: Vec<Action> = single.iter_mut().map(|f| one.process(f)).collect();
 
         let mut burst = Node::web();
         let mut batch: Vec<Vec<u8>> = frames.clone();
         let mut refs: Vec<&mut [u8]> = batch.iter_mut().map(|f| f.as_mut_slice()).collect();
-        let mut v2 = vec![Verdict::Forward; refs.len()];
-        let t = Tables { services: &burst.services, conntrack: &burst.conntrack };
-        process_burst(&mut refs, &mut v2, &t, &mut burst.worker);
+        let mut v2 = vec![Action::ToHost; refs.len()];
+        let t = Tables {
+            services: &burst.services,
+            conntrack: &burst.conntrack,
+            routes: &burst.routes,
+            gateway: Gateway::DEFAULT,
+        };
+        for (frames, actions) in refs.chunks_mut(BURST).zip(v2.chunks_mut(BURST)) {
+            decide(frames, Ingress::Uplink, &t, &mut burst.core, actions);
+        }
         prop_assert_eq!(&v1, &v2);
         // Backend choice is by a fixed-seed hash: the same frames, the same bytes.
         prop_assert_eq!(&single, &batch);
-        prop_assert_eq!(&one.worker.counters, &burst.worker.counters);
+        prop_assert_eq!(&one.core.counters, &burst.core.counters);
     }
 }

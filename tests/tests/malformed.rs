@@ -2,7 +2,7 @@
 //! counted reason, and nothing panics.
 
 use proptest::prelude::*;
-use sluice_dataplane::{DropReason, Verdict};
+use sluice_dataplane::{Action, DropReason};
 use sluice_tests::frames::{self, Ip, ACK, SYN};
 use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
@@ -26,12 +26,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
 }
 
 fn assert_books_balance(node: &Node) {
-    let c = &node.worker.counters;
-    assert_eq!(
-        c.rx,
-        c.forwarded + c.to_host + c.total_drops(),
-        "every frame is accounted for: {c:?}"
-    );
+    node.assert_books_balance();
 }
 
 #[test]
@@ -41,14 +36,14 @@ fn every_truncation_is_dropped_with_a_reason() {
         for n in 0..frame.len() {
             let mut f = frame[..n].to_vec();
             match node.process(&mut f) {
-                Verdict::Drop(_) => {}
+                Action::Drop(_) => {}
                 v => panic!(
                     "a {n}-byte prefix of a {}-byte frame was {v:?}",
                     frame.len()
                 ),
             }
         }
-        assert_eq!(node.worker.counters.total_drops(), frame.len() as u64);
+        assert_eq!(node.core.counters.total_drops(), frame.len() as u64);
         assert_books_balance(&node);
     }
 }
@@ -108,37 +103,31 @@ fn lying_headers_are_refused_by_name() {
         let mut node = Node::web();
         let mut f = base.clone();
         mangle(&mut f);
-        assert_eq!(node.process(&mut f), Verdict::Drop(reason), "{what}");
-        assert_eq!(node.worker.counters.dropped(reason), 1, "{what}");
+        assert_eq!(node.process(&mut f), Action::Drop(reason), "{what}");
+        assert_eq!(node.core.counters.dropped(reason), 1, "{what}");
     }
 
     let tcp = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
     let mut node = Node::web();
     let mut f = tcp.clone();
     f[34 + 12] = 0x30; // data offset 12 bytes
-    assert_eq!(
-        node.process(&mut f),
-        Verdict::Drop(DropReason::TcpMalformed)
-    );
+    assert_eq!(node.process(&mut f), Action::Drop(DropReason::TcpMalformed));
     let mut f = tcp.clone();
     f[34 + 12] = 0xf0; // 60 bytes: past the segment
-    assert_eq!(
-        node.process(&mut f),
-        Verdict::Drop(DropReason::TcpMalformed)
-    );
+    assert_eq!(node.process(&mut f), Action::Drop(DropReason::TcpMalformed));
 
     let v6 = frames::udp(Ip::V6(CLIENT_V6), 5000, Ip::V6(VIP_V6), 53, b"q");
     let mut f = v6.clone();
     f[18..20].copy_from_slice(&900u16.to_be_bytes());
     assert_eq!(
         node.process(&mut f),
-        Verdict::Drop(DropReason::Ipv6BadPayloadLen)
+        Action::Drop(DropReason::Ipv6BadPayloadLen)
     );
     let mut f = v6.clone();
     f[14] = 0x40;
     assert_eq!(
         node.process(&mut f),
-        Verdict::Drop(DropReason::Ipv6BadVersion)
+        Action::Drop(DropReason::Ipv6BadVersion)
     );
     assert_books_balance(&node);
 }
@@ -167,7 +156,7 @@ fn a_tiny_first_fragment_is_refused() {
     let mut node = Node::web();
     assert_eq!(
         node.process(&mut f),
-        Verdict::Drop(DropReason::FragmentTooShort)
+        Action::Drop(DropReason::FragmentTooShort)
     );
 }
 

@@ -4,10 +4,9 @@
 //! checksums right (checked by etherparse from scratch, both ways).
 
 use proptest::prelude::*;
-use sluice_dataplane::Verdict;
 use sluice_tests::frames::{self, Ip, ACK};
 use sluice_tests::verify::check;
-use sluice_tests::{Node, VIP_V4, VIP_V6};
+use sluice_tests::{Node, FORWARD, VIP_V4, VIP_V6};
 use std::net::IpAddr;
 
 fn to_ip(a: IpAddr) -> Ip {
@@ -55,7 +54,7 @@ proptest! {
             _ => unreachable!(),
         };
         let sent = check(&f);
-        prop_assert_eq!(node.process(&mut f), Verdict::Forward);
+        prop_assert_eq!(node.process(&mut f), FORWARD);
         let at_backend = check(&f);
         prop_assert_eq!((at_backend.src, at_backend.sport), (sent.src, sent.sport));
         prop_assert_ne!(at_backend.dst, sent.dst);
@@ -72,7 +71,7 @@ proptest! {
             Kind::Sctp => frames::sctp(b, at_backend.dport, c, at_backend.sport),
         };
         let answered = check(&r);
-        prop_assert_eq!(node.process(&mut r), Verdict::Forward);
+        prop_assert_eq!(node.process(&mut r), FORWARD);
         let at_client = check(&r);
         prop_assert_eq!((at_client.src, at_client.sport), (sent.dst, port));
         prop_assert_eq!((at_client.dst, at_client.dport), (sent.src, sent.sport));

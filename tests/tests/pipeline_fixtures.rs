@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 
 use sluice_dataplane::conntrack::{FlowState, Timeouts};
-use sluice_dataplane::{Addr, DropReason, Family, FlowKey, Proto, Verdict};
+use sluice_dataplane::{Action, Addr, DropReason, Family, FlowKey, Proto};
 use sluice_tests::frames::{self, Ip, ACK, FIN_ACK, SYN, SYN_ACK};
 use sluice_tests::verify::{check, Seen};
-use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
+use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, FORWARD, VIP_V4, VIP_V6};
 
 fn v4(a: [u8; 4]) -> IpAddr {
     IpAddr::from(a)
@@ -111,7 +111,7 @@ fn new_flows_to_a_clusterip_are_dnated_to_a_ready_backend_and_replies_come_back_
         let mut node = Node::web();
         let sent = check(&case.frame);
         let mut f = case.frame.clone();
-        assert_eq!(node.process(&mut f), Verdict::Forward, "{}", case.what);
+        assert_eq!(node.process(&mut f), FORWARD, "{}", case.what);
         let out = check(&f);
         let backends = ready_backends(case.family, case.service_port);
         assert!(
@@ -149,12 +149,7 @@ fn new_flows_to_a_clusterip_are_dnated_to_a_ready_backend_and_replies_come_back_
             p => panic!("proto {p}"),
         };
         let backend_sent = check(&reply);
-        assert_eq!(
-            node.process(&mut reply),
-            Verdict::Forward,
-            "{}: reply",
-            case.what
-        );
+        assert_eq!(node.process(&mut reply), FORWARD, "{}: reply", case.what);
         let back = check(&reply);
         assert_eq!(
             (back.src, back.sport, back.dst, back.dport),
@@ -163,9 +158,9 @@ fn new_flows_to_a_clusterip_are_dnated_to_a_ready_backend_and_replies_come_back_
             case.what
         );
         assert_eq!(back.payload, backend_sent.payload);
-        assert_eq!(node.worker.counters.ct_new, 1);
-        assert_eq!(node.worker.counters.ct_hits, 1);
-        assert_eq!(node.worker.counters.nat, 2);
+        assert_eq!(node.core.counters.ct_new, 1);
+        assert_eq!(node.core.counters.ct_hits, 1);
+        assert_eq!(node.core.counters.nat, 2);
     }
 }
 
@@ -185,12 +180,12 @@ fn later_packets_of_a_flow_keep_their_backend() {
     let chosen = check(&first);
     for i in 0..20 {
         let mut f = frames::tcp(c, 41000, s, 80, ACK, format!("segment {i}").as_bytes());
-        assert_eq!(node.process(&mut f), Verdict::Forward);
+        assert_eq!(node.process(&mut f), FORWARD);
         let seen = check(&f);
         assert_eq!((seen.dst, seen.dport), (chosen.dst, chosen.dport));
     }
-    assert_eq!(node.worker.counters.ct_new, 1);
-    assert_eq!(node.worker.counters.ct_hits, 20);
+    assert_eq!(node.core.counters.ct_new, 1);
+    assert_eq!(node.core.counters.ct_hits, 20);
 }
 
 #[test]
@@ -206,7 +201,7 @@ fn flows_spread_over_ready_backends_only_and_named_ports_resolve_per_backend() {
             SYN,
             b"",
         );
-        assert_eq!(node.process(&mut f), Verdict::Forward);
+        assert_eq!(node.process(&mut f), FORWARD);
         let s = check(&f);
         *hits.entry((s.dst, s.dport)).or_insert(0u32) += 1;
     }
@@ -222,6 +217,24 @@ fn flows_spread_over_ready_backends_only_and_named_ports_resolve_per_backend() {
     for (b, n) in &hits {
         assert!((800..=1200).contains(n), "{b:?} got {n} of 3000");
     }
+}
+
+/// A frame as the route stage passes it on: TTL (hop limit) one less,
+/// the IPv4 header checksum redone.
+fn hopped(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    match f[12..14] {
+        [0x08, 0x00] => {
+            f[22] -= 1;
+            f[24..26].copy_from_slice(&[0, 0]);
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let c = sluice_dataplane::wire::checksum::checksum(&f[14..14 + ihl]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        [0x86, 0xdd] => f[21] -= 1,
+        _ => panic!("not IP"),
+    }
+    f
 }
 
 #[test]
@@ -240,29 +253,37 @@ fn traffic_that_is_no_services_passes_untouched() {
     let ping = frames::echo_request(Ip::V6(CLIENT_V6), Ip::V6(VIP_V6), 7, 1);
     for frame in [pod_to_pod, other_port, wrong_proto, ping] {
         let mut f = frame.clone();
-        assert_eq!(node.process(&mut f), Verdict::Forward);
-        assert_eq!(f, frame, "bytes changed");
+        assert_eq!(node.process(&mut f), FORWARD);
+        assert_eq!(f, hopped(&frame), "bytes changed beyond the hop's TTL");
     }
-    assert_eq!(node.worker.counters.untracked, 4);
+    assert_eq!(node.core.counters.untracked, 4);
     assert!(node.conntrack.is_empty());
 }
 
 #[test]
 fn arp_goes_to_the_host_and_junk_ethertypes_are_dropped_and_counted() {
     let mut node = Node::web();
+    // A question for the pods' gateway is answered; any other ARP is the
+    // host's.
     let mut arp = frames::arp_request(CLIENT_V4, [169, 254, 1, 1]);
-    assert_eq!(node.process(&mut arp), Verdict::ToHost);
+    assert!(matches!(
+        node.process(&mut arp),
+        Action::Reply {
+            len: 42,
+            answer: sluice_dataplane::Answer::Neighbor
+        }
+    ));
+    let mut arp = frames::arp_request(CLIENT_V4, [198, 18, 0, 1]);
+    assert_eq!(node.process(&mut arp), Action::ToHost);
     let mut lldp = vec![0u8; 60];
     lldp[12] = 0x88;
     lldp[13] = 0xcc;
     assert_eq!(
         node.process(&mut lldp),
-        Verdict::Drop(DropReason::EthertypeUnsupported)
+        Action::Drop(DropReason::EthertypeUnsupported)
     );
     assert_eq!(
-        node.worker
-            .counters
-            .dropped(DropReason::EthertypeUnsupported),
+        node.core.counters.dropped(DropReason::EthertypeUnsupported),
         1
     );
 }
@@ -281,7 +302,7 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     ip.header_checksum = ip.calc_header_checksum();
     ip.write(&mut f).unwrap();
     f.extend_from_slice(&base[34..]);
-    assert_eq!(node.process(&mut f), Verdict::Forward);
+    assert_eq!(node.process(&mut f), FORWARD);
     let seen = check(&f);
     assert!(ready_backends(Family::V4, 80).contains(&(seen.dst, seen.dport)));
     assert_eq!(seen.payload, b"opt");
@@ -298,7 +319,7 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     f.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop: PadN, next dst-opts
     f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // destination options, next UDP
     f.extend_from_slice(&base[54..]);
-    assert_eq!(node.process(&mut f), Verdict::Forward);
+    assert_eq!(node.process(&mut f), FORWARD);
     let seen = check(&f);
     assert!(
         ready_backends(Family::V6, 53).contains(&(seen.dst, seen.dport)),
@@ -336,8 +357,8 @@ fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     let data: Vec<u8> = (0..120u8).collect();
     let whole = frames::udp(Ip::V4(CLIENT_V4), 7000, Ip::V4(VIP_V4), 53, &data);
     let (mut a, mut b) = fragment_v4(&whole, 64);
-    assert_eq!(node.process(&mut a), Verdict::Forward);
-    assert_eq!(node.process(&mut b), Verdict::Forward);
+    assert_eq!(node.process(&mut a), FORWARD);
+    assert_eq!(node.process(&mut b), FORWARD);
     let dst_a = &a[30..34];
     assert_eq!(dst_a, &b[30..34], "both fragments to the same backend");
     // Reassemble and check the UDP checksum end to end.
@@ -371,7 +392,7 @@ fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     orphan[24..26].copy_from_slice(&csum.to_be_bytes());
     assert_eq!(
         node.process(&mut orphan),
-        Verdict::Drop(DropReason::FragmentUnknown)
+        Action::Drop(DropReason::FragmentUnknown)
     );
 }
 
@@ -409,7 +430,7 @@ fn tcp_states_follow_the_handshake_and_the_close() {
     assert_eq!(state(&node), FlowState::Closed);
     // A closed flow lingers only for the short closed timeout.
     let t = Timeouts::default();
-    let now = node.worker.now_ms;
+    let now = node.core.now_ms;
     assert_eq!(
         node.conntrack
             .sweep(now + t.tcp_closed_ms + 1, node.conntrack.capacity()),
@@ -423,15 +444,15 @@ fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
     let mut first = Vec::new();
     for i in 0..8u16 {
         let mut f = frames::tcp(Ip::V4(CLIENT_V4), 44000 + i, Ip::V4(VIP_V4), 80, SYN, b"");
-        assert_eq!(node.process(&mut f), Verdict::Forward);
+        assert_eq!(node.process(&mut f), FORWARD);
         first.push(check(&f));
     }
     let mut f = frames::tcp(Ip::V4(CLIENT_V4), 45000, Ip::V4(VIP_V4), 80, SYN, b"");
     assert_eq!(
         node.process(&mut f),
-        Verdict::Drop(DropReason::ConntrackFull)
+        Action::Drop(DropReason::ConntrackFull)
     );
-    assert_eq!(node.worker.counters.dropped(DropReason::ConntrackFull), 1);
+    assert_eq!(node.core.counters.dropped(DropReason::ConntrackFull), 1);
     for (i, seen) in first.iter().enumerate() {
         let mut f = frames::tcp(
             Ip::V4(CLIENT_V4),
@@ -441,7 +462,7 @@ fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
             ACK,
             b"more",
         );
-        assert_eq!(node.process(&mut f), Verdict::Forward);
+        assert_eq!(node.process(&mut f), FORWARD);
         assert_eq!(check(&f).dst, seen.dst);
     }
 }
@@ -456,12 +477,9 @@ fn a_service_without_usable_backends_drops_and_counts() {
     let mut f = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
     assert_eq!(
         node.process(&mut f),
-        Verdict::Drop(DropReason::ServiceNoBackends)
+        Action::Drop(DropReason::ServiceNoBackends)
     );
-    assert_eq!(
-        node.worker.counters.dropped(DropReason::ServiceNoBackends),
-        1
-    );
+    assert_eq!(node.core.counters.dropped(DropReason::ServiceNoBackends), 1);
 }
 
 #[test]
@@ -511,7 +529,7 @@ fn icmp_echo_identifiers_are_tracked_and_translated_like_ports() {
             .unwrap();
 
         let mut req = frames::echo_request(client, server, 7, 1);
-        assert_eq!(node.process(&mut req), Verdict::Forward);
+        assert_eq!(node.process(&mut req), FORWARD);
         let out = check(&req);
         assert_eq!((out.src, out.ident), (addr(snat).to_ip(family), Some(9000)));
 
@@ -521,7 +539,7 @@ fn icmp_echo_identifiers_are_tracked_and_translated_like_ports() {
         let reply_bytes = echo_reply(server, snat, 9000, &seen.payload);
         rep.clear();
         rep.extend_from_slice(&reply_bytes);
-        assert_eq!(node.process(&mut rep), Verdict::Forward);
+        assert_eq!(node.process(&mut rep), FORWARD);
         let back = check(&rep);
         assert_eq!(
             (back.dst, back.ident),

@@ -4,14 +4,24 @@
 //! runs out (read back by etherparse).
 
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+use sluice_dataplane::decode::{decode, Decoded};
 use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::route::{forward, Cidr, Egress, PortId, Routed, Routes};
+use sluice_dataplane::route::{forward, Cidr, Egress, Hop, PortId, Routed, Routes};
 use sluice_dataplane::{Addr, DropReason, Family};
 use sluice_tests::frames::{self, Ip, SYN};
 use sluice_tests::verify::check;
 use sluice_tests::{CLIENT_V4, CLIENT_V6};
 
 const POD_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x03];
+
+/// The route stage on a frame as the burst function calls it: on the
+/// summary decode made of it.
+fn route(frame: &mut [u8], r: &Routes, gw: &Gateway, out: &mut [u8]) -> Routed {
+    let Ok(Decoded::Ip(p)) = decode(frame) else {
+        panic!("the test frame is IP");
+    };
+    forward(frame, Hop::of(&p), r, gw, out)
+}
 
 fn routes() -> Routes {
     let mut r = Routes::default();
@@ -67,7 +77,7 @@ fn destinations_route_by_kind() {
     for (dst, want) in cases {
         let mut f = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(dst), 80, SYN, b"x");
         assert_eq!(
-            forward(&mut f, 14, Family::V4, &r, &gw, &mut out),
+            route(&mut f, &r, &gw, &mut out),
             Routed::Transmit(want),
             "{dst:?}"
         );
@@ -88,7 +98,7 @@ fn a_hop_to_a_local_pod_decrements_ttl_and_sets_the_macs() {
         b"x",
     );
     let before = check(&f);
-    forward(&mut f, 14, Family::V4, &r, &gw, &mut out);
+    route(&mut f, &r, &gw, &mut out);
     let after = check(&f); // checksums recomputed from scratch by etherparse
     assert_eq!(after.ttl, before.ttl - 1);
     assert_eq!(&f[0..6], &POD_B_MAC);
@@ -103,7 +113,7 @@ fn a_hop_to_a_local_pod_decrements_ttl_and_sets_the_macs() {
     );
     let before = check(&f6);
     assert_eq!(
-        forward(&mut f6, 14, Family::V6, &r, &gw, &mut out),
+        route(&mut f6, &r, &gw, &mut out),
         Routed::Transmit(Egress::Pod {
             port: PortId(3),
             mac: POD_B_MAC
@@ -128,7 +138,7 @@ fn ttl_one_gets_time_exceeded_from_the_gateway_quoting_the_packet() {
         1,
     );
     let mut f = sent.clone();
-    let Routed::TimeExceeded(n) = forward(&mut f, 14, Family::V4, &r, &gw, &mut out) else {
+    let Routed::TimeExceeded(n) = route(&mut f, &r, &gw, &mut out) else {
         panic!("no time exceeded")
     };
     let p = SlicedPacket::from_ethernet(&out[..n]).expect("etherparse reads the error");
@@ -169,7 +179,7 @@ fn ttl_one_gets_time_exceeded_from_the_gateway_quoting_the_packet() {
         f
     };
     let mut f = sent6.clone();
-    let Routed::TimeExceeded(n) = forward(&mut f, 14, Family::V6, &r, &gw, &mut out) else {
+    let Routed::TimeExceeded(n) = route(&mut f, &r, &gw, &mut out) else {
         panic!("no time exceeded (v6)")
     };
     let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
@@ -203,7 +213,7 @@ fn no_time_exceeded_for_icmp_errors_and_traffic_to_the_node_is_not_aged() {
     );
     f[34] = 3;
     assert_eq!(
-        forward(&mut f, 14, Family::V4, &r, &gw, &mut out),
+        route(&mut f, &r, &gw, &mut out),
         Routed::Drop(DropReason::TtlExceeded)
     );
     // To the node's own address: the host's stack ages it, not us.
@@ -212,7 +222,7 @@ fn no_time_exceeded_for_icmp_errors_and_traffic_to_the_node_is_not_aged() {
         1,
     );
     assert_eq!(
-        forward(&mut f, 14, Family::V4, &r, &gw, &mut out),
+        route(&mut f, &r, &gw, &mut out),
         Routed::Transmit(Egress::Host)
     );
 }
@@ -232,7 +242,7 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
         b"q",
     );
     assert_eq!(
-        forward(&mut mdns, 14, Family::V4, &r, &gw, &mut out),
+        route(&mut mdns, &r, &gw, &mut out),
         Routed::Drop(DropReason::NotRoutable)
     );
     let mut mld = frames::udp(
@@ -244,7 +254,7 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
     );
     mld[14 + 7] = 1;
     assert_eq!(
-        forward(&mut mld, 14, Family::V6, &r, &gw, &mut out),
+        route(&mut mld, &r, &gw, &mut out),
         Routed::Drop(DropReason::NotRoutable)
     );
     let mut ll = frames::udp(
@@ -255,7 +265,7 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
         b"x",
     );
     assert_eq!(
-        forward(&mut ll, 14, Family::V6, &r, &gw, &mut out),
+        route(&mut ll, &r, &gw, &mut out),
         Routed::Drop(DropReason::NotRoutable)
     );
 }

@@ -78,6 +78,8 @@ pub struct SourceStatus {
 pub struct ConntrackStatus {
     pub entries: usize,
     pub capacity: usize,
+    /// Flows never answered that a full table freed for new ones.
+    pub evicted: u64,
 }
 
 /// One worker's counters as it last published them (a counter a newer
@@ -93,7 +95,7 @@ pub struct WorkerStatus {
     pub packets: BTreeMap<String, u64>,
     /// Frames dropped, by reason (every reason, zeros included).
     pub drops: BTreeMap<String, u64>,
-    /// The loop's own: bursts, tx, tx_full, pool_empty, no_egress, ...
+    /// The loop's own: bursts, tx, host_tx, host_rx, longest gap, ...
     #[serde(rename = "loop")]
     pub loop_counters: LoopCounters,
     /// The frame pool and the kernel's socket drops (AF_XDP).

@@ -425,7 +425,7 @@ fn print_reports(reports: &[WorkerReport]) {
             r.backend.copied,
             l.host_tx,
             l.host_rx,
-            l.no_egress
+            c.dropped(sluice_dataplane::DropReason::NoEgress)
         );
         for (reason, n) in c.drop_breakdown() {
             println!("      dropped {reason}: {n}");

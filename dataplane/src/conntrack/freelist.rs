@@ -32,6 +32,11 @@ impl FreeList {
         }
     }
 
+    /// Bytes of the list's links.
+    pub fn bytes(&self) -> usize {
+        self.next.bytes()
+    }
+
     /// The index a pop would return now (for prefetching; it may be gone
     /// by the time of the pop).
     pub fn peek(&self) -> Option<u32> {

@@ -99,6 +99,9 @@ pub struct TableStats {
     pub expired: AtomicU64,
     pub insert_races: AtomicU64,
     pub tombstones_cleared: AtomicU64,
+    /// Flows never answered, freed to make room for a new flow in a full
+    /// table (nf_conntrack's early drop).
+    pub evicted: AtomicU64,
 }
 
 pub struct Conntrack {
@@ -162,13 +165,27 @@ impl Conntrack {
     pub fn capacity(&self) -> usize {
         self.entries.len()
     }
+    /// The table's memory (entries, index and free list), all faulted in
+    /// when it was made, and where it came from.
+    pub fn memory(&self) -> (usize, crate::hugemem::Backing) {
+        let bytes = self.entries.bytes() + self.index.bytes() + self.free.bytes();
+        let backing = if self.entries.backing() == crate::hugemem::Backing::Heap
+            || self.index.backing() == crate::hugemem::Backing::Heap
+        {
+            crate::hugemem::Backing::Heap
+        } else {
+            crate::hugemem::Backing::Mapped
+        };
+        (bytes, backing)
+    }
     /// Live flows (approximate while inserts and expiries run).
     pub fn len(&self) -> usize {
         // Two monotonic counters rather than a live count that every
         // insert and expiry would write: one shared write per insert.
         let ins = self.stats.inserted.load(Ordering::Relaxed);
         let exp = self.stats.expired.load(Ordering::Relaxed);
-        ins.saturating_sub(exp) as usize
+        let ev = self.stats.evicted.load(Ordering::Relaxed);
+        ins.saturating_sub(exp + ev) as usize
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -378,7 +395,13 @@ impl Conntrack {
                     return Ok(hit);
                 }
             }
-            let idx = self.free.pop().ok_or(InsertError::Full)?;
+            let idx = match self.free.pop() {
+                Some(i) => i,
+                None if self.evict_unanswered(orig_hash) => {
+                    self.free.pop().ok_or(InsertError::Full)?
+                }
+                None => return Err(InsertError::Full),
+            };
             let before = Life::unpack(self.entries[idx as usize].life.load(Ordering::Acquire));
             let record = FlowRecord {
                 original,
@@ -677,6 +700,41 @@ impl Conntrack {
             .expired
             .fetch_add(expired as u64, Ordering::Relaxed);
         expired
+    }
+
+    /// On a full table, frees one flow that was never answered (no packet
+    /// seen from its reply side: a half-open SYN, a flow picked up
+    /// mid-stream that nothing answers, a one-way datagram), found among
+    /// the flows whose keys sit in `hash`'s probe window, as nf_conntrack's
+    /// early drop looks near the new flow's bucket. An answered flow is
+    /// never evicted for a new one. Returns whether one was freed.
+    #[cold]
+    fn evict_unanswered(&self, hash: u64) -> bool {
+        let (_, home) = self.split(hash);
+        let mut pos = home;
+        for _ in 0..WINDOW {
+            let v = self.index[pos].load(Ordering::Acquire);
+            pos = (pos + 1) & self.mask;
+            if v == EMPTY || v == TOMB || v == FENCE {
+                continue;
+            }
+            let (_, _, idx) = slot_parts(v);
+            let Some(e) = self.entries.get(idx as usize) else {
+                continue;
+            };
+            let old = e.life.load(Ordering::Acquire);
+            let l = Life::unpack(old);
+            if l.state == FlowState::Free || l.flags & state::flags::SEEN_REPLY != 0 {
+                continue;
+            }
+            let Some(rec) = e.read() else { continue };
+            // A packet of the flow since `old` (a reply, say) wins.
+            if self.free_flow(idx, old, &rec) {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     /// Withdraws a flow that the caller created for a packet a later stage

@@ -72,8 +72,15 @@ fn inserting_an_existing_flow_returns_it() {
 fn full_table_refuses_new_flows_and_keeps_established_ones() {
     let ct = Conntrack::with_seed(100, Timeouts::default(), 7);
     for i in 0..100 {
-        ct.insert(key(i), dnat(key(i)), 0, FlowState::Established, 0, 0)
-            .unwrap();
+        ct.insert(
+            key(i),
+            dnat(key(i)),
+            0,
+            FlowState::Established,
+            state::flags::SEEN_REPLY,
+            0,
+        )
+        .unwrap();
     }
     assert_eq!(
         ct.insert(key(100), dnat(key(100)), 0, FlowState::New, 0, 0)
@@ -82,6 +89,42 @@ fn full_table_refuses_new_flows_and_keeps_established_ones() {
     );
     for i in 0..100 {
         assert!(ct.lookup(&key(i)).is_some(), "flow {i} was evicted");
+    }
+}
+
+/// A table filled with flows nobody answers (a SYN flood, spoofed ACKs
+/// picked up mid-stream) still admits new flows: each evicts one of them,
+/// never an answered flow.
+#[test]
+fn a_full_table_evicts_unanswered_flows_for_new_ones_never_answered_ones() {
+    let ct = Conntrack::with_seed(1000, Timeouts::default(), 7);
+    // Half answered, half a flood of SYNs and mid-stream ACKs.
+    for i in 0..1000 {
+        let (st, fl) = match i % 4 {
+            0 | 1 => (FlowState::Established, state::flags::SEEN_REPLY),
+            2 => (FlowState::New, 0),
+            _ => (FlowState::Established, state::flags::PICKED_UP),
+        };
+        ct.insert(key(i), dnat(key(i)), 0, st, fl, 0).unwrap();
+    }
+    assert_eq!(ct.len(), 1000);
+    let mut admitted = 0u64;
+    for i in 1000..1400 {
+        if ct
+            .insert(key(i), dnat(key(i)), 0, FlowState::New, 0, 0)
+            .is_ok()
+        {
+            admitted += 1;
+        }
+    }
+    assert!(admitted >= 300, "only {admitted} of 400 new flows admitted");
+    assert_eq!(ct.stats.evicted.load(Ordering::Relaxed), admitted);
+    assert_eq!(ct.len(), 1000);
+    for i in (0..1000).filter(|i| i % 4 < 2) {
+        assert!(
+            ct.lookup(&key(i)).is_some(),
+            "answered flow {i} was evicted"
+        );
     }
 }
 

@@ -19,6 +19,16 @@ pub struct MemoryBackend {
     pub sent: Vec<Vec<Vec<u8>>>,
     /// Frames a port's TX ring takes before it reports full.
     pub tx_ring: usize,
+    /// Per port, frames that arrive over and over, in turn, once
+    /// `incoming` is empty: a benchmark's endless traffic, with no
+    /// allocation per frame (`replay`).
+    replay: Vec<(Vec<Vec<u8>>, usize)>,
+    /// Keep the bytes of what is sent (`sent`), or only count it
+    /// (`sent_count`): a benchmark keeps nothing, so that the loop it
+    /// measures allocates nothing.
+    pub keep_sent: bool,
+    /// Frames sent, per port, kept or not.
+    pub sent_count: Vec<u64>,
 }
 
 impl MemoryBackend {
@@ -26,9 +36,26 @@ impl MemoryBackend {
         MemoryBackend {
             pool: HeapPool::new(frames),
             incoming: vec![VecDeque::new(); ports],
-            queued: vec![Vec::new(); ports],
+            queued: (0..ports).map(|_| Vec::new()).collect(),
             sent: vec![Vec::new(); ports],
             tx_ring: 256,
+            replay: vec![(Vec::new(), 0); ports],
+            keep_sent: true,
+            sent_count: vec![0; ports],
+        }
+    }
+
+    /// Makes `frames` arrive on `port` in turn, endlessly, and stops
+    /// keeping what is sent.
+    pub fn replay(&mut self, port: usize, frames: Vec<Vec<u8>>) {
+        self.replay[port] = (frames, 0);
+        self.keep_sent = false;
+    }
+
+    fn took_incoming(&mut self, port: usize) {
+        if self.incoming[port].pop_front().is_none() {
+            let (frames, at) = &mut self.replay[port];
+            *at = (*at + 1) % frames.len().max(1);
         }
     }
 
@@ -43,11 +70,18 @@ impl Backend for MemoryBackend {
         self.incoming.len()
     }
 
-    fn rx(&mut self, port: usize, out: &mut [Frame]) -> usize {
+    fn rx(&mut self, port: usize, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut n = 0;
-        while n < out.len() {
-            let Some(bytes) = self.incoming[port].front() else {
-                break;
+        while n < max {
+            let bytes = match self.incoming[port].front() {
+                Some(f) => f.as_slice(),
+                None => {
+                    let (frames, at) = &self.replay[port];
+                    match frames.get(*at) {
+                        Some(f) => f.as_slice(),
+                        None => break,
+                    }
+                }
             };
             let Some(f) = self.pool.alloc_with(|buf| {
                 let len = bytes.len().min(FRAME_SIZE);
@@ -56,31 +90,37 @@ impl Backend for MemoryBackend {
             }) else {
                 break;
             };
-            self.incoming[port].pop_front();
-            out[n] = f;
+            self.took_incoming(port);
+            out.push(f);
             n += 1;
         }
         n
     }
 
-    fn tx(&mut self, port: usize, frames: &[Frame]) -> usize {
+    fn tx(&mut self, port: usize, frames: &mut Vec<Frame>) {
         let room = self.tx_ring.saturating_sub(self.queued[port].len());
         let n = frames.len().min(room);
-        self.queued[port].extend_from_slice(&frames[..n]);
-        n
+        self.queued[port].extend(frames.drain(..n));
     }
 
     fn flush(&mut self) {
         for port in 0..self.queued.len() {
-            for f in std::mem::take(&mut self.queued[port]) {
-                self.sent[port].push(self.pool.bytes(f).to_vec());
+            self.sent_count[port] += self.queued[port].len() as u64;
+            for f in self.queued[port].drain(..) {
+                if self.keep_sent {
+                    self.sent[port].push(self.pool.bytes(&f).to_vec());
+                }
                 self.pool.free(f);
             }
         }
     }
 
-    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
+    fn with_bytes<R>(&mut self, f: &Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
         self.pool.with_bytes(f, op)
+    }
+
+    fn with_burst<R>(&mut self, frames: &[Frame], op: impl FnOnce(&mut [&mut [u8]]) -> R) -> R {
+        self.pool.with_burst(frames, op)
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
@@ -89,6 +129,13 @@ impl Backend for MemoryBackend {
 
     fn free(&mut self, f: Frame) {
         self.pool.free(f);
+    }
+
+    fn stats(&self) -> super::BackendStats {
+        super::BackendStats {
+            misuse: self.pool.misuse,
+            ..Default::default()
+        }
     }
 }
 

@@ -58,28 +58,86 @@ pub struct BackendStats {
     pub sockets: Option<SocketStats>,
 }
 
-/// A frame of the backend's pool: where it is and how long it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A frame of the backend's pool, held by the worker: where it is and how
+/// long it is. Move-only: `tx` or `free` consumes it, so a frame cannot be
+/// freed twice nor used after it was sent, and only a backend makes one.
+/// (A frame dropped without either leaks from its pool; the backend's
+/// holder check, the pool's ledger, shows it.)
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a frame must be sent or freed"]
 pub struct Frame {
-    pub index: u32,
-    pub len: u16,
+    index: u32,
+    len: u16,
 }
+
+impl Frame {
+    /// Only backends mint frames, for buffers of their own pools.
+    pub(crate) fn new(index: u32, len: u16) -> Frame {
+        Frame { index, len }
+    }
+    /// The frame's place in its backend's pool.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+}
+
+/// Whether `f` is in `burst` once (the debug check behind `with_burst`'s
+/// disjoint slices: frames are moved, never copied, so it always is).
+pub(crate) fn once_in(burst: &[Frame], f: &Frame) -> bool {
+    burst.iter().filter(|g| g.index() == f.index()).count() == 1
+}
+
+/// Why a port could not be attached, installed or told apart.
+#[derive(Debug)]
+pub enum PortError {
+    /// The backend opens its ports when it starts, and takes no more.
+    Fixed,
+    /// The port handed to `install` is not one of this backend's.
+    Foreign,
+    /// The backend refused: its own words (a socket, a ring, the pool).
+    Backend(String),
+}
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortError::Fixed => f.write_str("this backend's ports are fixed when it starts"),
+            PortError::Foreign => f.write_str("the port was opened by another kind of backend"),
+            PortError::Backend(r) => f.write_str(r),
+        }
+    }
+}
+
+impl std::error::Error for PortError {}
 
 /// A worker's view of its ports (indices `0..ports()`) and their pool.
 pub trait Backend {
     fn ports(&self) -> usize;
-    /// Receives up to `out.len()` frames from `port`; returns how many.
-    fn rx(&mut self, port: usize, out: &mut [Frame]) -> usize;
-    /// Queues frames for transmission on `port`; returns how many were
-    /// accepted. The ones not accepted stay the caller's (to free).
-    fn tx(&mut self, port: usize, frames: &[Frame]) -> usize;
+    /// Receives up to `max` frames from `port` onto `out`; returns how
+    /// many. `out` has the room (the worker sizes it once).
+    fn rx(&mut self, port: usize, out: &mut Vec<Frame>, max: usize) -> usize;
+    /// Queues the frames of `frames` for transmission on `port`, taking
+    /// the ones accepted from its front; the ones left are refused (the
+    /// ring is full, or the port is gone) and stay the caller's. The TX
+    /// ring's producer index is published once for the batch.
+    fn tx(&mut self, port: usize, frames: &mut Vec<Frame>);
     /// Pushes queued transmissions out (the batched wake-up) and takes back
     /// the frames the ports are done with.
     fn flush(&mut self);
     /// Lends a frame's bytes, writable in place, to `op`. A closure rather
     /// than a returned slice because AF_XDP's UMEM lends its frames only
     /// for the length of a borrow (docs/afxdp.md).
-    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R;
+    fn with_bytes<R>(&mut self, f: &Frame, op: impl FnOnce(&mut [u8]) -> R) -> R;
+    /// Lends the bytes of a burst of frames at once (at most
+    /// `pipeline::BURST`), `bytes[i]` being `frames[i]`'s: the burst
+    /// function reads and rewrites them together. Frames are distinct by
+    /// construction (each is moved, never copied), so the slices never
+    /// overlap.
+    fn with_burst<R>(&mut self, frames: &[Frame], op: impl FnOnce(&mut [&mut [u8]]) -> R) -> R;
     /// Takes an empty frame and lets `write` fill it; `write` returns the
     /// length. `None` when the pool is exhausted.
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame>;
@@ -87,15 +145,19 @@ pub trait Backend {
     fn free(&mut self, f: Frame);
     /// Opens `ifname` as port `slot` while the worker runs (a pod the CNI
     /// plugin registered). Not on the packet path: it makes syscalls.
-    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
+    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), PortError> {
         let _ = (slot, ifname);
-        Err("this backend's ports are fixed when it starts".into())
+        Err(PortError::Fixed)
     }
     /// Puts a port opened elsewhere (by the backend's own opener, on
     /// another thread) in slot `slot`.
-    fn install(&mut self, slot: usize, port: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+    fn install(
+        &mut self,
+        slot: usize,
+        port: Box<dyn std::any::Any + Send>,
+    ) -> Result<(), PortError> {
         let _ = (slot, port);
-        Err("this backend's ports are fixed when it starts".into())
+        Err(PortError::Fixed)
     }
     /// Closes port `slot`; its number stays reserved (`ports()` does not
     /// shrink). Returns whether there was a port.

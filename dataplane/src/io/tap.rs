@@ -180,7 +180,7 @@ pub fn enter_netns(name: &str) -> Result<(), String> {
 pub struct TapBackend {
     queues: Vec<TapQueue>,
     pool: HeapPool,
-    /// Frames a full or downed device refused.
+    /// Writes a full or downed device refused.
     pub tx_refused: u64,
 }
 
@@ -201,36 +201,44 @@ impl Backend for TapBackend {
         self.queues.len()
     }
 
-    fn rx(&mut self, port: usize, out: &mut [Frame]) -> usize {
+    fn rx(&mut self, port: usize, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut n = 0;
-        while n < out.len() {
+        while n < max {
             let queue = &mut self.queues[port];
             let Some(f) = self.pool.fill(|buf| queue.recv(buf)) else {
                 break;
             };
-            out[n] = f;
+            out.push(f);
             n += 1;
         }
         n
     }
 
-    fn tx(&mut self, port: usize, frames: &[Frame]) -> usize {
-        // A write either takes the frame or refuses it: there is no ring to
-        // wait on, so a refused frame is counted and freed here, and every
-        // frame counts as accepted.
-        for &f in frames {
+    fn tx(&mut self, port: usize, frames: &mut Vec<Frame>) {
+        // A write takes the frame or refuses it (the device's queue is
+        // full, or it is down): the first refusal ends the batch, and the
+        // frames left are the caller's, counted as a full ring.
+        let mut sent = 0;
+        for f in frames.iter() {
             if !self.queues[port].send(self.pool.bytes(f)) {
                 self.tx_refused += 1;
+                break;
             }
+            sent += 1;
+        }
+        for f in frames.drain(..sent) {
             self.pool.free(f);
         }
-        frames.len()
     }
 
     fn flush(&mut self) {}
 
-    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
+    fn with_bytes<R>(&mut self, f: &Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
         self.pool.with_bytes(f, op)
+    }
+
+    fn with_burst<R>(&mut self, frames: &[Frame], op: impl FnOnce(&mut [&mut [u8]]) -> R) -> R {
+        self.pool.with_burst(frames, op)
     }
 
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
@@ -239,5 +247,12 @@ impl Backend for TapBackend {
 
     fn free(&mut self, f: Frame) {
         self.pool.free(f);
+    }
+
+    fn stats(&self) -> super::BackendStats {
+        super::BackendStats {
+            misuse: self.pool.misuse,
+            ..Default::default()
+        }
     }
 }

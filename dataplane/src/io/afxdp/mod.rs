@@ -35,7 +35,8 @@ use xsk_rs::{FrameDesc, Umem};
 
 use super::ledger::{FillPlan, Ledger, LedgerError, PoolStats};
 pub use super::SocketStats;
-use super::{Backend, BackendStats, Frame};
+use super::{once_in, Backend, BackendStats, Frame, PortError};
+use crate::pipeline::BURST;
 use socket::{close_port, open_socket, quiet_libxdp, Port, Program};
 
 const FRAME_SIZE: usize = 2048;
@@ -421,8 +422,8 @@ impl AfXdpBackend {
     }
 
     /// A frame's pool and its index in the pool.
-    fn split(&self, f: Frame) -> (usize, u32) {
-        ((f.index / self.frames) as usize, f.index % self.frames)
+    fn split(&self, f: &Frame) -> (usize, u32) {
+        ((f.index() / self.frames) as usize, f.index() % self.frames)
     }
 
     /// Gives port `p`'s fill ring what its share allows now; `busy`: it
@@ -454,9 +455,9 @@ impl AfXdpBackend {
 impl AfXdpBackend {
     /// `tx` on a shared pool: the descriptors move, and the ring's
     /// producer index is published once for the whole burst.
-    fn tx_shared(&mut self, egress: usize, frames: &[Frame]) -> usize {
+    fn tx_shared(&mut self, egress: usize, frames: &mut Vec<Frame>) {
         let Some(port) = self.ports[egress].as_mut() else {
-            return 0;
+            return;
         };
         let pool = &mut self.pools[0];
         // Single producer: the room seen now is there at `produce`.
@@ -464,14 +465,14 @@ impl AfXdpBackend {
         self.indices.clear();
         let slot = egress as u16;
         let mut accepted = 0;
-        for &f in frames {
+        for f in frames.iter() {
             if self.indices.len() == room {
                 break;
             }
-            let i = f.index % self.frames;
+            let i = f.index() % self.frames;
             // Marked the kernel's as it is taken, so that a frame staged
             // twice is refused the second time.
-            if f.index >= self.frames || !pool.ledger.sent(i, slot) {
+            if f.index() >= self.frames || !pool.ledger.sent(i, slot) {
                 // Not the worker's to send: refused, and not the caller's
                 // to keep either.
                 self.misuse += 1;
@@ -482,9 +483,11 @@ impl AfXdpBackend {
             self.indices.push(i);
             accepted += 1;
         }
+        // Taken: the kernel's now (or, below, the pool's).
+        frames.drain(..accepted);
         let n = self.indices.len();
         if n == 0 {
-            return accepted;
+            return;
         }
         // SAFETY: the worker held every frame (checked as each was marked
         // sent above); they are the kernel's once produced.
@@ -502,7 +505,6 @@ impl AfXdpBackend {
             }
             self.misuse += n as u64;
         }
-        accepted
     }
 }
 
@@ -511,8 +513,9 @@ impl Backend for AfXdpBackend {
         self.ports.len()
     }
 
-    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), String> {
-        self.attach_with(slot, ifname).map_err(|e| e.to_string())
+    fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), PortError> {
+        self.attach_with(slot, ifname)
+            .map_err(|e| PortError::Backend(e.to_string()))
     }
 
     fn detach(&mut self, slot: usize) -> bool {
@@ -535,20 +538,24 @@ impl Backend for AfXdpBackend {
         }
     }
 
-    fn install(&mut self, slot: usize, port: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+    fn install(
+        &mut self,
+        slot: usize,
+        port: Box<dyn std::any::Any + Send>,
+    ) -> Result<(), PortError> {
         let port = port
             .downcast::<OpenedPort>()
-            .map_err(|_| "not an AF_XDP port".to_string())?;
-        AfXdpBackend::install(self, slot, *port).map_err(|e| e.to_string())
+            .map_err(|_| PortError::Foreign)?;
+        AfXdpBackend::install(self, slot, *port).map_err(|e| PortError::Backend(e.to_string()))
     }
 
-    fn rx(&mut self, p: usize, out: &mut [Frame]) -> usize {
+    fn rx(&mut self, p: usize, out: &mut Vec<Frame>, max: usize) -> usize {
         let Some(port) = self.ports[p].as_mut() else {
             return 0;
         };
         let base = port.pool as u32 * self.frames;
         let pool = &mut self.pools[port.pool];
-        let want = out.len().min(self.scratch.len());
+        let want = max.min(self.scratch.len());
         // SAFETY: the descriptors written are frames the kernel hands back;
         // they become the worker's until `tx` or `free`.
         let n = unsafe { port.rx.consume(&mut self.scratch[..want]) };
@@ -561,10 +568,7 @@ impl Backend for AfXdpBackend {
                 continue;
             }
             pool.descs[i as usize] = *d;
-            out[got] = Frame {
-                index: base + i,
-                len: d.lengths().data() as u16,
-            };
+            out.push(Frame::new(base + i, d.lengths().data() as u16));
             got += 1;
         }
         // No wake-up when idle: `refill` kicks the fill ring only when it
@@ -573,7 +577,7 @@ impl Backend for AfXdpBackend {
         got
     }
 
-    fn tx(&mut self, egress: usize, frames: &[Frame]) -> usize {
+    fn tx(&mut self, egress: usize, frames: &mut Vec<Frame>) {
         let Some(to) = self
             .ports
             .get(egress)
@@ -581,15 +585,16 @@ impl Backend for AfXdpBackend {
             .map(|p| p.pool)
         else {
             // Detached: the caller frees what was refused.
-            return 0;
+            return;
         };
         if self.shared {
-            return self.tx_shared(egress, frames);
+            self.tx_shared(egress, frames);
+            return;
         }
         let mut accepted = 0;
         let mut produced = 0;
         let slot = egress as u16;
-        for &f in frames {
+        for f in frames.iter() {
             let (from, i) = self.split(f);
             if from >= self.pools.len() || !self.pools[from].ledger.worker_holds(i) {
                 // Not the worker's to send: refused, and not the caller's
@@ -654,7 +659,7 @@ impl Backend for AfXdpBackend {
             port.tx_queued += produced;
             port.in_tx += produced;
         }
-        accepted
+        frames.drain(..accepted);
     }
 
     fn flush(&mut self) {
@@ -692,7 +697,7 @@ impl Backend for AfXdpBackend {
         }
     }
 
-    fn with_bytes<R>(&mut self, f: Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
+    fn with_bytes<R>(&mut self, f: &Frame, op: impl FnOnce(&mut [u8]) -> R) -> R {
         let (p, i) = self.split(f);
         match self.pools.get_mut(p) {
             Some(pool) if pool.ledger.worker_holds(i) => {
@@ -709,6 +714,38 @@ impl Backend for AfXdpBackend {
         }
     }
 
+    fn with_burst<R>(&mut self, frames: &[Frame], op: impl FnOnce(&mut [&mut [u8]]) -> R) -> R {
+        let n = frames.len().min(BURST);
+        let mut bytes: [&mut [u8]; BURST] = Default::default();
+        for (b, f) in bytes.iter_mut().zip(&frames[..n]) {
+            let (p, i) = self.split(f);
+            let Some(pool) = self
+                .pools
+                .get_mut(p)
+                .filter(|pool| pool.ledger.worker_holds(i))
+            else {
+                self.misuse += 1;
+                continue;
+            };
+            debug_assert!(
+                once_in(&frames[..n], f),
+                "frame {} twice in one burst",
+                f.index()
+            );
+            // SAFETY: the worker holds the frame (the ledger says so), so
+            // no ring touches it; no two frames of a burst are one (a
+            // `Frame` is moved, never copied), so the slices are disjoint.
+            // They point into the UMEM's mapping, which outlives `&mut
+            // self`, and live no longer than this call.
+            *b = unsafe {
+                let mut data = pool.umem.data_mut(&mut pool.descs[i as usize]);
+                let c = data.contents_mut();
+                std::slice::from_raw_parts_mut(c.as_mut_ptr(), c.len())
+            };
+        }
+        op(&mut bytes[..n])
+    }
+
     fn alloc_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<Frame> {
         let p = (0..self.pools.len()).find(|&p| self.pools[p].ledger.free_frames() > 0)?;
         let len = write(&mut self.reply[..]).min(FRAME_SIZE);
@@ -723,14 +760,11 @@ impl Backend for AfXdpBackend {
             pool.ledger.free(j);
             return None;
         }
-        Some(Frame {
-            index: p as u32 * self.frames + j,
-            len: len as u16,
-        })
+        Some(Frame::new(p as u32 * self.frames + j, len as u16))
     }
 
     fn free(&mut self, f: Frame) {
-        let (p, i) = self.split(f);
+        let (p, i) = self.split(&f);
         let ok = self
             .pools
             .get_mut(p)
