@@ -7,7 +7,11 @@
 //! CIDRs go to their VTEP over VXLAN; the node's own addresses to the host
 //! through the exception path; anything else out of the uplink.
 
+use std::hash::BuildHasherDefault;
+
 use hashbrown::HashMap;
+
+use crate::hash::AddrHasher;
 
 use crate::decode::Parsed;
 use crate::drop::DropReason;
@@ -63,7 +67,7 @@ impl Cidr {
 /// The node's routes: immutable, built by the control plane.
 #[derive(Default)]
 pub struct Routes {
-    pods: HashMap<Addr, (PortId, [u8; 6])>,
+    pods: HashMap<Addr, (PortId, [u8; 6]), BuildHasherDefault<AddrHasher>>,
     tunnels: Vec<(Cidr, Addr)>,
     host: Vec<Addr>,
 }
