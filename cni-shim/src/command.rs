@@ -135,6 +135,12 @@ fn daemon_error(e: AskError) -> CniError {
         AskError::NotRunning(m) => {
             CniError::new(code::TRY_AGAIN_LATER, "the Sluice daemon is not running", m)
         }
+        // CNI's "try again later": the runtime retries the ADD.
+        AskError::Refused(e) if e.code == ErrorCode::Busy => CniError::new(
+            code::TRY_AGAIN_LATER,
+            "the Sluice daemon is still attaching this interface",
+            e.message,
+        ),
         AskError::Refused(e) => {
             let what = match e.code {
                 ErrorCode::MaxPods => "the node has as many pods as it takes (--max-pods)",

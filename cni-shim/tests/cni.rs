@@ -210,7 +210,7 @@ impl Node {
         })
         .expect("start the daemon");
         node.admin = Some(
-            admin::serve(&dir.join("admin.sock"), &d, Box::new(Vec::new))
+            admin::serve(&dir.join("admin.sock"), d.handles(), Box::new(Vec::new))
                 .expect("the admin socket"),
         );
         node.daemon = Some(d);

@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use sluice_dataplane::Addr;
 
-use crate::daemon::{Daemon, Observer, PortConfig, Publisher};
+use crate::config::PortConfig;
 use crate::ports::{PortError, Ports};
+use crate::publish::Publisher;
+use crate::state::Observer;
 pub use crate::status::{describe, SourceStatus, StatusReply};
 use crate::status::{worker_status, ConntrackStatus};
 
@@ -62,6 +64,15 @@ impl std::fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
+/// What the server answers about: a running daemon's handles
+/// (`Daemon::handles`).
+#[derive(Clone)]
+pub struct Handles {
+    pub ports: Ports,
+    pub observer: Observer,
+    pub publisher: Publisher,
+}
+
 /// What the server answers about.
 struct Served {
     ports: Ports,
@@ -70,14 +81,14 @@ struct Served {
     sources: Sources,
 }
 
-/// Listens on `path` and answers requests about `daemon` and `sources`.
-/// A socket file left by a daemon that died is replaced; one that a live
-/// daemon answers on is not.
-pub fn serve(path: &Path, daemon: &Daemon, sources: Sources) -> Result<AdminServer, AdminError> {
+/// Listens on `path` and answers requests about a daemon (its `handles`)
+/// and `sources`. A socket file left by a daemon that died is replaced;
+/// one that a live daemon answers on is not.
+pub fn serve(path: &Path, handles: Handles, sources: Sources) -> Result<AdminServer, AdminError> {
     let served = Served {
-        ports: daemon.ports(),
-        observer: daemon.observer(),
-        publisher: daemon.publisher(),
+        ports: handles.ports,
+        observer: handles.observer,
+        publisher: handles.publisher,
         sources,
     };
     let io_err = |e: std::io::Error| AdminError::Io {
@@ -221,6 +232,7 @@ fn code_of(e: &PortError) -> ErrorCode {
         PortError::Unsupported(_) => ErrorCode::Unsupported,
         PortError::Worker { .. } => ErrorCode::Worker,
         PortError::NoAnswer { .. } => ErrorCode::NoAnswer,
+        PortError::Busy { .. } => ErrorCode::Busy,
         PortError::NoSlot | PortError::MaxPods { .. } => ErrorCode::MaxPods,
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use sluice_dataplane::route::PortId;
 use sluice_dataplane::Addr;
 
-use crate::daemon::{detach_xdp, Io, PortConfig, Publisher};
+use crate::config::{Io, PortConfig};
+use crate::host_xdp::detach_xdp;
+use crate::publish::Publisher;
 
 /// What a worker does between batches of rounds, for the control side.
 pub enum WorkerCommand {
@@ -81,6 +83,11 @@ pub enum PortError {
     NoAnswer {
         worker: usize,
     },
+    /// The interface is being attached or detached by an earlier request
+    /// that has not finished.
+    Busy {
+        ifname: String,
+    },
     NoSlot,
     /// The node has `max` pods attached, its --max-pods.
     MaxPods {
@@ -105,6 +112,10 @@ impl std::fmt::Display for PortError {
                 write!(f, "worker {worker} did not answer within 10 s")
             }
             PortError::NoSlot => f.write_str("every node port number is taken"),
+            PortError::Busy { ifname } => write!(
+                f,
+                "interface {ifname} is being attached by an earlier request that has not finished; try again"
+            ),
             PortError::MaxPods { max } => write!(
                 f,
                 "the node has {max} pods attached, its limit (sluice run --max-pods {max}); delete a pod or restart the daemon with a larger --max-pods"
@@ -117,7 +128,31 @@ impl std::error::Error for PortError {}
 
 pub(crate) struct PortsState {
     pub registry: BTreeMap<u16, Registered>,
+    /// Ports being attached: their numbers, interfaces and addresses are
+    /// taken, and they are not routed yet.
+    pub attaching: BTreeMap<u16, Registered>,
+    /// Numbers of ports being detached: free once every worker has closed
+    /// its socket.
+    pub closing: std::collections::BTreeSet<u16>,
+    /// Counts changes to `registry`: the version `Publisher::publish_pods`
+    /// is given, so that an older registry never replaces a newer.
+    pub version: u64,
     pub commands: Vec<mpsc::Sender<WorkerCommand>>,
+}
+
+impl PortsState {
+    pub(crate) fn new(
+        registry: BTreeMap<u16, Registered>,
+        commands: Vec<mpsc::Sender<WorkerCommand>>,
+    ) -> PortsState {
+        PortsState {
+            registry,
+            attaching: BTreeMap::new(),
+            closing: Default::default(),
+            version: 0,
+            commands,
+        }
+    }
 }
 
 pub(crate) struct PortsInner {
@@ -126,8 +161,9 @@ pub(crate) struct PortsInner {
     pub max_pods: usize,
     pub publisher: Publisher,
     pub openers: Openers,
-    /// One attach or detach at a time: they are rare, and the workers'
-    /// answers come in order.
+    /// Held only to read or change the registry: never while a worker is
+    /// asked something, nor across a shell-out or a publication (the lock
+    /// order is in `state`).
     pub state: Mutex<PortsState>,
 }
 
@@ -142,7 +178,7 @@ const ANSWER: Duration = Duration::from_secs(10);
 impl Ports {
     /// The ports attached now, by port number.
     pub fn attached(&self) -> Vec<Attached> {
-        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.lock();
         st.registry
             .iter()
             .map(|(&port, r)| Attached {
@@ -158,12 +194,7 @@ impl Ports {
     /// How many workers (each opens one queue of every port): an interface
     /// needs that many queues.
     pub fn workers(&self) -> usize {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .commands
-            .len()
+        self.lock().commands.len()
     }
 
     pub fn io(&self) -> Io {
@@ -186,48 +217,104 @@ impl Ports {
                 self.inner.io
             )));
         }
-        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        for (&n, r) in &st.registry {
-            if r.port.ifname == port.ifname {
-                if r.owner == owner && r.port.addrs == port.addrs && r.port.mac == port.mac {
-                    return Ok(n);
+        let (slot, commands) = {
+            let mut st = self.lock();
+            for (&n, r) in &st.registry {
+                if r.port.ifname == port.ifname {
+                    if r.owner == owner && r.port.addrs == port.addrs && r.port.mac == port.mac {
+                        return Ok(n);
+                    }
+                    return Err(PortError::InterfaceTaken {
+                        ifname: port.ifname,
+                        owner: r.owner.clone(),
+                    });
                 }
-                return Err(PortError::InterfaceTaken {
+            }
+            if st.attaching.values().any(|r| r.port.ifname == port.ifname) {
+                return Err(PortError::Busy {
                     ifname: port.ifname,
-                    owner: r.owner.clone(),
                 });
             }
-            if let Some(&a) = r.port.addrs.iter().find(|a| port.addrs.contains(a)) {
-                return Err(PortError::AddressTaken {
-                    addr: a.ip(),
-                    ifname: r.port.ifname.clone(),
+            for r in st.registry.values().chain(st.attaching.values()) {
+                if let Some(&a) = r.port.addrs.iter().find(|a| port.addrs.contains(a)) {
+                    return Err(PortError::AddressTaken {
+                        addr: a.ip(),
+                        ifname: r.port.ifname.clone(),
+                    });
+                }
+            }
+            if st.registry.len() + st.attaching.len() >= self.inner.max_pods {
+                return Err(PortError::MaxPods {
+                    max: self.inner.max_pods,
                 });
             }
-        }
-        if st.registry.len() >= self.inner.max_pods {
-            return Err(PortError::MaxPods {
-                max: self.inner.max_pods,
-            });
-        }
-        // The lowest free number: a detached port's number is free once
-        // every worker has closed its socket (detach waits for that).
-        let slot = (0..u16::MAX)
-            .find(|n| !st.registry.contains_key(n))
-            .ok_or(PortError::NoSlot)?;
-        if detach_xdp(self.inner.node_netns.as_deref(), &port.ifname) {
-            eprintln!(
-                "sluice: replaced a stale XDP program on {} before attaching it",
-                port.ifname
+            // The lowest free number: a detached port's number is free once
+            // every worker has closed its socket.
+            let slot = (0..u16::MAX)
+                .find(|n| {
+                    !st.registry.contains_key(n)
+                        && !st.attaching.contains_key(n)
+                        && !st.closing.contains(n)
+                })
+                .ok_or(PortError::NoSlot)?;
+            st.attaching.insert(
+                slot,
+                Registered {
+                    port: port.clone(),
+                    owner: owner.clone(),
+                },
             );
+            (slot, st.commands.clone())
+        };
+        // Unlocked from here: `status` and other requests go on while the
+        // workers open their sockets.
+        let result = self.open_everywhere(slot, &port.ifname, &commands);
+        let (routes, version) = {
+            let mut st = self.lock();
+            st.attaching.remove(&slot);
+            result?;
+            st.registry.insert(slot, Registered { port, owner });
+            st.version += 1;
+            (routes_of(&st.registry), st.version)
+        };
+        let published = self.inner.publisher.publish_pods(routes, version);
+        // Answered once the workers route to the pod: its first packet
+        // (a runtime's readiness probe) is not dropped as unroutable.
+        if !self
+            .inner
+            .publisher
+            .wait_loaded(published.generation, Duration::from_secs(1))
+        {
+            eprintln!(
+                "sluice: attached port {slot} but a worker has not loaded its routes within 1 s"
+            );
+        }
+        Ok(slot)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PortsState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every worker opens its queue of `ifname` as port `slot`; if one
+    /// cannot, those that did close theirs again. Holds no lock.
+    fn open_everywhere(
+        &self,
+        slot: u16,
+        ifname: &str,
+        commands: &[mpsc::Sender<WorkerCommand>],
+    ) -> Result<(), PortError> {
+        if detach_xdp(self.inner.node_netns.as_deref(), ifname) {
+            eprintln!("sluice: replaced a stale XDP program on {ifname} before attaching it");
         }
         let mut opened = Vec::new();
         let mut failure = None;
-        for (w, tx) in st.commands.iter().enumerate() {
+        for (w, tx) in commands.iter().enumerate() {
             let (reply, answer) = mpsc::channel();
             // Opened here where the worker has an opener, so that it
             // keeps polling while libxdp loads its program; else by the
             // worker between batches.
-            let command = match self.open_here(w, &port.ifname) {
+            let command = match self.open_here(w, ifname) {
                 Some(Err(reason)) => {
                     failure = Some(PortError::Worker { worker: w, reason });
                     break;
@@ -239,7 +326,7 @@ impl Ports {
                 },
                 None => WorkerCommand::Attach {
                     slot: slot as usize,
-                    ifname: port.ifname.clone(),
+                    ifname: ifname.to_string(),
                     reply,
                 },
             };
@@ -256,37 +343,23 @@ impl Ports {
                 }
             }
         }
-        if let Some(e) = failure {
-            for &w in &opened {
-                let (reply, answer) = mpsc::channel();
-                if st.commands[w]
-                    .send(WorkerCommand::Detach {
-                        slot: slot as usize,
-                        reply,
-                    })
-                    .is_ok()
-                {
-                    let _ = answer.recv_timeout(ANSWER);
-                }
+        let Some(e) = failure else {
+            return Ok(());
+        };
+        for &w in &opened {
+            let (reply, answer) = mpsc::channel();
+            if commands[w]
+                .send(WorkerCommand::Detach {
+                    slot: slot as usize,
+                    reply,
+                })
+                .is_ok()
+            {
+                let _ = answer.recv_timeout(ANSWER);
             }
-            detach_xdp(self.inner.node_netns.as_deref(), &port.ifname);
-            return Err(e);
         }
-        st.registry.insert(slot, Registered { port, owner });
-        let published = self.inner.publisher.publish_pods(routes_of(&st.registry));
-        // Answered once the workers route to the pod: its first packet
-        // (a runtime's readiness probe) is not dropped as unroutable.
-        if !self
-            .inner
-            .publisher
-            .wait_loaded(published.generation, Duration::from_secs(1))
-        {
-            eprintln!(
-                "sluice: attached {} but a worker has not loaded its routes within 1 s",
-                st.registry[&slot].port.ifname
-            );
-        }
-        Ok(slot)
+        detach_xdp(self.inner.node_netns.as_deref(), ifname);
+        Err(e)
     }
 
     /// Opens `ifname` on worker `w`'s UMEM from a thread in the node's
@@ -338,22 +411,32 @@ impl Ports {
     /// worker closes its socket. Returns the port it had, `None` if the
     /// interface was not attached (a repeated DEL).
     pub fn detach(&self, ifname: &str) -> Result<Option<u16>, PortError> {
-        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(slot) = st
-            .registry
-            .iter()
-            .find(|(_, r)| r.port.ifname == ifname)
-            .map(|(&n, _)| n)
-        else {
-            return Ok(None);
+        let (slot, commands, routes, version) = {
+            let mut st = self.lock();
+            let Some(slot) = st
+                .registry
+                .iter()
+                .find(|(_, r)| r.port.ifname == ifname)
+                .map(|(&n, _)| n)
+            else {
+                return Ok(None);
+            };
+            st.registry.remove(&slot);
+            st.closing.insert(slot);
+            st.version += 1;
+            (
+                slot,
+                st.commands.clone(),
+                routes_of(&st.registry),
+                st.version,
+            )
         };
-        st.registry.remove(&slot);
         // Published and swapped in before the sockets close; a worker
         // takes commands only between batches, holding no snapshot, so it
         // routes nothing to this port once it has closed it.
-        self.inner.publisher.publish_pods(routes_of(&st.registry));
+        self.inner.publisher.publish_pods(routes, version);
         let mut result = Ok(Some(slot));
-        for (w, tx) in st.commands.iter().enumerate() {
+        for (w, tx) in commands.iter().enumerate() {
             let (reply, answer) = mpsc::channel();
             let sent = tx.send(WorkerCommand::Detach {
                 slot: slot as usize,
@@ -367,6 +450,7 @@ impl Ports {
                 result = Err(PortError::NoAnswer { worker: w });
             }
         }
+        self.lock().closing.remove(&slot);
         if self.inner.io == Io::Afxdp {
             detach_xdp(self.inner.node_netns.as_deref(), ifname);
         }
@@ -421,17 +505,24 @@ impl Ports {
         (attached, problems)
     }
 
-    /// Whether `ifname` exists in the node's namespace.
+    /// Whether `ifname` exists in the node's namespace (its index, from a
+    /// thread in that namespace; no `ip` to run and parse).
     fn exists(&self, ifname: &str) -> bool {
-        let mut c = std::process::Command::new("ip");
-        if let Some(ns) = &self.inner.node_netns {
-            c.args(["-n", ns]);
-        }
-        c.args(["-o", "link", "show", "dev", ifname])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        let (ns, name) = (self.inner.node_netns.clone(), ifname.to_string());
+        std::thread::spawn(move || {
+            if let Some(ns) = &ns {
+                if sluice_dataplane::io::tap::enter_netns(ns).is_err() {
+                    return false;
+                }
+            }
+            let Ok(c) = std::ffi::CString::new(name) else {
+                return false;
+            };
+            // SAFETY: `c` is NUL-terminated and outlives the call.
+            unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+        })
+        .join()
+        .unwrap_or(false)
     }
 }
 

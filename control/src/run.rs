@@ -124,14 +124,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         let prepared = sync::prepare(PathBuf::from(dir));
         config.services = prepared.specs.clone();
         let d = Daemon::start(config).map_err(|e| e.to_string())?;
-        crate::daemon::keep_off_cores(&a.cores);
+        crate::workers::keep_off_cores(&a.cores);
         let s = Files::start(prepared, d.publisher(), Duration::from_millis(200));
         (d, s)
     } else if a.source == "kube" || a.source.starts_with("kube:") {
         let path = a.source.strip_prefix("kube:").map(PathBuf::from);
         let kube = crate::source::kube::load_config(path.as_deref())?;
         let d = Daemon::start(config).map_err(|e| e.to_string())?;
-        crate::daemon::keep_off_cores(&a.cores);
+        crate::workers::keep_off_cores(&a.cores);
         let s = Kube::start(kube, d.publisher());
         if s.wait(Duration::from_secs(60), |s| s.synced).is_none() {
             eprintln!(
@@ -150,7 +150,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let reader = sync.status_reader();
     let admin = crate::admin::serve(
         &a.admin,
-        &daemon,
+        daemon.handles(),
         Box::new(move || {
             vec![crate::admin::SourceStatus {
                 source: source_name.clone(),

@@ -10,7 +10,7 @@ use sluice_dataplane::DropReason;
 
 pub use sluice_admin::{ConntrackStatus, SourceStatus, StatusReply, WorkerStatus};
 
-use crate::daemon::WorkerReport;
+use crate::state::WorkerReport;
 
 /// A worker's report as the status shows it.
 pub fn worker_status(worker: usize, r: &WorkerReport) -> WorkerStatus {

@@ -14,7 +14,7 @@ use sluice_dataplane::service::ServiceSpec;
 
 use std::collections::BTreeSet;
 
-use crate::daemon::{Change, Published, Publisher};
+use crate::publish::{Change, Published, Publisher};
 use crate::source::file::FileSource;
 use crate::source::{self};
 use crate::translate::Model;

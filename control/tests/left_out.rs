@@ -4,7 +4,7 @@
 //! frontend it wants is free, whatever the order of the changes in a
 //! batch. No root: the publisher alone, no worker.
 
-use sluice_control::daemon::{Change, Publisher};
+use sluice_control::publish::{Change, Publisher};
 use sluice_dataplane::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
 use sluice_dataplane::{Addr, Proto};
 
@@ -102,9 +102,29 @@ fn both_copies_of_the_tables_agree_after_retries() {
     let p = Publisher::detached(&[svc("a", F, 80), svc("b", F, 80)]);
     p.publish_changes(&[remove("a")]);
     let (ports, _) = p.read();
-    p.publish_pods(Vec::new());
+    p.publish_pods(Vec::new(), 1);
     assert_eq!(p.read().0, ports, "the other copy serves the same ports");
-    p.publish_pods(Vec::new());
+    p.publish_pods(Vec::new(), 2);
     assert_eq!(p.read().0, ports);
     assert!(p.left_out().is_empty());
+}
+
+/// Two attaches finishing at once publish their registries in either
+/// order: the older never replaces the newer's routes.
+#[test]
+fn an_older_registry_never_replaces_a_newer_one() {
+    use sluice_dataplane::route::PortId;
+    let p = Publisher::detached(&[svc("a", F, 80)]);
+    let pod = |i: u8| {
+        (
+            sluice_dataplane::Addr::from_v4([198, 18, 1, i]),
+            PortId(u16::from(i)),
+            [2, 0, 0, 0, 1, i],
+        )
+    };
+    p.publish_pods(vec![pod(2), pod(3)], 2);
+    p.publish_pods(vec![pod(2)], 1);
+    assert_eq!(p.routed_pods(), 2, "version 2's two pods stay routed");
+    p.publish_pods(vec![pod(3)], 3);
+    assert_eq!(p.routed_pods(), 1);
 }

@@ -16,7 +16,7 @@
 //! what leaves (`Transmit`, `ToHost`, `Reply`) is counted by the worker
 //! when it is handed to a ring, since only then is it known to have left.
 
-use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError};
+use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError, SlotCache};
 use crate::counters::Counters;
 use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
 use crate::drop::DropReason;
@@ -104,13 +104,21 @@ pub struct Core {
     pub frags: FragTable,
     /// Milliseconds on the conntrack clock, read once per burst.
     pub now_ms: u64,
+    /// Free conntrack entries of this core's own, and its insert count.
+    slots: SlotCache,
     /// Taken out for the length of a burst so that the passes can read it
     /// by reference while they update the rest of the core.
     scratch: Option<Box<Scratch>>,
 }
 
+/// A burst's per-frame state, one array per field, each frame's decode
+/// summary and flow key written once, where the later passes read them
+/// (a record of them built and then copied cost more than the lookups).
 struct Scratch {
-    pre: [Pre; BURST],
+    kind: [Pre; BURST],
+    parsed: [Parsed; BURST],
+    keys: [FlowKey; BURST],
+    hashes: [u64; BURST],
     pending: [Pending; BURST],
     fate: [Fate; BURST],
     /// The conntrack entry each frame of the last burst created, until the
@@ -125,8 +133,12 @@ impl Default for Core {
             counters: Counters::default(),
             frags: FragTable::default(),
             now_ms: 0,
+            slots: SlotCache::default(),
             scratch: Some(Box::new(Scratch {
-                pre: [Pre::Done(Action::ToHost); BURST],
+                kind: [Pre::Done(Action::ToHost); BURST],
+                parsed: [Parsed::EMPTY; BURST],
+                keys: [FlowKey::EMPTY; BURST],
+                hashes: [0; BURST],
                 pending: [Pending::EMPTY; BURST],
                 fate: [Fate::Decided(Action::ToHost); BURST],
                 created: [None; BURST],
@@ -140,6 +152,13 @@ impl Core {
     /// Reads the clock; call once per burst, not per packet.
     pub fn tick(&mut self, ct: &Conntrack) {
         self.now_ms = ct.now_ms();
+    }
+
+    /// Gives the conntrack entries this core holds for its next inserts
+    /// back to `ct`: for a core done with a table that lives on (a worker
+    /// made per test input; the daemon's live as long as their table).
+    pub fn return_slots(&mut self, ct: &Conntrack) {
+        ct.return_cache(&mut self.slots);
     }
 
     /// The answer written for frame `i` of the last burst
@@ -170,24 +189,19 @@ impl Core {
     }
 }
 
-/// A frame after pass 1: what the later passes need.
+/// A frame after pass 1: what the later passes do with it (its summary,
+/// key and hash are in the scratch's arrays).
 #[derive(Clone, Copy)]
 enum Pre {
     Done(Action),
     /// Straight to the route stage, with no state made (a TTL that runs
     /// out here: the route stage answers it).
-    Route(Hop),
+    Route,
     /// An IP packet without a flow of its own (ICMP errors, other
     /// protocols).
-    Untracked {
-        transport: Transport,
-        hop: Hop,
-    },
-    Flow {
-        p: Parsed,
-        key: FlowKey,
-        hash: u64,
-    },
+    Untracked,
+    /// A flow: its key and hash are the frame's.
+    Flow,
 }
 
 /// A frame after pass 3: decided, or to be routed.
@@ -221,17 +235,26 @@ pub fn decide(
     let frames = &mut frames[..n];
     for (i, frame) in frames.iter().enumerate() {
         sc.created[i] = None;
-        sc.pre[i] = prepare(frame, ingress, t, c, &mut sc.replies[i]);
-        if let Pre::Flow { hash, .. } = &sc.pre[i] {
-            t.conntrack.prefetch_index(*hash);
+        sc.kind[i] = prepare(
+            frame,
+            ingress,
+            t,
+            c,
+            &mut sc.replies[i],
+            &mut sc.parsed[i],
+            &mut sc.keys[i],
+        );
+        if let Pre::Flow = sc.kind[i] {
+            sc.hashes[i] = t.conntrack.hash(&sc.keys[i]);
+            t.conntrack.prefetch_index(sc.hashes[i]);
         }
     }
-    for p in &sc.pre[..n] {
-        if let Pre::Flow { key, hash, .. } = p {
+    for i in 0..n {
+        if let Pre::Flow = sc.kind[i] {
             // No entry in sight: most likely a new flow, which will read
             // its frontend slot next.
-            if !t.conntrack.prefetch_entry(*hash) {
-                t.services.prefetch(key);
+            if !t.conntrack.prefetch_entry(sc.hashes[i]) {
+                t.services.prefetch(&sc.keys[i]);
             }
         }
     }
@@ -287,7 +310,7 @@ fn screen(routes: &Routes, ingress: Ingress, p: &Parsed) -> Option<Pre> {
         }
     }
     if p.ttl <= 1 && routes.lookup(p.dst, p.family) != Egress::Host {
-        return Some(Pre::Route(Hop::of(p)));
+        return Some(Pre::Route);
     }
     None
 }
@@ -305,8 +328,8 @@ fn for_the_link(a: Addr, family: Family) -> bool {
     family == Family::V6 && (a.0 >> 118 == 0x3fa || a.0 >> 120 == 0xff)
 }
 
-/// Pass 1: decode; the gateway's neighbour answers; the screen; the flow
-/// key.
+/// Pass 1: decode into `p`; the gateway's neighbour answers; the screen;
+/// the flow key into `key`.
 #[inline]
 fn prepare(
     frame: &[u8],
@@ -314,9 +337,11 @@ fn prepare(
     t: &Tables<'_>,
     c: &mut Core,
     reply: &mut [u8; REPLY_MAX],
+    p: &mut Parsed,
+    key: &mut FlowKey,
 ) -> Pre {
     c.counters.rx += 1;
-    let p = match decode(frame) {
+    match decode(frame) {
         Err(r) => return Pre::Done(Action::Drop(r)),
         Ok(Decoded::Arp { offset }) => {
             // A question for the gateway is answered; the rest of ARP
@@ -329,8 +354,8 @@ fn prepare(
                 None => Pre::Done(Action::ToHost),
             };
         }
-        Ok(Decoded::Ip(p)) => p,
-    };
+        Ok(Decoded::Ip(d)) => *p = d,
+    }
     // A Neighbor Solicitation (RFC 4861 7.1.1: ICMPv6 straight after the
     // header, hop limit 255) may be for the gateway.
     if p.family == Family::V6 && p.ip_proto == 58 && p.l4 == p.l3 + 40 && p.ttl == 255 {
@@ -341,20 +366,16 @@ fn prepare(
             });
         }
     }
-    if let Some(pre) = screen(t.routes, ingress, &p) {
+    if let Some(pre) = screen(t.routes, ingress, p) {
         return pre;
     }
-    match flow_key(&p, c) {
+    match flow_key(p, c) {
         Err(r) => Pre::Done(Action::Drop(r)),
-        Ok(None) => Pre::Untracked {
-            transport: p.transport,
-            hop: Hop::of(&p),
-        },
-        Ok(Some(key)) => Pre::Flow {
-            p,
-            key,
-            hash: t.conntrack.hash(&key),
-        },
+        Ok(None) => Pre::Untracked,
+        Ok(Some(k)) => {
+            *key = k;
+            Pre::Flow
+        }
     }
 }
 
@@ -373,10 +394,9 @@ fn routed(p: &Parsed, r: Result<Addr, DropReason>) -> Fate {
 #[derive(Clone, Copy)]
 struct Pending {
     live: bool,
+    /// The frame's place in the burst (its summary, key and hash are
+    /// there).
     at: usize,
-    p: Parsed,
-    key: FlowKey,
-    hash: u64,
     service: u32,
     backends_off: u32,
     maglev_at: usize,
@@ -388,9 +408,6 @@ impl Pending {
     const EMPTY: Pending = Pending {
         live: false,
         at: 0,
-        p: Parsed::EMPTY,
-        key: FlowKey::EMPTY,
-        hash: 0,
         service: 0,
         backends_off: 0,
         maglev_at: 0,
@@ -411,61 +428,55 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
     let mut np = 0;
     let mut client_mask = 0u64;
     for i in 0..frames.len() {
-        let Pre::Flow { p, key, hash } = &sc.pre[i] else {
-            sc.fate[i] = finish(frames[i], sc.pre[i], t, c, &mut sc.created[i]);
+        let Pre::Flow = sc.kind[i] else {
+            sc.fate[i] = finish(frames[i], i, t, c, sc);
             continue;
         };
-        let hash = *hash;
-        if let Some(r) = established(frames[i], p, key, hash, t, c) {
+        let (p, key) = (&sc.parsed[i], &sc.keys[i]);
+        if let Some(r) = established(frames[i], p, key, sc.hashes[i], t, c) {
             sc.fate[i] = routed(p, r);
             continue;
         }
-        // A new flow (the rarer case): copied out of the scratch.
-        let (p, key) = (*p, *key);
-        // Could it belong to a waiting flow? A second packet of one has its
-        // client end as source, a reply as destination. A 64-bit mask of
-        // the waiting flows' client ends answers "no" for almost every
-        // packet without walking the list.
+        // A new flow (the rarer case). Could it belong to a waiting flow?
+        // A second packet of one has its client end as source, a reply as
+        // destination. A 64-bit mask of the waiting flows' client ends
+        // answers "no" for almost every packet without walking the list.
         let maybe =
             client_mask & (end_bit(&key.src, key.sport) | end_bit(&key.dst, key.dport)) != 0;
         let depends = maybe
             && sc.pending[..np].iter().any(|q| {
-                q.key == key
-                    || (key.dst == q.key.src
-                        && key.dport == q.key.sport
-                        && key.proto == q.key.proto)
+                let qk = &sc.keys[q.at];
+                qk == key || (key.dst == qk.src && key.dport == qk.sport && key.proto == qk.proto)
             });
         if depends {
             flush(frames, np, t, c, sc);
             np = 0;
             client_mask = 0;
-            sc.fate[i] = finish(frames[i], sc.pre[i], t, c, &mut sc.created[i]);
+            sc.fate[i] = finish(frames[i], i, t, c, sc);
             continue;
         }
-        let Some(f) = t.services.find(&key) else {
+        let Some(f) = t.services.find(key) else {
             c.counters.untracked += 1;
-            sc.fate[i] = routed(&p, Ok(p.dst));
+            sc.fate[i] = routed(p, Ok(p.dst));
             continue;
         };
-        let Some(maglev_at) = t.services.maglev_index(f, &key) else {
+        let Some(maglev_at) = t.services.maglev_index(f, key) else {
             sc.fate[i] = Fate::Decided(Action::Drop(DropReason::ServiceNoBackends));
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
+        client_mask |= end_bit(&key.src, key.sport);
+        let to = *key;
         sc.pending[np] = Pending {
             live: true,
             at: i,
-            p,
-            key,
-            hash,
             service: f.id,
             backends_off: f.backends_off(),
             maglev_at,
-            to: key,
+            to,
             reply_hash: 0,
         };
         np += 1;
-        client_mask |= end_bit(&key.src, key.sport);
     }
     flush(frames, np, t, c, sc);
 }
@@ -493,10 +504,10 @@ fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: 
                 q.to = FlowKey {
                     dst: b.addr,
                     dport: b.port,
-                    ..q.key
+                    ..sc.keys[q.at]
                 };
                 q.reply_hash = t.conntrack.hash(&q.to.reversed());
-                t.conntrack.prefetch_insert(q.reply_hash, k);
+                t.conntrack.prefetch_insert(q.reply_hash, k, &c.slots);
             }
             None => {
                 q.live = false;
@@ -513,35 +524,30 @@ fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: 
         let q = *q;
         let r = insert(
             frames[q.at],
-            &q.p,
-            &q.key,
-            (q.hash, q.reply_hash),
+            &sc.parsed[q.at],
+            &sc.keys[q.at],
+            (sc.hashes[q.at], q.reply_hash),
             q.to,
             q.service,
             t,
             c,
             &mut sc.created[q.at],
         );
-        sc.fate[q.at] = routed(&q.p, r);
+        sc.fate[q.at] = routed(&sc.parsed[q.at], r);
     }
 }
 
-/// Pass 3 for one frame.
+/// Pass 3 for frame `i` of the burst, alone.
 #[inline]
-fn finish(
-    frame: &mut [u8],
-    pre: Pre,
-    t: &Tables<'_>,
-    c: &mut Core,
-    created: &mut Option<u32>,
-) -> Fate {
-    match pre {
+fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scratch) -> Fate {
+    let p = &sc.parsed[i];
+    match sc.kind[i] {
         Pre::Done(a) => Fate::Decided(a),
-        Pre::Route(hop) => Fate::Route(hop),
-        Pre::Untracked { transport, hop } => {
+        Pre::Route => Fate::Route(Hop::of(p)),
+        Pre::Untracked => {
             if let Transport::IcmpOther {
                 kind: IcmpKind::Error,
-            } = transport
+            } = p.transport
             {
                 // The quoted packet inside is not translated yet: a PMTU or
                 // unreachable error about a NATed flow reaches the client
@@ -549,14 +555,15 @@ fn finish(
                 c.counters.icmp_error_passthrough += 1;
             }
             c.counters.untracked += 1;
-            Fate::Route(hop)
+            Fate::Route(Hop::of(p))
         }
-        Pre::Flow { p, key, hash } => {
-            let r = match established(frame, &p, &key, hash, t, c) {
+        Pre::Flow => {
+            let (key, hash) = (&sc.keys[i], sc.hashes[i]);
+            let r = match established(frame, p, key, hash, t, c) {
                 Some(r) => r,
-                None => new_flow(frame, &p, &key, hash, t, c, created),
+                None => new_flow(frame, p, key, hash, t, c, &mut sc.created[i]),
             };
-            routed(&p, r)
+            routed(p, r)
         }
     }
 }
@@ -630,7 +637,17 @@ fn insert(
     };
     let hit = t
         .conntrack
-        .insert_hashed(*key, to, hashes, service, st, flags, c.now_ms, true)
+        .insert_hashed(
+            *key,
+            to,
+            hashes,
+            service,
+            st,
+            flags,
+            c.now_ms,
+            true,
+            Some(&mut c.slots),
+        )
         .map_err(|e| match e {
             InsertError::ReplyClash => DropReason::ConntrackReplyClash,
             InsertError::Full => DropReason::ConntrackFull,

@@ -85,6 +85,11 @@ impl Routes {
         self.host.push(addr);
     }
 
+    /// Pod addresses routed.
+    pub fn pods(&self) -> usize {
+        self.pods.len()
+    }
+
     /// The port of the pod that `addr` belongs to, if a local pod's.
     #[inline]
     pub fn pod_port(&self, addr: Addr) -> Option<PortId> {

@@ -195,9 +195,9 @@ pub fn run_pods(o: &PodsOptions) -> Result<(), String> {
             max_pods: o.pods,
         })
         .map_err(|e| format!("daemon: {e}"))?;
-        sluice_control::daemon::keep_off_cores(&[worker_core]);
+        sluice_control::workers::keep_off_cores(&[worker_core]);
         let sock = dir.join("admin.sock");
-        let admin = sluice_control::admin::serve(&sock, &d, Box::new(Vec::new))
+        let admin = sluice_control::admin::serve(&sock, d.handles(), Box::new(Vec::new))
             .map_err(|e| e.to_string())?;
         d.hold_admin(admin);
         let mut b = Bench {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sluice_control::daemon::Publisher;
+use sluice_control::publish::Publisher;
 use sluice_control::sync::changes;
 use sluice_control::translate::Model;
 

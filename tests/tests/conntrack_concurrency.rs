@@ -70,7 +70,7 @@ fn two_threads_inserting_the_same_flows_agree_on_one_entry_each() {
         .map(|r| (r.original.src, r.original.sport))
         .collect();
     assert_eq!(unique.len(), N as usize, "a flow is stored twice");
-    assert_eq!(ct.stats.inserted.load(Ordering::Relaxed), u64::from(N));
+    assert_eq!(ct.inserted(), u64::from(N));
 }
 
 #[test]

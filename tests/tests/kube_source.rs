@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_control::daemon::{Change, Published};
+use sluice_control::publish::{Change, Published};
 use sluice_control::source::kube::load_config;
 use sluice_control::sync::{Kube, KubeSync, Publish, Status};
 use sluice_dataplane::service::ServiceSpec;

@@ -438,15 +438,52 @@ fn tcp_states_follow_the_handshake_and_the_close() {
     );
 }
 
-#[test]
-fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
-    let mut node = Node::new(&[sluice_tests::web_service()], 8);
+/// Eight flows to the VIP, each answered by its backend.
+fn eight_answered_flows(node: &mut Node) -> Vec<Seen> {
     let mut first = Vec::new();
     for i in 0..8u16 {
         let mut f = frames::tcp(Ip::V4(CLIENT_V4), 44000 + i, Ip::V4(VIP_V4), 80, SYN, b"");
         assert_eq!(node.process(&mut f), FORWARD);
-        first.push(check(&f));
+        let seen = check(&f);
+        let mut r = frames::tcp(
+            to_ip(seen.dst),
+            seen.dport,
+            Ip::V4(CLIENT_V4),
+            44000 + i,
+            SYN_ACK,
+            b"",
+        );
+        assert_eq!(node.process(&mut r), FORWARD);
+        first.push(seen);
     }
+    first
+}
+
+/// A table full of flows nobody answered (a SYN flood) makes room for a
+/// new flow by evicting one of them.
+#[test]
+fn a_full_conntrack_of_unanswered_flows_evicts_one_for_a_new_flow() {
+    let mut node = Node::new(&[sluice_tests::web_service()], 8);
+    for i in 0..8u16 {
+        let mut f = frames::tcp(Ip::V4(CLIENT_V4), 44000 + i, Ip::V4(VIP_V4), 80, SYN, b"");
+        assert_eq!(node.process(&mut f), FORWARD);
+    }
+    let mut f = frames::tcp(Ip::V4(CLIENT_V4), 45000, Ip::V4(VIP_V4), 80, SYN, b"");
+    assert_eq!(node.process(&mut f), FORWARD);
+    assert_eq!(
+        node.conntrack
+            .stats
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(node.conntrack.len(), 8);
+}
+
+#[test]
+fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
+    let mut node = Node::new(&[sluice_tests::web_service()], 8);
+    let first = eight_answered_flows(&mut node);
     let mut f = frames::tcp(Ip::V4(CLIENT_V4), 45000, Ip::V4(VIP_V4), 80, SYN, b"");
     assert_eq!(
         node.process(&mut f),

@@ -126,6 +126,8 @@ pub enum ErrorCode {
     Worker,
     /// A worker did not answer in time.
     NoAnswer,
+    /// An earlier request for the same interface has not finished.
+    Busy,
     /// Anything else.
     Internal,
 }

@@ -262,7 +262,7 @@ fn serve(
 ) -> Result<(), String> {
     let admin = crate::admin::serve(
         &admin_socket(plan),
-        d,
+        d.handles(),
         Box::new(move || {
             vec![crate::admin::SourceStatus {
                 source: source.clone(),
@@ -627,7 +627,7 @@ pub fn start_daemon(
         config.ports.clear();
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
-    daemon::keep_off_cores(&cores);
+    crate::workers::keep_off_cores(&cores);
     let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     let source = format!("file:{}", manifests.display());
     serve(&mut d, plan, source, files.status_reader())?;
@@ -655,7 +655,7 @@ pub fn start_daemon_kube(
         config.ports.clear();
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
-    daemon::keep_off_cores(&cores);
+    crate::workers::keep_off_cores(&cores);
     let sync = crate::sync::Kube::start(kube, d.publisher());
     serve(&mut d, plan, "kube".into(), sync.status_reader())?;
     if io == Io::Afxdp {

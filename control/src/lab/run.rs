@@ -21,7 +21,8 @@ use sluice_dataplane::Addr;
 use super::file::{LabFile, Plan, DEFAULT};
 use super::{remove, write_manifests, Lab};
 
-use crate::daemon::{Daemon, Io, WorkerReport};
+use crate::daemon::{Daemon, Io};
+use crate::state::WorkerReport;
 use crate::sync::FileSync;
 
 #[derive(clap::Args)]

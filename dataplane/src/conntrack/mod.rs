@@ -19,15 +19,21 @@
 //! - Only the sweeper turns a tombstone back into EMPTY, and only with the
 //!   next slot fenced, so that no key ever has an EMPTY slot between its
 //!   home and its own slot once its insert has returned.
-//! - Entries are recycled through a lock-free free list; readers guard
+//! - Entries are recycled through a lock-free free list, which each worker
+//!   reaches through a cache of its own (`SlotCache`, refilled 32 at a time
+//!   with one CAS): a new flow writes no cache line that another worker
+//!   writes, and neither does its count, kept per worker. Readers guard
 //!   against recycling with the entry's sequence number, and a packet's
 //!   update of the life word carries the generation it found the flow
 //!   under (bumped at each reuse), so that a packet of an expired flow
 //!   never changes the flow that took its entry an instant later.
 //!
-//! Admission: when no entry is free, or the key's window has no free slot,
-//! the new flow is refused (the pipeline drops and counts it). Nothing is
-//! ever evicted to make room: a live flow leaves only by timing out.
+//! Admission: when no entry is free, a flow never answered (a half-open
+//! SYN, a flow picked up mid-stream that nothing answers) near the new
+//! flow's hash is evicted for it, as nf_conntrack's early drop does; an
+//! answered flow never is. With none to evict, or when the key's window
+//! has no free slot, the new flow is refused (the pipeline drops and
+//! counts it).
 
 mod entry;
 mod freelist;
@@ -104,8 +110,52 @@ pub struct TableStats {
     pub evicted: AtomicU64,
 }
 
+/// Free entries one worker holds for its next inserts: taken from the
+/// shared free list `REFILL` at a time, given back to when an insert
+/// withdraws. It belongs to one table (a cache met with another table
+/// starts over empty). The slack it costs: up to `CACHE` (64) entries a
+/// worker that no other worker can use meanwhile, so a table of N entries
+/// may refuse a new flow once it holds N - 64 x workers (0.01% of a
+/// million-flow table on a 2-core node).
+pub struct SlotCache {
+    table: u64,
+    slots: [u32; CACHE],
+    n: usize,
+    /// The worker's counter of inserts in the table (`Conntrack::workers`).
+    stat: usize,
+}
+
+/// Entries a cache holds at most, and takes at a time.
+const CACHE: usize = 64;
+const REFILL: usize = 32;
+/// Per-worker insert counters a table keeps (more workers share them).
+const STAT_SLOTS: usize = 64;
+
+impl Default for SlotCache {
+    fn default() -> Self {
+        SlotCache {
+            table: 0,
+            slots: [0; CACHE],
+            n: 0,
+            stat: 0,
+        }
+    }
+}
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// Tables made so far: each table's id, which caches are checked against.
+static TABLES: AtomicU64 = AtomicU64::new(1);
+
 pub struct Conntrack {
     entries: HugeSlice<Entry>,
+    id: u64,
+    /// Inserts per worker (each worker writes its own line).
+    workers: Box<[Padded]>,
+    next_stat: AtomicUsize,
     index: HugeSlice<AtomicU64>,
     mask: usize,
     free: FreeList,
@@ -150,6 +200,9 @@ impl Conntrack {
         Conntrack {
             // Zeroed memory is free entries and EMPTY slots.
             entries: HugeSlice::zeroed(capacity),
+            id: TABLES.fetch_add(1, Ordering::Relaxed),
+            workers: (0..STAT_SLOTS).map(|_| Padded::default()).collect(),
+            next_stat: AtomicUsize::new(0),
             index: HugeSlice::zeroed(slots),
             mask: slots - 1,
             free: FreeList::full(capacity as u32),
@@ -182,11 +235,80 @@ impl Conntrack {
     pub fn len(&self) -> usize {
         // Two monotonic counters rather than a live count that every
         // insert and expiry would write: one shared write per insert.
-        let ins = self.stats.inserted.load(Ordering::Relaxed);
+        let ins = self.inserted();
         let exp = self.stats.expired.load(Ordering::Relaxed);
         let ev = self.stats.evicted.load(Ordering::Relaxed);
         ins.saturating_sub(exp + ev) as usize
     }
+    /// Flows inserted so far: the workers' counts and the rest.
+    pub fn inserted(&self) -> u64 {
+        self.stats.inserted.load(Ordering::Relaxed)
+            + self
+                .workers
+                .iter()
+                .map(|w| w.0.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
+    /// A free entry for an insert: from the worker's cache (refilled from
+    /// the shared list in a batch), or from the shared list.
+    #[inline]
+    fn take_slot(&self, cache: &mut Option<&mut SlotCache>) -> Option<u32> {
+        let Some(c) = cache else {
+            return self.free.pop();
+        };
+        if c.table != self.id {
+            // A fresh cache, or one of another table: its slots are not
+            // this table's.
+            **c = SlotCache {
+                table: self.id,
+                stat: self.next_stat.fetch_add(1, Ordering::Relaxed) % STAT_SLOTS,
+                ..SlotCache::default()
+            };
+        }
+        if c.n == 0 {
+            c.n = self.free.pop_batch(&mut c.slots[..REFILL]);
+            // Popped in list order; taken from the end.
+            c.slots[..c.n].reverse();
+        }
+        if c.n == 0 {
+            return None;
+        }
+        c.n -= 1;
+        Some(c.slots[c.n])
+    }
+
+    /// An entry an insert took and did not use, back where it came from.
+    fn give_back(&self, cache: &mut Option<&mut SlotCache>, idx: u32) {
+        match cache {
+            Some(c) if c.table == self.id && c.n < CACHE => {
+                c.slots[c.n] = idx;
+                c.n += 1;
+            }
+            _ => self.free.push(idx),
+        }
+    }
+
+    /// Gives a cache's entries back to the shared list: for a core that
+    /// stops using this table while the table lives on.
+    pub fn return_cache(&self, cache: &mut SlotCache) {
+        if cache.table == self.id {
+            for &idx in &cache.slots[..cache.n] {
+                self.free.push(idx);
+            }
+        }
+        cache.n = 0;
+    }
+
+    /// Counts an insert: on the worker's own line, or the shared one.
+    #[inline]
+    fn count_insert(&self, cache: &Option<&mut SlotCache>) {
+        match cache {
+            Some(c) => self.workers[c.stat].0.fetch_add(1, Ordering::Relaxed),
+            None => self.stats.inserted.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -347,7 +469,7 @@ impl Conntrack {
     ) -> Result<Hit, InsertError> {
         let hashes = (self.hash(&original), self.hash(&translated.reversed()));
         self.insert_hashed(
-            original, translated, hashes, service, state, flags, now_ms, false,
+            original, translated, hashes, service, state, flags, now_ms, false, None,
         )
     }
 
@@ -356,12 +478,13 @@ impl Conntrack {
     /// top of the free list (and the `ahead` after it, which an initial or
     /// freshly swept list holds in order).
     #[inline]
-    pub fn prefetch_insert(&self, reply_hash: u64, ahead: usize) {
+    pub fn prefetch_insert(&self, reply_hash: u64, ahead: usize, cache: &SlotCache) {
         let (_, pos) = self.split(reply_hash);
         crate::prefetch::read(&self.index[pos]);
-        if let Some(top) = self.free.peek() {
-            let i = top as usize + ahead;
-            if let Some(e) = self.entries.get(i) {
+        // The entry this insert will take: the cache's `ahead`-th from the
+        // top, when it holds that many.
+        if cache.table == self.id && ahead < cache.n {
+            if let Some(e) = self.entries.get(cache.slots[cache.n - 1 - ahead] as usize) {
                 let p = e as *const Entry as *const u8;
                 crate::prefetch::read(p);
                 crate::prefetch::read(p.wrapping_add(64));
@@ -371,7 +494,8 @@ impl Conntrack {
 
     /// `insert` with the hashes of the original and reply keys computed;
     /// `after_miss` says the caller looked the original key up an instant
-    /// ago and found nothing.
+    /// ago and found nothing; `cache`, the calling worker's free entries
+    /// (`None`: the shared list, for callers off the packet path).
     #[allow(clippy::too_many_arguments)]
     pub fn insert_hashed(
         &self,
@@ -383,6 +507,7 @@ impl Conntrack {
         flags: u8,
         now_ms: u64,
         after_miss: bool,
+        mut cache: Option<&mut SlotCache>,
     ) -> Result<Hit, InsertError> {
         let reply = translated.reversed();
         for attempt in 0..16 {
@@ -395,10 +520,10 @@ impl Conntrack {
                     return Ok(hit);
                 }
             }
-            let idx = match self.free.pop() {
+            let idx = match self.take_slot(&mut cache) {
                 Some(i) => i,
                 None if self.evict_unanswered(orig_hash) => {
-                    self.free.pop().ok_or(InsertError::Full)?
+                    self.take_slot(&mut cache).ok_or(InsertError::Full)?
                 }
                 None => return Err(InsertError::Full),
             };
@@ -422,11 +547,11 @@ impl Conntrack {
                 match self.claim(&reply, reply_hash, Dir::Reply, idx) {
                     Claim::Done => {}
                     Claim::NoRoom => {
-                        self.release(idx);
+                        self.release(idx, &mut cache);
                         return Err(InsertError::WindowFull);
                     }
                     Claim::Duplicate => {
-                        self.release(idx);
+                        self.release(idx, &mut cache);
                         // The same flow, inserted by another worker this
                         // instant (its original key is on its way): wait
                         // for it. Gone already (both inserts withdrew at
@@ -456,7 +581,7 @@ impl Conntrack {
                     if original != reply {
                         self.unlink(&reply, Dir::Reply, idx);
                     }
-                    self.release(idx);
+                    self.release(idx, &mut cache);
                     self.stats.insert_races.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -464,11 +589,11 @@ impl Conntrack {
                     if original != reply {
                         self.unlink(&reply, Dir::Reply, idx);
                     }
-                    self.release(idx);
+                    self.release(idx, &mut cache);
                     return Err(InsertError::WindowFull);
                 }
             }
-            self.stats.inserted.fetch_add(1, Ordering::Relaxed);
+            self.count_insert(&cache);
             return Ok(Hit {
                 entry: idx,
                 dir: Dir::Original,
@@ -593,10 +718,10 @@ impl Conntrack {
     }
 
     /// Returns an entry to the free list; it is in no index slot.
-    fn release(&self, idx: u32) {
+    fn release(&self, idx: u32, cache: &mut Option<&mut SlotCache>) {
         let life = &self.entries[idx as usize].life;
         life.store(Life::freed(life.load(Ordering::Relaxed)), Ordering::Release);
-        self.free.push(idx);
+        self.give_back(cache, idx);
     }
 
     /// Records a packet of a found flow: new state from the TCP flags (or

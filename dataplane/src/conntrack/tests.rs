@@ -304,3 +304,73 @@ fn churn_keeps_every_live_flow_reachable() {
 
 // The budget is a property of the layout, so it is checked when compiling.
 const _: () = assert!(BYTES_PER_FLOW <= 128);
+
+fn answered(ct: &Conntrack, i: u32, cache: Option<&mut SlotCache>) -> Result<Hit, InsertError> {
+    let k = key(i);
+    let hashes = (ct.hash(&k), ct.hash(&dnat(k).reversed()));
+    ct.insert_hashed(
+        k,
+        dnat(k),
+        hashes,
+        0,
+        FlowState::Established,
+        state::flags::SEEN_REPLY,
+        0,
+        false,
+        cache,
+    )
+}
+
+/// Two workers' caches share the table out between them: each entry goes
+/// to one flow, every insert is counted, and what is not in a flow is in
+/// a cache (at most `CACHE` entries a worker, the slack a table gives its
+/// workers' caches).
+#[test]
+fn worker_caches_hand_out_each_entry_once_and_count_every_insert() {
+    let ct = Conntrack::with_seed(100, Timeouts::default(), 7);
+    let (mut a, mut b) = (SlotCache::default(), SlotCache::default());
+    let mut entries = std::collections::HashSet::new();
+    let mut refused = [false; 2];
+    let mut i = 0;
+    while refused != [true, true] {
+        let w = (i % 2) as usize;
+        let c = if w == 0 { &mut a } else { &mut b };
+        match answered(&ct, i, Some(c)) {
+            Ok(hit) => assert!(entries.insert(hit.entry), "entry {} given twice", hit.entry),
+            Err(e) => {
+                assert_eq!(e, InsertError::Full);
+                refused[w] = true;
+            }
+        }
+        i += 1;
+    }
+    assert_eq!(ct.len(), entries.len());
+    assert_eq!(ct.inserted(), entries.len() as u64);
+    assert_eq!(entries.len() + a.n + b.n, 100, "an entry lost");
+    assert!(a.n <= CACHE && b.n <= CACHE);
+    // The cached ones go back, and are used.
+    ct.return_cache(&mut a);
+    ct.return_cache(&mut b);
+    let more = (1000..1200)
+        .filter(|&i| answered(&ct, i, None).is_ok())
+        .count();
+    assert_eq!(entries.len() + more, 100);
+}
+
+/// Entries a worker's cache holds are not lost to the others: the table
+/// takes them back when the worker is done with it.
+#[test]
+fn a_cache_gives_back_what_it_holds() {
+    let ct = Conntrack::with_seed(64, Timeouts::default(), 7);
+    let mut a = SlotCache::default();
+    answered(&ct, 0, Some(&mut a)).unwrap();
+    // The cache took a batch: the shared list has the rest.
+    let shared = (1..64).filter(|&i| answered(&ct, i, None).is_ok()).count();
+    assert_eq!(shared, 64 - REFILL);
+    ct.return_cache(&mut a);
+    let after = (64..128)
+        .filter(|&i| answered(&ct, i, None).is_ok())
+        .count();
+    assert_eq!(after, REFILL - 1);
+    assert_eq!(ct.len(), 64);
+}

@@ -56,27 +56,73 @@ pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], proto: u8, len: u32) -> u32 {
     sum(&src) + sum(&dst) + (len >> 16) + (len & 0xffff) + u32::from(proto)
 }
 
-/// RFC 1624 equation 3: `HC' = ~(~HC + ~m + m')` for one 16-bit word.
-///
-/// Equation 3 rather than 2 because it never turns a checksum into the
-/// negative zero that equation 2 produces when the sum is 0xFFFF.
-#[inline]
-pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
-    let acc = u32::from(!csum) + u32::from(!old) + u32::from(new);
-    !fold(acc)
+/// A change to the fields a checksum covers, in progress: RFC 1624's
+/// `~m + m'` terms of every 16-bit word that changed, summed, then
+/// applied once to each checksum that covers those words (an address
+/// change goes into the IPv4 header's checksum and into the transport's
+/// through its pseudo-header). A few addresses and ports fit unfolded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delta(u32);
+
+impl Delta {
+    pub const NONE: Delta = Delta(0);
+
+    /// One 16-bit word from `old` to `new`.
+    #[inline]
+    pub fn word(old: u16, new: u16) -> Delta {
+        Delta(u32::from(!old) + u32::from(new))
+    }
+
+    /// Two words (an IPv4 address as a number).
+    #[inline]
+    pub fn word32(old: u32, new: u32) -> Delta {
+        Delta::word((old >> 16) as u16, (new >> 16) as u16).and(Delta::word(old as u16, new as u16))
+    }
+
+    /// An even-length field (an address), word by word.
+    #[inline]
+    pub fn bytes(old: &[u8], new: &[u8]) -> Delta {
+        debug_assert_eq!(old.len(), new.len());
+        let mut acc = 0u32;
+        for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+            acc += u32::from(!u16::from_be_bytes([o[0], o[1]]))
+                + u32::from(u16::from_be_bytes([n[0], n[1]]));
+        }
+        Delta(acc)
+    }
+
+    /// Both changes.
+    #[inline]
+    #[must_use]
+    pub fn and(self, o: Delta) -> Delta {
+        Delta(self.0 + o.0)
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`: the checksum after
+    /// the change. Equation 3 rather than 2 because it never turns a
+    /// checksum into the negative zero that equation 2 produces when the
+    /// sum is 0xFFFF.
+    #[inline]
+    pub fn apply(self, csum: u16) -> u16 {
+        !fold(u32::from(!csum) + u32::from(fold(self.0)))
+    }
 }
 
-/// Applies a change of a 4- or 16-byte address (or any even-length field).
+/// One 16-bit word's change applied to `csum` (`Delta::word`).
 #[inline]
-pub fn update_bytes(mut csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    debug_assert_eq!(old.len(), new.len());
-    let mut acc = u32::from(!csum);
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += u32::from(!u16::from_be_bytes([o[0], o[1]]));
-        acc += u32::from(u16::from_be_bytes([n[0], n[1]]));
-    }
-    csum = !fold(acc);
-    csum
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    Delta::word(old, new).apply(csum)
+}
+
+/// A change of a 4- or 16-byte address (or any even-length field) applied
+/// to `csum` (`Delta::bytes`).
+#[inline]
+pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    Delta::bytes(old, new).apply(csum)
 }
 
 #[cfg(test)]

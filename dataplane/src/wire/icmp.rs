@@ -1,7 +1,8 @@
 //! ICMP (RFC 792) and ICMPv6 (RFC 4443): type, code, and the echo
 //! identifier that conntrack treats as a port.
 
-use super::{be16, checksum, put16};
+use super::checksum::Delta;
+use super::{be16, put16};
 
 pub const HEADER_LEN: usize = 8;
 
@@ -73,23 +74,29 @@ pub fn classify_v6(t: u8) -> IcmpKind {
     }
 }
 
-/// Rewrites the echo identifier and patches the checksum.
-pub fn patch_ident(msg: &mut [u8], ident: u16) {
-    let csum = checksum::update16(be16(msg, field::CHECKSUM), be16(msg, field::IDENT), ident);
-    put16(msg, field::IDENT, ident);
-    put16(msg, field::CHECKSUM, csum);
-}
-
-/// ICMPv6's checksum covers the pseudo-header; ICMPv4's does not, so only
-/// ICMPv6 calls this on an address change.
-pub fn patch_pseudo(msg: &mut [u8], old: &[u8], new: &[u8]) {
-    let csum = checksum::update_bytes(be16(msg, field::CHECKSUM), old, new);
-    put16(msg, field::CHECKSUM, csum);
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    /// Rewrites the echo identifier if given and patches the checksum once,
+    /// for it and for `pseudo` (ICMPv6's checksum covers the addresses
+    /// through its pseudo-header; ICMPv4's does not, and gets none).
+    #[inline]
+    pub fn rewrite(&mut self, ident: Option<u16>, pseudo: Delta) {
+        let b = self.buf.as_mut();
+        let mut d = pseudo;
+        if let Some(new) = ident {
+            d = d.and(Delta::word(be16(b, field::IDENT), new));
+            put16(b, field::IDENT, new);
+        }
+        if !d.is_none() {
+            let csum = d.apply(be16(b, field::CHECKSUM));
+            put16(b, field::CHECKSUM, csum);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum;
 
     // `ping` echo request, id 0x1c2b, seq 1, 8 bytes of payload.
     fn echo() -> [u8; 16] {
@@ -107,7 +114,9 @@ mod tests {
         let v = IcmpPacket::new_checked(&m[..]).unwrap();
         assert_eq!(classify_v4(v.msg_type()), IcmpKind::EchoRequest);
         assert_eq!(v.ident(), 0x1c2b);
-        patch_ident(&mut m, 0x0707);
+        IcmpPacket::new_checked(&mut m[..])
+            .unwrap()
+            .rewrite(Some(0x0707), Delta::NONE);
         assert_eq!(checksum::fold(checksum::sum(&m)), 0xffff);
         assert_eq!(IcmpPacket::new_checked(&m[..]).unwrap().ident(), 0x0707);
     }

@@ -1,6 +1,7 @@
 //! IPv4 (RFC 791): header view, options skipped, fragments recognised.
 
-use super::{be16, checksum, put16};
+use super::checksum::{self, Delta};
+use super::{be16, put16};
 
 pub const MIN_HEADER_LEN: usize = 20;
 
@@ -125,34 +126,60 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    fn set_addr_at(&mut self, at: usize, new: [u8; 4]) {
-        let old = {
-            let b = self.b();
-            [b[at], b[at + 1], b[at + 2], b[at + 3]]
+    /// Rewrites the addresses given (`None`: kept), patches the header
+    /// checksum once for both, and returns the change, which the
+    /// transport's checksum also covers (its pseudo-header).
+    #[inline]
+    pub fn rewrite_addrs(&mut self, src: Option<[u8; 4]>, dst: Option<[u8; 4]>) -> Delta {
+        // The fixed header as an array: the offsets below are checked
+        // once, at compile time (the constructor checked the length).
+        let Some(h) = self.fixed_mut() else {
+            return Delta::NONE;
         };
-        let csum = checksum::update_bytes(self.checksum(), &old, &new);
-        let b = self.buf.as_mut();
-        b[at..at + 4].copy_from_slice(&new);
-        put16(b, field::CHECKSUM, csum);
+        let mut d = Delta::NONE;
+        for (at, new) in [(field::SRC, src), (field::DST, dst)] {
+            if let Some(new) = new {
+                let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+                d = d.and(Delta::word32(old, u32::from_be_bytes(new)));
+                h[at..at + 4].copy_from_slice(&new);
+            }
+        }
+        if !d.is_none() {
+            let csum = d.apply(be16(h, field::CHECKSUM));
+            put16(h, field::CHECKSUM, csum);
+        }
+        d
     }
     /// Rewrites the source address and patches the header checksum.
     pub fn set_src(&mut self, new: [u8; 4]) {
-        self.set_addr_at(field::SRC, new)
+        self.rewrite_addrs(Some(new), None);
     }
     /// Rewrites the destination address and patches the header checksum.
     pub fn set_dst(&mut self, new: [u8; 4]) {
-        self.set_addr_at(field::DST, new)
+        self.rewrite_addrs(None, Some(new));
     }
     /// Decrements the TTL by one and patches the checksum. The caller has
     /// checked that the TTL is above one.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
-        let b = self.b();
-        let old = be16(b, field::TTL);
-        let new = old.wrapping_sub(0x0100);
-        let csum = checksum::update16(self.checksum(), old, new);
-        let b = self.buf.as_mut();
-        put16(b, field::TTL, new);
-        put16(b, field::CHECKSUM, csum);
+        let Some(h) = self.fixed_mut() else {
+            return;
+        };
+        h[field::TTL] = h[field::TTL].wrapping_sub(1);
+        // The TTL is the high byte of its 16-bit word, which falls by
+        // 0x0100: the checksum rises by 0x0100, end-around carry, and
+        // 0xFFFF becomes 0x0000 as RFC 1624's equation 3 gives (the
+        // kernel's ip_decrease_ttl, to the bit).
+        let c = u32::from(be16(h, field::CHECKSUM)) + 0x0100;
+        let c = c + u32::from(c >= 0xffff);
+        put16(h, field::CHECKSUM, c as u16);
+    }
+
+    /// The fixed header as an array: offsets into it are checked once, at
+    /// compile time (the constructors checked the length).
+    #[inline]
+    fn fixed_mut(&mut self) -> Option<&mut [u8; MIN_HEADER_LEN]> {
+        self.buf.as_mut().get_mut(..MIN_HEADER_LEN)?.try_into().ok()
     }
 }
 
@@ -241,5 +268,23 @@ mod tests {
         h[10..12].copy_from_slice(&c.to_be_bytes());
         let p = Ipv4Packet::new_checked(&h[..]).unwrap();
         assert!(p.is_fragment() && p.more_fragments() && p.frag_offset() == 0);
+    }
+
+    /// The TTL decrement's checksum is RFC 1624's equation 3, bit for bit,
+    /// for every checksum and TTL.
+    #[test]
+    fn ttl_decrement_is_equation_3_for_every_checksum() {
+        for ttl in [2u8, 64, 255] {
+            for csum in 0..=u16::MAX {
+                let mut h = header();
+                h[8] = ttl;
+                h[10..12].copy_from_slice(&csum.to_be_bytes());
+                let word = u16::from_be_bytes([ttl, h[9]]);
+                let want = checksum::update16(csum, word, word - 0x0100);
+                let mut p = Ipv4Packet::new_header(&mut h[..]).unwrap();
+                p.decrement_ttl();
+                assert_eq!((p.ttl(), p.checksum()), (ttl - 1, want), "csum {csum:#06x}");
+            }
+        }
     }
 }

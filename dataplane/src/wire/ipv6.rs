@@ -1,6 +1,7 @@
 //! IPv6 (RFC 8200): fixed header view and the extension-header walk.
 
 use super::be16;
+use super::checksum::Delta;
 
 pub const HEADER_LEN: usize = 40;
 /// The walk stops here: real traffic has two or three at most, and each
@@ -182,6 +183,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
     pub fn set_dst(&mut self, a: [u8; 16]) {
         self.buf.as_mut()[field::DST..field::DST + 16].copy_from_slice(&a);
+    }
+    /// Rewrites the addresses given (`None`: kept) and returns the change,
+    /// for the transport's checksum (IPv6 has no header checksum; its
+    /// upper layers' pseudo-header covers the addresses).
+    #[inline]
+    pub fn rewrite_addrs(&mut self, src: Option<[u8; 16]>, dst: Option<[u8; 16]>) -> Delta {
+        let mut d = Delta::NONE;
+        for (at, new) in [(field::SRC, src), (field::DST, dst)] {
+            if let Some(new) = new {
+                let b = self.buf.as_mut();
+                d = d.and(Delta::bytes(&b[at..at + 16], &new));
+                b[at..at + 16].copy_from_slice(&new);
+            }
+        }
+        d
     }
     pub fn decrement_hop_limit(&mut self) {
         let b = self.buf.as_mut();

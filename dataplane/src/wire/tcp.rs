@@ -1,6 +1,7 @@
 //! TCP (RFC 9293): ports, flags, data offset, checksum patching.
 
-use super::{be16, checksum, put16};
+use super::checksum::Delta;
+use super::{be16, put16};
 
 pub const MIN_HEADER_LEN: usize = 20;
 
@@ -24,6 +25,11 @@ pub struct TcpSegment<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> TcpSegment<T> {
+    /// The ports, flags and checksum alone (`CHECKSUM_END` bytes): what a
+    /// rewrite needs, and all an IPv4 first fragment may carry.
+    pub fn new_header(buf: T) -> Option<Self> {
+        (buf.as_ref().len() >= CHECKSUM_END).then_some(TcpSegment { buf })
+    }
     pub fn new_checked(buf: T) -> Option<Self> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -46,26 +52,19 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
 }
 
-/// Only the first bytes that hold the ports and the checksum are needed to
-/// rewrite a segment, so the setters take any buffer of 18 bytes or more
-/// (an IPv4 first fragment may carry no more than that).
-pub fn patch_ports(seg: &mut [u8], new_sport: Option<u16>, new_dport: Option<u16>) {
-    let mut csum = be16(seg, field::CHECKSUM);
-    if let Some(p) = new_sport {
-        csum = checksum::update16(csum, be16(seg, field::SPORT), p);
-        put16(seg, field::SPORT, p);
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
+    /// Rewrites the ports given (`None`: kept) and patches the checksum
+    /// once, for them and for `pseudo` (the addresses' change, which the
+    /// pseudo-header carries into this checksum).
+    #[inline]
+    pub fn rewrite(&mut self, sport: Option<u16>, dport: Option<u16>, pseudo: Delta) {
+        let b = self.buf.as_mut();
+        let d = super::rewrite_ports(b, sport, dport, pseudo);
+        if !d.is_none() {
+            let csum = d.apply(be16(b, field::CHECKSUM));
+            put16(b, field::CHECKSUM, csum);
+        }
     }
-    if let Some(p) = new_dport {
-        csum = checksum::update16(csum, be16(seg, field::DPORT), p);
-        put16(seg, field::DPORT, p);
-    }
-    put16(seg, field::CHECKSUM, csum);
-}
-
-/// Folds an address change into the checksum (the pseudo-header covers it).
-pub fn patch_pseudo(seg: &mut [u8], old: &[u8], new: &[u8]) {
-    let csum = checksum::update_bytes(be16(seg, field::CHECKSUM), old, new);
-    put16(seg, field::CHECKSUM, csum);
 }
 
 /// Offset of the checksum in the header; NAT reads it to know what bytes a
@@ -101,10 +100,13 @@ mod tests {
     }
 
     #[test]
-    fn port_patch_is_a_pure_difference() {
+    fn port_rewrite_is_a_pure_difference() {
         let mut b = SYN_SEGMENT;
-        patch_ports(&mut b, None, Some(8080));
-        patch_ports(&mut b, None, Some(80));
+        let mut s = TcpSegment::new_header(&mut b[..]).unwrap();
+        s.rewrite(None, Some(8080), Delta::NONE);
+        assert_eq!(s.dport(), 8080);
+        s.rewrite(None, Some(80), Delta::NONE);
         assert_eq!(b, SYN_SEGMENT);
+        assert!(TcpSegment::new_header(&SYN_SEGMENT[..17]).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! UDP (RFC 768): ports, length, and the IPv4 "no checksum" zero.
 
-use super::{be16, checksum, put16};
+use super::checksum::Delta;
+use super::{be16, put16};
 
 pub const HEADER_LEN: usize = 8;
 
@@ -67,37 +68,26 @@ fn finish(csum: u16) -> u16 {
     }
 }
 
-pub fn patch_ports(
-    dgram: &mut [u8],
-    mode: UdpChecksumMode,
-    sport: Option<u16>,
-    dport: Option<u16>,
-) {
-    let mut csum = be16(dgram, field::CHECKSUM);
-    let keep_zero = mode == UdpChecksumMode::V4 && csum == 0;
-    if let Some(p) = sport {
-        csum = checksum::update16(csum, be16(dgram, field::SPORT), p);
-        put16(dgram, field::SPORT, p);
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpDatagram<T> {
+    /// Rewrites the ports given (`None`: kept) and patches the checksum
+    /// once, for them and for `pseudo` (the addresses' change). An IPv4
+    /// datagram sent without a checksum (zero) keeps none.
+    #[inline]
+    pub fn rewrite(
+        &mut self,
+        mode: UdpChecksumMode,
+        sport: Option<u16>,
+        dport: Option<u16>,
+        pseudo: Delta,
+    ) {
+        let b = self.buf.as_mut();
+        let d = super::rewrite_ports(b, sport, dport, pseudo);
+        let csum = be16(b, field::CHECKSUM);
+        if d.is_none() || (mode == UdpChecksumMode::V4 && csum == 0) {
+            return;
+        }
+        put16(b, field::CHECKSUM, finish(d.apply(csum)));
     }
-    if let Some(p) = dport {
-        csum = checksum::update16(csum, be16(dgram, field::DPORT), p);
-        put16(dgram, field::DPORT, p);
-    }
-    if !keep_zero {
-        put16(dgram, field::CHECKSUM, finish(csum));
-    }
-}
-
-pub fn patch_pseudo(dgram: &mut [u8], mode: UdpChecksumMode, old: &[u8], new: &[u8]) {
-    let csum = be16(dgram, field::CHECKSUM);
-    if mode == UdpChecksumMode::V4 && csum == 0 {
-        return;
-    }
-    put16(
-        dgram,
-        field::CHECKSUM,
-        finish(checksum::update_bytes(csum, old, new)),
-    );
 }
 
 #[cfg(test)]
@@ -123,8 +113,13 @@ mod tests {
         let mut b = DGRAM;
         b[6] = 0;
         b[7] = 0;
-        patch_ports(&mut b, UdpChecksumMode::V4, None, Some(5353));
-        patch_pseudo(&mut b, UdpChecksumMode::V4, &[1, 2, 3, 4], &[5, 6, 7, 8]);
+        let mut d = UdpDatagram::new_header_only(&mut b[..]).unwrap();
+        d.rewrite(
+            UdpChecksumMode::V4,
+            None,
+            Some(5353),
+            Delta::bytes(&[1, 2, 3, 4], &[5, 6, 7, 8]),
+        );
         assert_eq!(&b[6..8], &[0, 0]);
         assert_eq!(be16(&b, 2), 5353);
     }
@@ -136,7 +131,12 @@ mod tests {
         b[6..8].copy_from_slice(&0x0001u16.to_be_bytes());
         // Changing sport from 0x3039 to 0x303a adds one to the sum, which
         // takes the checksum from 0x0001 to 0x0000.
-        patch_ports(&mut b, UdpChecksumMode::V6, Some(0x303a), None);
+        UdpDatagram::new_header_only(&mut b[..]).unwrap().rewrite(
+            UdpChecksumMode::V6,
+            Some(0x303a),
+            None,
+            Delta::NONE,
+        );
         assert_eq!(be16(&b, 6), 0xffff);
     }
 }

@@ -27,6 +27,7 @@
 #![allow(unsafe_code)]
 
 mod socket;
+pub mod xdp_link;
 
 use std::io::Write;
 
