@@ -233,6 +233,7 @@ fn code_of(e: &PortError) -> ErrorCode {
         PortError::Worker { .. } => ErrorCode::Worker,
         PortError::NoAnswer { .. } => ErrorCode::NoAnswer,
         PortError::Busy { .. } => ErrorCode::Busy,
+        PortError::Queues(_) => ErrorCode::Queues,
         PortError::NoSlot | PortError::MaxPods { .. } => ErrorCode::MaxPods,
     }
 }

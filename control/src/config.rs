@@ -58,10 +58,8 @@ pub const MOST_PODS: u16 = 4096;
 /// Why the daemon did not start.
 #[derive(Debug)]
 pub enum StartError {
-    NoSuchCore {
-        core: usize,
-        available: Vec<usize>,
-    },
+    /// The workers' cores (`--cores`).
+    Placement(crate::placement::PlacementError),
     Pin {
         core: usize,
     },
@@ -89,12 +87,7 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::NoSuchCore { core, available } => {
-                write!(
-                    f,
-                    "--cores: core {core} does not exist (this machine has {available:?})"
-                )
-            }
+            StartError::Placement(e) => e.fmt(f),
             StartError::Pin { core } => write!(f, "cannot pin a worker to core {core}"),
             StartError::Tables(e) => write!(f, "tables: {e}"),
             StartError::Worker { worker, reason } => write!(f, "worker {worker}: {reason}"),

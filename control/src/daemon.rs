@@ -21,7 +21,8 @@ use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::service::ServiceSpec;
 use sluice_dataplane::Addr;
 
-use crate::host_xdp::{detach_xdp, ensure_bpffs};
+use crate::host_xdp::{detach_xdp, ensure_bpffs, rx_queues};
+use crate::placement::Placement;
 use crate::ports::{
     Openers, Ports, PortsInner, PortsState, Registered, WorkerCommand, WorkerControl,
 };
@@ -55,9 +56,14 @@ impl Daemon {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        for &core in &config.cores {
-            if !available.contains(&core) {
-                return Err(StartError::NoSuchCore { core, available });
+        let placement = Placement::new(&config.cores, &available).map_err(StartError::Placement)?;
+        eprintln!("sluice: {}", placement.describe());
+        if config.io == Io::Afxdp {
+            for p in &config.ports {
+                let queues = rx_queues(config.node_netns.as_deref(), &p.ifname);
+                placement
+                    .check_queues(&p.ifname, queues)
+                    .map_err(StartError::Placement)?;
             }
         }
         let (services, left_out) = build_services(&config.services);
@@ -114,11 +120,7 @@ impl Daemon {
             gateway: Gateway::DEFAULT,
             generation: 1,
         };
-        let cores: Vec<Option<usize>> = if config.cores.is_empty() {
-            vec![None]
-        } else {
-            config.cores.iter().map(|&c| Some(c)).collect()
-        };
+        let places = placement.places().to_vec();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 services,
@@ -129,16 +131,16 @@ impl Daemon {
             conntrack: conntrack_table(config.conntrack_capacity),
             stop: AtomicBool::new(false),
             generation: AtomicU64::new(1),
-            live: cores.iter().map(|_| LiveSlot::default()).collect(),
-            seen: cores.iter().map(|_| SeenSlot::default()).collect(),
+            live: places.iter().map(|_| LiveSlot::default()).collect(),
+            seen: places.iter().map(|_| SeenSlot::default()).collect(),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-        let (command_tx, command_rx): (Vec<_>, Vec<_>) = cores
+        let (command_tx, command_rx): (Vec<_>, Vec<_>) = places
             .iter()
             .map(|_| mpsc::channel::<WorkerCommand>())
             .unzip();
         let openers: Openers = Arc::new(std::sync::Mutex::new(
-            (0..cores.len()).map(|_| None).collect(),
+            (0..places.len()).map(|_| None).collect(),
         ));
         let worker_openers = openers.clone();
         // Workers are spawned from a thread inside the node's namespace, so
@@ -156,7 +158,8 @@ impl Daemon {
                         })?;
                     }
                     let mut handles = Vec::new();
-                    for ((w, core), rx) in cores.into_iter().enumerate().zip(command_rx) {
+                    for (place, rx) in places.into_iter().zip(command_rx) {
+                        let w = place.worker;
                         let commands = WorkerControl {
                             rx,
                             openers: worker_openers.clone(),
@@ -168,7 +171,7 @@ impl Daemon {
                             std::thread::Builder::new()
                                 .name(format!("sluice-w{w}"))
                                 .spawn(move || {
-                                    worker_main(w, core, &config, &shared, ready, commands)
+                                    worker_main(place, &config, &shared, ready, commands)
                                 })
                                 .expect("spawn a worker thread"),
                         );
@@ -229,6 +232,7 @@ impl Daemon {
                 io: config.io,
                 node_netns: config.node_netns.clone(),
                 max_pods: config.max_pods,
+                placement: placement.clone(),
                 publisher: publisher.clone(),
                 openers,
                 state: std::sync::Mutex::new(PortsState::new(registry, command_tx)),

@@ -40,6 +40,28 @@ pub fn detach_xdp(_netns: Option<&str>, _ifname: &str) -> bool {
     false
 }
 
+/// The receive queues `ifname` (in `netns`) has, where its driver says
+/// (ETHTOOL_GCHANNELS, from a thread in the namespace).
+#[cfg(feature = "afxdp")]
+pub fn rx_queues(netns: Option<&str>, ifname: &str) -> Option<u32> {
+    let (ns, name) = (netns.map(str::to_string), ifname.to_string());
+    std::thread::spawn(move || {
+        if let Some(ns) = &ns {
+            sluice_dataplane::io::tap::enter_netns(ns).ok()?;
+        }
+        sluice_dataplane::io::afxdp::xdp_link::rx_queues(&name)
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// Without AF_XDP no queue is bound.
+#[cfg(not(feature = "afxdp"))]
+pub fn rx_queues(_netns: Option<&str>, _ifname: &str) -> Option<u32> {
+    None
+}
+
 /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there: libxdp keeps
 /// its dispatcher's state in it. Without it (or where the kernel refuses
 /// the dispatcher, as this project's does: docs/afxdp.md) libxdp loads a

@@ -2,8 +2,9 @@
 //! tables, clean stop) and the veth lab. The `sluice` binary is a thin CLI
 //! over this library, and the integration tests drive the same code.
 //!
-//! Modules in layers, each using only those before it: `config` (what
-//! the daemon is started with), `state` (what its threads share, and the
+//! Modules in layers, each using only those before it: `placement` (which
+//! worker on which core owns which queue), `config` (what the daemon is
+//! started with), `state` (what its threads share, and the
 //! lock order), `publish` (tables for the workers), `host_xdp` (XDP on the
 //! host's interfaces), `ports` (pods attached while it runs), `workers`
 //! (the worker threads), `daemon` (start and stop), `admin` and `status`
@@ -16,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod host_xdp;
 pub mod lab;
+pub mod placement;
 pub mod ports;
 pub mod publish;
 pub mod run;

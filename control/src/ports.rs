@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use sluice_dataplane::io::PortError as IoPortError;
 use sluice_dataplane::route::PortId;
 use sluice_dataplane::Addr;
 
@@ -21,13 +22,13 @@ pub enum WorkerCommand {
     Attach {
         slot: usize,
         ifname: String,
-        reply: mpsc::Sender<Result<(), String>>,
+        reply: mpsc::Sender<Result<(), IoPortError>>,
     },
     /// A socket the control side opened on the worker's UMEM.
     Install {
         slot: usize,
         port: Box<dyn std::any::Any + Send>,
-        reply: mpsc::Sender<Result<(), String>>,
+        reply: mpsc::Sender<Result<(), IoPortError>>,
     },
     Detach {
         slot: usize,
@@ -36,7 +37,7 @@ pub enum WorkerCommand {
 }
 
 /// Opens an interface on a worker's UMEM from the calling thread.
-pub type Opener = Box<dyn Fn(&str) -> Result<Box<dyn std::any::Any + Send>, String> + Send>;
+pub type Opener = Box<dyn Fn(&str) -> Result<Box<dyn std::any::Any + Send>, IoPortError> + Send>;
 
 /// Each worker's opener, once it has one (AF_XDP with a shared UMEM).
 pub type Openers = Arc<Mutex<Vec<Option<Opener>>>>;
@@ -77,7 +78,7 @@ pub enum PortError {
     /// were closed again).
     Worker {
         worker: usize,
-        reason: String,
+        reason: IoPortError,
     },
     /// A worker did not answer in time, or has stopped.
     NoAnswer {
@@ -89,6 +90,8 @@ pub enum PortError {
         ifname: String,
     },
     NoSlot,
+    /// The interface has no queue for some worker.
+    Queues(crate::placement::PlacementError),
     /// The node has `max` pods attached, its --max-pods.
     MaxPods {
         max: usize,
@@ -112,6 +115,7 @@ impl std::fmt::Display for PortError {
                 write!(f, "worker {worker} did not answer within 10 s")
             }
             PortError::NoSlot => f.write_str("every node port number is taken"),
+            PortError::Queues(e) => e.fmt(f),
             PortError::Busy { ifname } => write!(
                 f,
                 "interface {ifname} is being attached by an earlier request that has not finished; try again"
@@ -159,6 +163,9 @@ pub(crate) struct PortsInner {
     pub io: Io,
     pub node_netns: Option<String>,
     pub max_pods: usize,
+    /// Which worker owns which queue: every interface attached has one
+    /// for each.
+    pub placement: crate::placement::Placement,
     pub publisher: Publisher,
     pub openers: Openers,
     /// Held only to read or change the registry: never while a worker is
@@ -304,6 +311,11 @@ impl Ports {
         ifname: &str,
         commands: &[mpsc::Sender<WorkerCommand>],
     ) -> Result<(), PortError> {
+        let queues = crate::host_xdp::rx_queues(self.inner.node_netns.as_deref(), ifname);
+        self.inner
+            .placement
+            .check_queues(ifname, queues)
+            .map_err(PortError::Queues)?;
         if detach_xdp(self.inner.node_netns.as_deref(), ifname) {
             eprintln!("sluice: replaced a stale XDP program on {ifname} before attaching it");
         }
@@ -369,7 +381,7 @@ impl Ports {
         &self,
         w: usize,
         ifname: &str,
-    ) -> Option<Result<Box<dyn std::any::Any + Send>, String>> {
+    ) -> Option<Result<Box<dyn std::any::Any + Send>, IoPortError>> {
         let opener = self
             .inner
             .openers
@@ -383,7 +395,11 @@ impl Ports {
         let (opener, result) = std::thread::spawn(move || {
             if let Some(ns) = &netns {
                 if let Err(e) = sluice_dataplane::io::tap::enter_netns(ns) {
-                    return (opener, Err(format!("network namespace {ns}: {e}")));
+                    let e = IoPortError::Namespace {
+                        netns: ns.clone(),
+                        reason: e.to_string(),
+                    };
+                    return (opener, Err(e));
                 }
             }
             let r = opener(&name);

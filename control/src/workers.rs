@@ -15,6 +15,7 @@ use sluice_dataplane::route::PortId;
 use sluice_dataplane::worker::{PortMap, Worker};
 
 use crate::config::{Config, Io};
+use crate::placement::Place;
 use crate::ports::{WorkerCommand, WorkerControl};
 use crate::state::{LiveSlot, Shared, WorkerReport, DETAIL_EVERY, PUBLISH_EVERY};
 
@@ -81,13 +82,13 @@ fn pin(core: Option<usize>) -> Result<(), String> {
 }
 
 pub(crate) fn worker_main(
-    w: usize,
-    core: Option<usize>,
+    place: Place,
     config: &Config,
     shared: &Shared,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     commands: WorkerControl,
 ) -> WorkerReport {
+    let (w, core) = (place.worker, place.core);
     if let Err(e) = pin(core) {
         let _ = ready.send((w, Err(e)));
         return WorkerReport::default();
@@ -147,15 +148,14 @@ pub(crate) fn worker_main(
                 commands,
             )
         }
-        Io::Afxdp => afxdp_worker(w, core, map, host, config, shared, ready, commands),
+        Io::Afxdp => afxdp_worker(place, map, host, config, shared, ready, commands),
     }
 }
 
 #[cfg(feature = "afxdp")]
 #[allow(clippy::too_many_arguments)]
 fn afxdp_worker(
-    w: usize,
-    core: Option<usize>,
+    place: Place,
     map: PortMap,
     host: Option<HostTap>,
     config: &Config,
@@ -164,6 +164,7 @@ fn afxdp_worker(
     commands: WorkerControl,
 ) -> WorkerReport {
     use sluice_dataplane::io::afxdp::{AfXdpBackend, AfXdpConfig};
+    let (w, core) = (place.worker, place.core);
     let names: Vec<&str> = config.ports.iter().map(|p| p.ifname.as_str()).collect();
     // A ring of 2048 holds 10 ms at 200,000 frames a second: a worker that
     // loses its core for a few milliseconds (a shared machine, a burst of
@@ -171,7 +172,7 @@ fn afxdp_worker(
     // --max-pods ports (FillPlan::for_ports: 47 MiB a worker for 250).
     let cfg = AfXdpConfig {
         ring: 2048,
-        queue: w as u32,
+        queue: place.queue,
         max_ports: config.max_pods as u32,
     };
     // One at a time: libxdp attaches its program with the first socket of
@@ -185,8 +186,9 @@ fn afxdp_worker(
     match opened {
         Ok(b) => {
             eprintln!(
-                "sluice: worker {w}: AF_XDP on {} port(s), queue {w}, a pool of {} MiB for {} ports: {}",
+                "sluice: worker {w}: AF_XDP on {} port(s), queue {}, a pool of {} MiB for {} ports: {}",
                 names.len(),
+                place.queue,
                 b.pool_bytes() >> 20,
                 config.max_pods,
                 if b.shared {
@@ -204,7 +206,7 @@ fn afxdp_worker(
                     *slot = Some(Box::new(move |ifname: &str| {
                         o.open(ifname)
                             .map(|p| Box::new(p) as Box<dyn std::any::Any + Send>)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| sluice_dataplane::io::PortError::Backend(e.to_string()))
                     }));
                 }
             }
@@ -221,8 +223,7 @@ fn afxdp_worker(
 #[cfg(not(feature = "afxdp"))]
 #[allow(clippy::too_many_arguments)]
 fn afxdp_worker(
-    w: usize,
-    _core: Option<usize>,
+    place: Place,
     _map: PortMap,
     _host: Option<HostTap>,
     _config: &Config,
@@ -231,7 +232,7 @@ fn afxdp_worker(
     _commands: WorkerControl,
 ) -> WorkerReport {
     let _ = ready.send((
-        w,
+        place.worker,
         Err(
             "this build has no AF_XDP backend (build with --features afxdp, or use --io tap)"
                 .into(),
@@ -313,7 +314,7 @@ fn run_worker<B: Backend>(
                     // The worker polls nothing while libxdp opens the
                     // socket: logged, since its other ports wait that long.
                     let t = std::time::Instant::now();
-                    let r = worker.attach(slot, &ifname).map_err(|e| e.to_string());
+                    let r = worker.attach(slot, &ifname);
                     eprintln!(
                         "sluice: worker {w}: opened {ifname} in {:.1} ms",
                         t.elapsed().as_secs_f64() * 1e3
@@ -321,7 +322,7 @@ fn run_worker<B: Backend>(
                     let _ = reply.send(r);
                 }
                 WorkerCommand::Install { slot, port, reply } => {
-                    let _ = reply.send(worker.install(slot, port).map_err(|e| e.to_string()));
+                    let _ = reply.send(worker.install(slot, port));
                 }
                 WorkerCommand::Detach { slot, reply } => {
                     let _ = reply.send(worker.detach(slot));

@@ -20,8 +20,8 @@ use sluice_dataplane::pipeline::{Core, BURST};
 use sluice_dataplane::wire::tcp;
 use sluice_dataplane::worker::{PortMap, Worker};
 use sluice_dataplane::FlowKey;
+use sluice_fixtures::bench_frontend;
 use sluice_perf::bench_world::{client, decide_all, World};
-use sluice_perf::fixtures::bench_frontend;
 
 const LIVE_FLOWS: usize = 1_000_000;
 /// New flows made per batch before the sweeper clears them (outside the
@@ -82,6 +82,38 @@ fn worker_loop(
     );
     let k = w.packet_counters();
     assert_eq!(k.forwarded, k.rx, "every frame out: {k:?}");
+}
+
+/// The fixture table's frames (`sluice_fixtures::table`), over and over
+/// through the burst function on one node with shop/web: what the tests
+/// check row by row, timed as a mix (established after the first pass,
+/// drops, answers).
+fn fixture_table(c: &mut Criterion) {
+    use sluice_dataplane::conntrack::{Conntrack, Timeouts};
+    use sluice_dataplane::route::Routes;
+    use sluice_dataplane::service::ServiceTable;
+    let (services, _) = ServiceTable::build(&[sluice_fixtures::web_service()]);
+    let conntrack = Conntrack::with_seed(4096, Timeouts::default(), 0x5eed);
+    let routes = Routes::default();
+    let tables = sluice_dataplane::pipeline::Tables::new(&services, &conntrack, &routes);
+    let rows: Vec<Vec<u8>> = sluice_fixtures::table::cases()
+        .into_iter()
+        .map(|c| c.frame)
+        .collect();
+    let mut core = Core::default();
+    let mut g = c.benchmark_group("fixture_table");
+    g.throughput(Throughput::Elements(rows.len() as u64));
+    g.bench_function("all_rows", |b| {
+        let mut frames = rows.clone();
+        b.iter(|| {
+            for (f, row) in frames.iter_mut().zip(&rows) {
+                f.clear();
+                f.extend_from_slice(row);
+            }
+            decide_all(&mut frames, &tables, &mut core)
+        })
+    });
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -165,5 +197,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, fixture_table, bench);
 criterion_main!(benches);

@@ -4,8 +4,8 @@ use sluice_dataplane::conntrack::FlowState;
 use sluice_dataplane::pipeline::{Core, BURST};
 use sluice_dataplane::wire::tcp;
 use sluice_dataplane::FlowKey;
+use sluice_fixtures::bench_frontend;
 use sluice_perf::bench_world::{client, decide_all, World};
-use sluice_perf::fixtures::bench_frontend;
 use std::time::Instant;
 
 fn main() {

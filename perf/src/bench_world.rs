@@ -11,7 +11,7 @@ use sluice_dataplane::wire::tcp;
 use sluice_dataplane::{Addr, Family, FlowKey, Proto};
 
 use crate::craft::{self, Spec, L4};
-use crate::fixtures::{bench_frontend, many_services};
+use sluice_fixtures::{bench_frontend, many_services};
 
 pub struct World {
     pub services: ServiceTable,

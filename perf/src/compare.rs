@@ -40,12 +40,12 @@ use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::worker::Idle;
 
 use crate::chart;
-use crate::fixtures::many_services;
 use crate::kernel_path;
 use crate::kernel_rules::{self, Target};
 use crate::sink::{self, SinkStats};
 use crate::traffic::{Proto, Template, Traffic};
 use crate::xdp;
+use sluice_fixtures::many_services;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Path {

@@ -9,8 +9,7 @@ use std::net::IpAddr;
 
 use sluice_dataplane::wire::checksum;
 
-pub const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x02];
-pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+pub use sluice_fixtures::frames::{CLIENT_MAC, GATEWAY_MAC};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {

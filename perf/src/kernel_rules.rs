@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::fixtures::bench_frontend;
+use sluice_fixtures::bench_frontend;
 
 /// A namespace of our own, deleted on drop: the rules never touch the
 /// host's tables.

@@ -9,7 +9,6 @@ pub mod chart;
 #[cfg(feature = "afxdp")]
 pub mod compare;
 pub mod craft;
-pub mod fixtures;
 pub mod kernel_path;
 pub mod kernel_rules;
 pub mod pipeline_demo;

@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::craft::{self, Spec, L4};
-use crate::fixtures::{web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
 use sluice_dataplane::decode::{decode, Decoded};
 use sluice_dataplane::hash::flow_hash;
@@ -23,6 +22,7 @@ use sluice_dataplane::route::Routes;
 use sluice_dataplane::service::{ServiceSpec, ServiceTable};
 use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, SYN};
 use sluice_dataplane::{Addr, Family, FlowKey};
+use sluice_fixtures::{web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6};
 
 #[derive(clap::Args)]
 pub struct Options {

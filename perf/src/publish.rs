@@ -18,7 +18,7 @@ use sluice_control::publish::Publisher;
 use sluice_control::sync::changes;
 use sluice_control::translate::Model;
 
-use crate::fixtures::bench_frontend;
+use sluice_fixtures::bench_frontend;
 
 #[derive(clap::Args, Clone)]
 pub struct Options {

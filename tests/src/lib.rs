@@ -3,7 +3,7 @@
 //! frame the pipeline emits.
 
 pub mod apiserver;
-pub mod frames;
+pub use sluice_fixtures::frames;
 pub mod labkit;
 pub mod verify;
 
@@ -18,7 +18,7 @@ pub fn ip(s: &str) -> Addr {
     Addr::from(s.parse::<IpAddr>().expect("test address"))
 }
 
-pub use sluice_perf::fixtures::{
+pub use sluice_fixtures::{
     bench_frontend, many_services, web_service, CLIENT_V4, CLIENT_V6, VIP_V4, VIP_V6,
 };
 
@@ -101,7 +101,7 @@ impl NodeWorld {
         let (services, problems) = ServiceTable::build(&[web_service()]);
         assert!(problems.is_empty(), "{problems:?}");
         let mut routes = Routes::default();
-        routes.add_pod(Addr::from_v4(CLIENT_V4), PortId(1), frames::POD_MAC);
+        routes.add_pod(Addr::from_v4(CLIENT_V4), PortId(1), frames::CLIENT_MAC);
         for i in [2u8, 3] {
             routes.add_pod(
                 Addr::from_v4([198, 18, 2, i]),

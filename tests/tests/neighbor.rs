@@ -9,7 +9,7 @@ use smoltcp::wire::{
     Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
-const POD_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x01, 0x02]);
+const POD_MAC: EthernetAddress = EthernetAddress(sluice_fixtures::frames::CLIENT_MAC);
 
 fn arp_request(target: [u8; 4]) -> Vec<u8> {
     let arp = ArpRepr::EthernetIpv4 {

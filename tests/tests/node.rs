@@ -111,7 +111,7 @@ fn a_pod_reaches_a_clusterip_and_the_answer_comes_back_through_the_gateway() {
                     node.handle_from(Ingress::Pod(port), &mut back, &mut reply),
                     Action::Transmit(Egress::Pod {
                         port: CLIENT_PORT,
-                        mac: frames::POD_MAC
+                        mac: frames::CLIENT_MAC
                     })
                 );
                 let seen = check(&back);

@@ -1,5 +1,7 @@
-//! Frames through the pipeline, table-driven: what goes in, the verdict,
-//! and what an independent decoder sees coming out.
+//! Frames through the pipeline, table-driven: the fixture table's rows
+//! (`sluice_fixtures::table`: the action and the exact bytes expected of
+//! each), then properties over more frames: what goes in, the verdict, and
+//! what an independent decoder sees coming out.
 
 use std::net::IpAddr;
 
@@ -8,6 +10,40 @@ use sluice_dataplane::{Action, Addr, DropReason, Family, FlowKey, Proto};
 use sluice_tests::frames::{self, Ip, ACK, FIN_ACK, SYN, SYN_ACK};
 use sluice_tests::verify::{check, Seen};
 use sluice_tests::{Node, CLIENT_V4, CLIENT_V6, FORWARD, VIP_V4, VIP_V6};
+
+/// Every row of the fixture table, on fresh tables: its action, and the
+/// exact bytes that leave (the frame, or the answer sent back).
+#[test]
+fn every_row_of_the_fixture_table_gives_its_action_and_its_bytes() {
+    for case in sluice_fixtures::table::cases() {
+        let mut node = Node::web();
+        let mut f = case.frame.clone();
+        let action = node.process(&mut f);
+        assert_eq!(action, case.action, "{}", case.name);
+        let out = match action {
+            Action::Reply { len, .. } => Some(node.core.reply(0, len).to_vec()),
+            Action::Drop(_) => None,
+            _ => Some(f),
+        };
+        assert_eq!(out, case.output, "{}: the bytes that leave", case.name);
+        node.assert_books_balance();
+    }
+}
+
+/// The fuzz targets start from the same frames: every row is a seed
+/// (`cargo run -p sluice-fixtures --example fuzz_seeds` writes them).
+#[test]
+fn every_row_of_the_fixture_table_is_a_fuzz_seed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/pipeline");
+    for (i, case) in sluice_fixtures::table::cases().iter().enumerate() {
+        let seed = std::fs::read(dir.join(format!("table-{i:02}"))).unwrap_or_default();
+        assert_eq!(
+            seed, case.frame,
+            "row {i} ({}) is not seed table-{i:02}",
+            case.name
+        );
+    }
+}
 
 fn v4(a: [u8; 4]) -> IpAddr {
     IpAddr::from(a)
@@ -588,7 +624,7 @@ fn icmp_echo_identifiers_are_tracked_and_translated_like_ports() {
 
 fn echo_reply(src: Ip, dst: Ip, id: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let eth = etherparse::PacketBuilder::ethernet2(frames::GW_MAC, frames::POD_MAC);
+    let eth = etherparse::PacketBuilder::ethernet2(frames::GATEWAY_MAC, frames::CLIENT_MAC);
     match (src, dst) {
         (Ip::V4(s), Ip::V4(d)) => eth
             .ipv4(s, d, 64)

@@ -165,7 +165,7 @@ fn ttl_one_gets_time_exceeded_from_the_gateway_quoting_the_packet() {
         &sent[14..],
         "the whole offending packet is quoted (it is short)"
     );
-    assert_eq!(&out[0..6], &frames::POD_MAC, "back to the sender");
+    assert_eq!(&out[0..6], &frames::CLIENT_MAC, "back to the sender");
 
     let sent6 = {
         let mut f = frames::udp(

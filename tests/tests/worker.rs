@@ -254,6 +254,6 @@ fn the_host_path_carries_the_nodes_own_traffic_both_ways() {
     assert_eq!(to_pod.len(), 1, "the host's SYN-ACK reaches the pod");
     let s = check(&to_pod[0]);
     assert_eq!((s.src, s.sport), (IpAddr::from([198, 18, 0, 1]), 22));
-    assert_eq!(&to_pod[0][..6], &frames::POD_MAC, "addressed to the pod");
+    assert_eq!(&to_pod[0][..6], &frames::CLIENT_MAC, "addressed to the pod");
     assert_eq!(w.backend.free_frames(), POOL);
 }

@@ -128,6 +128,8 @@ pub enum ErrorCode {
     NoAnswer,
     /// An earlier request for the same interface has not finished.
     Busy,
+    /// The interface has fewer queues than the daemon has workers.
+    Queues,
     /// Anything else.
     Internal,
 }

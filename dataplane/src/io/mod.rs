@@ -92,7 +92,7 @@ pub(crate) fn once_in(burst: &[Frame], f: &Frame) -> bool {
 }
 
 /// Why a port could not be attached, installed or told apart.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortError {
     /// The backend opens its ports when it starts, and takes no more.
     Fixed,
@@ -100,6 +100,8 @@ pub enum PortError {
     Foreign,
     /// The backend refused: its own words (a socket, a ring, the pool).
     Backend(String),
+    /// The interface's network namespace could not be entered.
+    Namespace { netns: String, reason: String },
 }
 
 impl std::fmt::Display for PortError {
@@ -108,6 +110,9 @@ impl std::fmt::Display for PortError {
             PortError::Fixed => f.write_str("this backend's ports are fixed when it starts"),
             PortError::Foreign => f.write_str("the port was opened by another kind of backend"),
             PortError::Backend(r) => f.write_str(r),
+            PortError::Namespace { netns, reason } => {
+                write!(f, "network namespace {netns}: {reason}")
+            }
         }
     }
 }

@@ -101,3 +101,61 @@ pub fn detach_all(ifname: &str) -> Result<bool, XdpLinkError> {
     }
     Ok(ids.iter().any(|&id| id != 0))
 }
+
+/// `ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct Channels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// `struct ifreq` with its data pointer, as SIOCETHTOOL takes it.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut Channels,
+    _pad: [u8; 16],
+}
+
+/// The receive queues `ifname` has now (ETHTOOL_GCHANNELS), in the calling
+/// thread's namespace; `None` where the driver does not say.
+pub fn rx_queues(ifname: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut ch = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Channels::default()
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut ch,
+        _pad: [0; 16],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `req` names the interface and points at `ch`, both alive for
+    // the call; the kernel writes no more than `ethtool_channels`.
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq) };
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return None;
+    }
+    let n = ch.rx_count.max(ch.combined_count);
+    (n > 0).then_some(n)
+}
