@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The lab wires its pods through sluice-cni, found beside the sluice binary.
-cargo build --release --locked -p sluice-control -p sluice-cni
+cargo build --release --locked -p sluice-cli -p sluice-cni
 ./target/release/sluice lab demo "$@"

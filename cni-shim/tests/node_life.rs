@@ -32,12 +32,12 @@ const CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
 const MAX_PODS: usize = 250;
 
 /// The daemon's binary, built beside the plugin's by `cargo test
-/// --workspace` (or `cargo build -p sluice-control`).
+/// --workspace` (or `cargo build -p sluice-cli`).
 fn sluice_bin() -> PathBuf {
     let p = Path::new(CNI).with_file_name("sluice");
     assert!(
         p.exists(),
-        "{} not found: build the daemon (cargo build -p sluice-control) or run the workspace's tests",
+        "{} not found: build the daemon (cargo build -p sluice-cli) or run the workspace's tests",
         p.display()
     );
     p

@@ -23,9 +23,13 @@ use crate::state::{Shared, Snapshot};
 pub struct Publisher {
     shared: Arc<Shared>,
     host_addrs: Arc<Vec<Addr>>,
-    /// The copy the workers are not reading, and what it lacks; held by
-    /// one publication at a time, so that generations go out in order.
+    /// The copy the workers are not reading, and what it lacks. Locked
+    /// only to read or change it: a publication takes the copy out (and
+    /// its turn, `busy`) while it waits for the workers to leave it.
     publishing: Arc<std::sync::Mutex<Spare>>,
+    /// A publication's turn: one at a time, in generation order. The next
+    /// waits here, holding no lock, while one waits for the workers.
+    turn: Arc<std::sync::Condvar>,
     /// What the tables leave out now, for `status` (apart from
     /// `publishing`, which a publication holds for as long as it takes).
     left_out: Arc<std::sync::Mutex<Vec<String>>>,
@@ -97,9 +101,24 @@ struct Spare {
     pods: Vec<(Addr, PortId, [u8; 6])>,
     /// The version of the ports' registry `pods` is (`publish_pods`).
     pods_version: u64,
+    /// A publication is under way (it has taken `table` out).
+    busy: bool,
     /// Services the tables leave out now, with why: each is tried again
     /// with the next publication (the frontend it wanted may be free).
     left_out: LeftOut,
+}
+
+/// A publication's turn, given back when it ends (or panics): the next
+/// publication may take the spare copy.
+struct Turn<'a>(&'a Publisher);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut sp = self.0.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        sp.busy = false;
+        drop(sp);
+        self.0.turn.notify_one();
+    }
 }
 
 /// One Service's change, as the control side publishes it.
@@ -142,11 +161,13 @@ impl Publisher {
         Publisher {
             shared,
             host_addrs: Arc::new(host_addrs),
+            turn: Arc::new(std::sync::Condvar::new()),
             publishing: Arc::new(std::sync::Mutex::new(Spare {
                 table: Some(Arc::new(spare)),
                 pending: Vec::new(),
                 pods,
                 pods_version: 0,
+                busy: false,
                 current: specs
                     .iter()
                     .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
@@ -278,6 +299,9 @@ impl Publisher {
     /// never wait; the copy they leave gets the same changes next time.
     pub fn publish_changes(&self, changes: &[Change]) -> Published {
         let mut sp = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        while sp.busy {
+            sp = self.turn.wait(sp).unwrap_or_else(|p| p.into_inner());
+        }
         for c in changes {
             match c {
                 Change::Upsert(s) => {
@@ -307,8 +331,12 @@ impl Publisher {
         changes.extend(upserts);
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut table = sp.table.take();
+        sp.busy = true;
+        let _turn = Turn(self);
+        drop(sp);
         // Workers hold a snapshot for one batch of rounds (microseconds,
-        // a few milliseconds when they nap): wait for the last to leave.
+        // a few milliseconds when they nap): wait for the last to leave,
+        // holding no lock (a second publication waits for its turn).
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         let mut ready = false;
         if let Some(t) = table.as_mut() {
@@ -317,6 +345,7 @@ impl Publisher {
             }
             ready = Arc::get_mut(t).is_some();
         }
+        let mut sp = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let pending = std::mem::take(&mut sp.pending);
         let before = std::mem::take(&mut sp.left_out);
         let mut full = !ready;

@@ -4,15 +4,15 @@
 //! generation), each on cache lines of its own. Readers off the packet
 //! path see it through an `Observer`.
 //!
-//! Locks, in the order they may be taken (never the other way): the
-//! ports' state (`ports::PortsInner::state`, held only to read or change
-//! the registry, never while a worker is asked something nor across a
-//! publication), then the publisher's spare copy
-//! (`publish::Publisher::publishing`, which serialises publications: held
-//! while it waits, at most a second, for the last worker to leave the copy
-//! it changes; workers take no lock, so that wait cannot deadlock), then
-//! its left-out list; a worker's `LiveSlot` is taken alone, and by the
-//! worker only with `try_lock`.
+//! Locks, in the order they may be taken (never the other way), none held
+//! across a wait for another thread: the ports' state
+//! (`ports::PortsInner::state`, held only to read or change the registry,
+//! never while a worker is asked something nor across a publication), then
+//! the publisher's spare copy (`publish::Publisher::publishing`: a
+//! publication takes the copy out, with its turn, and waits for the last
+//! worker to leave it holding nothing; the next publication waits for its
+//! turn on a condition variable), then its left-out list; a worker's
+//! `LiveSlot` is taken alone, and by the worker only with `try_lock`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

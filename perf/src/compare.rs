@@ -33,11 +33,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_control::daemon::{Daemon, Io};
-use sluice_control::lab::file::{LabFile, Plan};
-use sluice_control::lab::{daemon_config, Lab};
 use sluice_dataplane::io::tap::enter_netns;
 use sluice_dataplane::neighbor::Gateway;
 use sluice_dataplane::worker::Idle;
+use sluice_lab::file::{LabFile, Plan};
+use sluice_lab::{daemon_config, Lab};
 
 use crate::chart;
 use crate::kernel_path;

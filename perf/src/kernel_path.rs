@@ -5,12 +5,12 @@
 
 use std::process::{Command, Stdio};
 
-use sluice_control::lab::file::{PlannedNode, PlannedPod};
+use sluice_lab::file::{PlannedNode, PlannedPod};
 
 /// Runs `script` with sh inside `netns`, through the lab's own set-up
 /// runner (its errors name the command and carry its stderr).
 fn sh(netns: &str, script: &str) -> Result<(), String> {
-    sluice_control::lab::sh(&["ip", "netns", "exec", netns, "sh", "-ec", script])
+    sluice_lab::sh(&["ip", "netns", "exec", netns, "sh", "-ec", script])
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

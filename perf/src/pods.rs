@@ -159,7 +159,7 @@ fn run(args: &[&str]) -> Result<(), String> {
 
 /// Removes the node's namespace and its pods'.
 fn cleanup(node: &str) {
-    let mut spaces = sluice_control::lab::namespaces_of(node);
+    let mut spaces = sluice_lab::namespaces_of(node);
     spaces.push(node.to_string());
     for ns in spaces {
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
@@ -211,7 +211,7 @@ pub fn run_pods(o: &PodsOptions) -> Result<(), String> {
             })
             .to_string(),
             node: node.clone(),
-            cni: sluice_control::lab::cni_binary()?,
+            cni: sluice_lab::cni_binary()?,
             pods: Vec::new(),
         };
         let mut adds = Vec::new();

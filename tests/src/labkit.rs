@@ -4,7 +4,7 @@
 
 use std::process::{Child, Stdio};
 
-use sluice_control::lab::Lab;
+use sluice_lab::Lab;
 
 /// One node, a client pod and three web pods behind `default/web`
 /// (198.19.0.10, 80/TCP to 8080). `NAME` is replaced by the test's lab

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sluice_control::daemon::{Daemon, Io};
-use sluice_control::lab::file::LabFile;
-use sluice_control::lab::{namespaces_of, start_daemon, write_manifests, Lab};
 use sluice_control::sync::FileSync;
 use sluice_dataplane::worker::Idle;
+use sluice_lab::file::LabFile;
+use sluice_lab::{namespaces_of, start_daemon, write_manifests, Lab};
 use sluice_tests::labkit::{check_held, keepalive, FOUR_PODS};
 
 fn lab_file(name: &str) -> String {

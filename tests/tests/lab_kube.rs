@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_control::daemon::Io;
-use sluice_control::lab::file::LabFile;
-use sluice_control::lab::{start_daemon_kube, Lab};
 use sluice_control::source::kube::load_config;
 use sluice_dataplane::worker::Idle;
+use sluice_lab::file::LabFile;
+use sluice_lab::{start_daemon_kube, Lab};
 use sluice_tests::apiserver::ApiServer;
 use sluice_tests::labkit::{check_held, keepalive, FOUR_PODS};
 

@@ -13,7 +13,7 @@ use sluice_dataplane::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec,
 use sluice_dataplane::{Addr, Proto};
 
 /// The lab `sluice lab` runs without `--file`.
-pub const DEFAULT: &str = include_str!("../../labs/default.yaml");
+pub const DEFAULT: &str = include_str!("../labs/default.yaml");
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -686,12 +686,15 @@ mod tests {
     fn the_manifests_translate_to_the_same_specs_as_the_plan() {
         let plan = LabFile::parse(DEFAULT).unwrap().plan().unwrap();
         for removed in [&[][..], &["web-2"][..], &["web-1", "web-2", "web-3"][..]] {
-            let (objects, ignored) =
-                crate::source::file::parse(&plan.manifests(removed)).expect("manifests parse");
+            let (objects, ignored) = sluice_control::source::file::parse(&plan.manifests(removed))
+                .expect("manifests parse");
             assert_eq!(ignored, 0);
-            let mut m = crate::translate::Model::default();
+            let mut m = sluice_control::translate::Model::default();
             for o in objects {
-                let a = crate::source::apply(&mut m, &crate::source::file::Event::Apply(o));
+                let a = sluice_control::source::apply(
+                    &mut m,
+                    &sluice_control::source::file::Event::Apply(o),
+                );
                 assert!(a.rejected.is_none(), "{:?}", a.rejected);
             }
             let mut want = plan.service_specs(removed);

@@ -24,12 +24,12 @@ use sluice_dataplane::Addr;
 
 use std::path::{Path, PathBuf};
 
-use crate::daemon::{self, HostConfig, Io, PortConfig};
-use crate::sync::FileSync;
 use file::{Plan, PlannedNode};
+use sluice_control::daemon::{self, HostConfig, Io, PortConfig};
+use sluice_control::sync::FileSync;
 
 /// The lab's server (HTTP and UDP echo), run in each backend pod.
-pub const SERVER_PY: &str = include_str!("../../labs/server.py");
+pub const SERVER_PY: &str = include_str!("../labs/server.py");
 
 /// A command of the set-up that failed.
 #[derive(Debug)]
@@ -258,13 +258,13 @@ fn serve(
     d: &mut daemon::Daemon,
     plan: &Plan,
     source: String,
-    status: impl Fn() -> crate::sync::Status + Send + Sync + 'static,
+    status: impl Fn() -> sluice_control::sync::Status + Send + Sync + 'static,
 ) -> Result<(), String> {
-    let admin = crate::admin::serve(
+    let admin = sluice_control::admin::serve(
         &admin_socket(plan),
         d.handles(),
         Box::new(move || {
-            vec![crate::admin::SourceStatus {
+            vec![sluice_control::admin::SourceStatus {
                 source: source.clone(),
                 status: status(),
             }]
@@ -593,7 +593,7 @@ pub fn daemon_config(
         conntrack_capacity,
         idle,
         services: plan.service_specs(&[]),
-        max_pods: crate::daemon::DEFAULT_MAX_PODS.into(),
+        max_pods: sluice_control::daemon::DEFAULT_MAX_PODS.into(),
     }
 }
 
@@ -620,15 +620,16 @@ pub fn start_daemon(
     conntrack_capacity: usize,
     manifests: &Path,
 ) -> Result<(daemon::Daemon, FileSync), String> {
-    let prepared = crate::sync::prepare(manifests);
+    let prepared = sluice_control::sync::prepare(manifests);
     let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     config.services = prepared.specs.clone();
     if io == Io::Afxdp {
         config.ports.clear();
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
-    crate::workers::keep_off_cores(&cores);
-    let files = crate::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
+    sluice_control::workers::keep_off_cores(&cores);
+    let files =
+        sluice_control::sync::Files::start(prepared, d.publisher(), Duration::from_millis(200));
     let source = format!("file:{}", manifests.display());
     serve(&mut d, plan, source, files.status_reader())?;
     if io == Io::Afxdp {
@@ -646,7 +647,7 @@ pub fn start_daemon_kube(
     idle: Idle,
     conntrack_capacity: usize,
     kube: kube::Config,
-) -> Result<(daemon::Daemon, crate::sync::KubeSync), String> {
+) -> Result<(daemon::Daemon, sluice_control::sync::KubeSync), String> {
     let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     // The workers start with no Services and serve them once the first
     // complete list is published, as kube-proxy starts with no rules.
@@ -655,8 +656,8 @@ pub fn start_daemon_kube(
         config.ports.clear();
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
-    crate::workers::keep_off_cores(&cores);
-    let sync = crate::sync::Kube::start(kube, d.publisher());
+    sluice_control::workers::keep_off_cores(&cores);
+    let sync = sluice_control::sync::Kube::start(kube, d.publisher());
     serve(&mut d, plan, "kube".into(), sync.status_reader())?;
     if io == Io::Afxdp {
         wire(&mut d, plan)?;

@@ -21,9 +21,9 @@ use sluice_dataplane::Addr;
 use super::file::{LabFile, Plan, DEFAULT};
 use super::{remove, write_manifests, Lab};
 
-use crate::daemon::{Daemon, Io};
-use crate::state::WorkerReport;
-use crate::sync::FileSync;
+use sluice_control::daemon::{Daemon, Io};
+use sluice_control::state::WorkerReport;
+use sluice_control::sync::FileSync;
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -256,7 +256,7 @@ fn up(o: &Options) -> Result<()> {
     print!("{}", describe(&plan, o.io));
     println!(
         "  the daemon's admin socket is {}: `sluice status` finds it (its counters, pods, tables)",
-        crate::lab::admin_socket(&plan).display()
+        crate::admin_socket(&plan).display()
     );
     println!(
         "  the Services come from {} (Kubernetes manifests, watched): edit, add or delete manifests there and the workers follow",

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::alive;
+use sluice_lab::alive;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -123,7 +123,7 @@ fn up_survives_a_killed_daemon_and_down_leaves_nothing() {
     // `sluice status` with no --admin finds the lab's daemon; with other
     // labs running (tests run in parallel) it names their sockets, this
     // lab's among them. `up` said where it is.
-    let sock = sluice_control::lab::cni_data_dir().join(format!("{name}.sock"));
+    let sock = sluice_lab::cni_data_dir().join(format!("{name}.sock"));
     let sock_name = sock.display().to_string();
     assert!(
         printed.contains(&sock_name),
@@ -304,7 +304,7 @@ endpoints: [{ addresses: [198.18.1.4] }]
     assert_eq!(namespaces(&name), Vec::<String>::new());
     assert!(!state.exists(), "{} is left", state.display());
     assert!(!alive(pid), "the daemon is still running");
-    let cni = sluice_control::lab::cni_data_dir();
+    let cni = sluice_lab::cni_data_dir();
     assert!(
         !cni.join(&name).exists(),
         "sluice-cni's allocations are left"

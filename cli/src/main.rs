@@ -1,7 +1,7 @@
 //! `sluice`: the node daemon's binary. `run` is the daemon; `lab` sets up
 //! and runs the veth lab (the main job: `sluice lab demo`).
 
-use sluice_control::lab::run::{self as lab, LabArgs};
+use sluice_lab::run::{self as lab, LabArgs};
 
 use clap::{Parser, Subcommand};
 
@@ -47,7 +47,7 @@ fn find_admin() -> Result<std::path::PathBuf, String> {
     if answers(&default) {
         return Ok(default);
     }
-    let dir = sluice_control::lab::cni_data_dir();
+    let dir = sluice_lab::cni_data_dir();
     let labs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()
