@@ -105,7 +105,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lab(a) => lab::run(a),
-        Command::Run(a) => sluice_control::run::run(a),
+        Command::Run(a) => sluice_control::run::run(a).map_err(|e| e.to_string()),
         Command::Status { admin, json } => status(admin.as_deref(), json),
     };
     if let Err(e) = result {

@@ -62,6 +62,39 @@ pub struct RunArgs {
     cni_data_dir: PathBuf,
 }
 
+/// Why `sluice run` stopped before it served, by what went wrong.
+#[derive(Debug)]
+pub enum RunError {
+    /// A `--pod` or `--host` value that does not parse (the flag and why).
+    Flag {
+        flag: &'static str,
+        reason: String,
+    },
+    /// `--source` is none of kube, kube:PATH, file:DIR.
+    Source(String),
+    /// The kubeconfig could not be read.
+    Kube(String),
+    /// The signal handlers could not be installed.
+    Signals(std::io::Error),
+    Start(crate::config::StartError),
+    Admin(crate::admin::AdminError),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Flag { flag, reason } => write!(f, "{flag} {reason}"),
+            RunError::Source(s) => write!(f, "--source {s:?}: kube, kube:PATH or file:DIR"),
+            RunError::Kube(e) => write!(f, "kubeconfig: {e}"),
+            RunError::Signals(e) => write!(f, "signal handlers: {e}"),
+            RunError::Start(e) => write!(f, "{e}"),
+            RunError::Admin(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
 /// `IFNAME=ADDR[,ADDR6]@MAC`.
 fn port(s: &str) -> Result<(String, Vec<Addr>, [u8; 6]), String> {
     let bad = || {
@@ -77,7 +110,7 @@ fn port(s: &str) -> Result<(String, Vec<Addr>, [u8; 6]), String> {
     Ok((ifname.to_string(), addrs, mac))
 }
 
-pub fn run(a: RunArgs) -> Result<(), String> {
+pub fn run(a: RunArgs) -> Result<(), RunError> {
     let ports = a
         .pods
         .iter()
@@ -90,17 +123,23 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             })
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--pod {e}"))?;
+        .map_err(|reason| RunError::Flag {
+            flag: "--pod",
+            reason,
+        })?;
     let host = a
         .host
         .as_deref()
         .map(port)
         .transpose()
-        .map_err(|e| format!("--host {e}"))?
+        .map_err(|reason| RunError::Flag {
+            flag: "--host",
+            reason,
+        })?
         .map(|(ifname, addrs, mac)| HostConfig { ifname, mac, addrs });
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signals)?;
     }
     let mut config = Config {
         io: a.io,
@@ -123,14 +162,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let (mut daemon, sync) = if let Some(dir) = a.source.strip_prefix("file:") {
         let prepared = sync::prepare(PathBuf::from(dir));
         config.services = prepared.specs.clone();
-        let d = Daemon::start(config).map_err(|e| e.to_string())?;
+        let d = Daemon::start(config).map_err(RunError::Start)?;
         crate::workers::keep_off_cores(&a.cores);
         let s = Files::start(prepared, d.publisher(), Duration::from_millis(200));
         (d, s)
     } else if a.source == "kube" || a.source.starts_with("kube:") {
         let path = a.source.strip_prefix("kube:").map(PathBuf::from);
-        let kube = crate::source::kube::load_config(path.as_deref())?;
-        let d = Daemon::start(config).map_err(|e| e.to_string())?;
+        let kube = crate::source::kube::load_config(path.as_deref()).map_err(RunError::Kube)?;
+        let d = Daemon::start(config).map_err(RunError::Start)?;
         crate::workers::keep_off_cores(&a.cores);
         let s = Kube::start(kube, d.publisher());
         if s.wait(Duration::from_secs(60), |s| s.synced).is_none() {
@@ -141,10 +180,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         }
         (d, s)
     } else {
-        return Err(format!(
-            "--source {:?}: kube, kube:PATH or file:DIR",
-            a.source
-        ));
+        return Err(RunError::Source(a.source.clone()));
     };
     let source_name = a.source.clone();
     let reader = sync.status_reader();
@@ -158,7 +194,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             }]
         }),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(RunError::Admin)?;
     let st = sync.status();
     let (reattached, problems) = daemon.ports().reattach(&a.cni_data_dir, &a.cni_network);
     for p in &problems {

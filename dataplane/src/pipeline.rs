@@ -204,11 +204,12 @@ enum Pre {
     Flow,
 }
 
-/// A frame after pass 3: decided, or to be routed.
+/// A frame after pass 3: decided, or to be routed towards this address
+/// (its destination after NAT; the rest of its hop is its summary's).
 #[derive(Clone, Copy)]
 enum Fate {
     Decided(Action),
-    Route(Hop),
+    Route(Addr),
 }
 
 /// Decides a burst of frames that came in on `ingress`, in place:
@@ -262,7 +263,11 @@ pub fn decide(
     for i in 0..n {
         let a = match sc.fate[i] {
             Fate::Decided(a) => a,
-            Fate::Route(hop) => {
+            Fate::Route(dst) => {
+                let hop = Hop {
+                    dst,
+                    ..Hop::of(&sc.parsed[i])
+                };
                 match route::forward(frames[i], hop, t.routes, &t.gateway, &mut sc.replies[i]) {
                     Routed::Transmit(Egress::Host) => Action::ToHost,
                     Routed::Transmit(e) => Action::Transmit(e),
@@ -379,12 +384,12 @@ fn prepare(
     }
 }
 
-/// A frame's fate from a result of pass 3: routed towards `dst` (its
-/// destination after NAT), or dropped.
+/// A frame's fate from a result of pass 3: routed towards its destination
+/// after NAT, or dropped.
 #[inline]
-fn routed(p: &Parsed, r: Result<Addr, DropReason>) -> Fate {
+fn routed(r: Result<Addr, DropReason>) -> Fate {
     match r {
-        Ok(dst) => Fate::Route(Hop { dst, ..Hop::of(p) }),
+        Ok(dst) => Fate::Route(dst),
         Err(r) => Fate::Decided(Action::Drop(r)),
     }
 }
@@ -434,7 +439,7 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
         };
         let (p, key) = (&sc.parsed[i], &sc.keys[i]);
         if let Some(r) = established(frames[i], p, key, sc.hashes[i], t, c) {
-            sc.fate[i] = routed(p, r);
+            sc.fate[i] = routed(r);
             continue;
         }
         // A new flow (the rarer case). Could it belong to a waiting flow?
@@ -457,7 +462,7 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
         }
         let Some(f) = t.services.find(key) else {
             c.counters.untracked += 1;
-            sc.fate[i] = routed(p, Ok(p.dst));
+            sc.fate[i] = routed(Ok(p.dst));
             continue;
         };
         let Some(maglev_at) = t.services.maglev_index(f, key) else {
@@ -533,7 +538,7 @@ fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: 
             c,
             &mut sc.created[q.at],
         );
-        sc.fate[q.at] = routed(&sc.parsed[q.at], r);
+        sc.fate[q.at] = routed(r);
     }
 }
 
@@ -543,7 +548,7 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
     let p = &sc.parsed[i];
     match sc.kind[i] {
         Pre::Done(a) => Fate::Decided(a),
-        Pre::Route => Fate::Route(Hop::of(p)),
+        Pre::Route => Fate::Route(p.dst),
         Pre::Untracked => {
             if let Transport::IcmpOther {
                 kind: IcmpKind::Error,
@@ -555,7 +560,7 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
                 c.counters.icmp_error_passthrough += 1;
             }
             c.counters.untracked += 1;
-            Fate::Route(Hop::of(p))
+            Fate::Route(p.dst)
         }
         Pre::Flow => {
             let (key, hash) = (&sc.keys[i], sc.hashes[i]);
@@ -563,7 +568,7 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
                 Some(r) => r,
                 None => new_flow(frame, p, key, hash, t, c, &mut sc.created[i]),
             };
-            routed(p, r)
+            routed(r)
         }
     }
 }
@@ -571,7 +576,7 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
 /// A packet of a flow conntrack knows: refresh, translate; its
 /// destination after NAT. `None` when the flow is not there (or died
 /// under us).
-#[inline]
+#[inline(always)]
 fn established(
     frame: &mut [u8],
     p: &Parsed,
@@ -694,7 +699,7 @@ fn flow_key(p: &Parsed, c: &mut Core) -> Result<Option<FlowKey>, DropReason> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn apply(
     frame: &mut [u8],
     p: &Parsed,

@@ -157,6 +157,7 @@ impl Hop {
 
 /// Routes one IP frame: decrements its TTL, rewrites its Ethernet header
 /// for a local pod, or writes the ICMP time-exceeded reply into `out`.
+#[inline(always)]
 pub fn forward(
     frame: &mut [u8],
     hop: Hop,
@@ -223,6 +224,8 @@ fn routable(dst: Addr, family: Family) -> bool {
 /// Writes the ICMP time-exceeded error for the frame into `out`; `None` when
 /// none is due (RFC 1812 4.3.2.7: not for an ICMP error, a non-first
 /// fragment, or a multicast or unspecified source) or `out` is too small.
+#[cold]
+#[inline(never)]
 fn time_exceeded(
     frame: &[u8],
     l3: usize,
