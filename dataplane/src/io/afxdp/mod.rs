@@ -162,6 +162,10 @@ pub struct AfXdpBackend {
     scratch: Vec<FrameDesc>,
     indices: Vec<u32>,
     reply: Vec<u8>,
+    /// Frames went back to a pool since the fill rings were last made up:
+    /// `flush` tops the idle ports up only then, so that an idle round
+    /// does no work per port.
+    returned: bool,
 }
 
 fn index_of(d: &FrameDesc) -> u32 {
@@ -285,6 +289,7 @@ impl AfXdpBackend {
             scratch: vec![FrameDesc::default(); (cfg.ring as usize).max(TX_PER_WAKEUP)],
             indices: Vec::with_capacity(cfg.ring as usize),
             reply: vec![0; FRAME_SIZE],
+            returned: false,
         };
         if shared {
             let name = anchor.or(ifnames.first().copied()).unwrap_or("(no port)");
@@ -398,6 +403,8 @@ impl AfXdpBackend {
         if let Some(p) = self.pools.get_mut(pool) {
             p.ledger.close_port(slot as u16);
         }
+        // Its frames are free again, for the other ports' fill rings.
+        self.returned = true;
         true
     }
 
@@ -504,6 +511,7 @@ impl AfXdpBackend {
             for &i in &self.indices {
                 pool.ledger.completed(i);
             }
+            self.returned = true;
             self.misuse += n as u64;
         }
     }
@@ -572,9 +580,12 @@ impl Backend for AfXdpBackend {
             out.push(Frame::new(base + i, d.lengths().data() as u16));
             got += 1;
         }
-        // No wake-up when idle: `refill` kicks the fill ring only when it
-        // gives the kernel frames, and an idle round gives none.
-        self.refill(p, n > 0);
+        // A port that received is topped up now; an idle one is left
+        // alone (no work per idle port per round): `flush` tops it up when
+        // frames come back.
+        if n > 0 {
+            self.refill(p, true);
+        }
         got
     }
 
@@ -685,6 +696,7 @@ impl Backend for AfXdpBackend {
             // SAFETY: completed descriptors are frames the kernel is done with.
             let n = unsafe { port.cq.consume(&mut self.scratch) };
             port.in_tx = port.in_tx.saturating_sub(n);
+            self.returned |= n > 0;
             let pool = &mut self.pools[port.pool];
             for d in &self.scratch[..n] {
                 if !pool.ledger.completed(index_of(d)) {
@@ -693,8 +705,10 @@ impl Backend for AfXdpBackend {
             }
         }
         // Frames that came back make up the fill rings that ran short.
-        for p in 0..self.ports.len() {
-            self.refill(p, false);
+        if std::mem::take(&mut self.returned) {
+            for p in 0..self.ports.len() {
+                self.refill(p, false);
+            }
         }
     }
 
@@ -770,7 +784,9 @@ impl Backend for AfXdpBackend {
             .pools
             .get_mut(p)
             .is_some_and(|pool| pool.ledger.free(i));
-        if !ok {
+        if ok {
+            self.returned = true;
+        } else {
             self.misuse += 1;
         }
     }
