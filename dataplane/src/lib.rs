@@ -13,6 +13,7 @@
 // AF_XDP and TAP modules (`io::afxdp`, `io::tap`) are the others.
 #![deny(unsafe_code)]
 
+pub mod action;
 pub mod conntrack;
 pub mod counters;
 pub mod decode;

@@ -16,6 +16,7 @@
 //! what leaves (`Transmit`, `ToHost`, `Reply`) is counted by the worker
 //! when it is handed to a ring, since only then is it known to have left.
 
+pub use crate::action::{Action, Answer};
 use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError, SlotCache};
 use crate::counters::Counters;
 use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
@@ -24,7 +25,7 @@ use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::nat;
 use crate::neighbor::{self, Gateway};
-use crate::route::{self, Egress, Hop, PortId, Routed, Routes};
+use crate::route::{self, Egress, Hop, PortId, Routes};
 use crate::service::ServiceTable;
 use crate::wire::icmp::IcmpKind;
 
@@ -69,31 +70,6 @@ pub enum Ingress {
     Host,
     /// The uplink: the world's addresses.
     Uplink,
-}
-
-/// An answer the burst wrote for a frame, in place of forwarding it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// ARP or NDP for the pod gateway.
-    Neighbor,
-    /// ICMP time-exceeded: the frame's TTL ran out here.
-    TimeExceeded,
-}
-
-/// What becomes of a frame: the one verdict from decode to the worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send the frame (rewritten in place, ready for its next hop) out of
-    /// this egress.
-    Transmit(Egress),
-    /// Send the answer written for this frame (`Core::reply`, `len`
-    /// bytes) back out of the port the frame came in on; the frame itself
-    /// is done with.
-    Reply { len: u16, answer: Answer },
-    /// The host's: hand the frame to the exception path unchanged.
-    ToHost,
-    /// Dropped (already counted under its reason).
-    Drop(DropReason),
 }
 
 /// What one core owns to decide packets: its counters, its fragment table,
@@ -268,15 +244,7 @@ pub fn decide(
                     dst,
                     ..Hop::of(&sc.parsed[i])
                 };
-                match route::forward(frames[i], hop, t.routes, &t.gateway, &mut sc.replies[i]) {
-                    Routed::Transmit(Egress::Host) => Action::ToHost,
-                    Routed::Transmit(e) => Action::Transmit(e),
-                    Routed::TimeExceeded(len) => Action::Reply {
-                        len: len as u16,
-                        answer: Answer::TimeExceeded,
-                    },
-                    Routed::Drop(r) => Action::Drop(r),
-                }
+                route::forward(frames[i], hop, t.routes, &t.gateway, &mut sc.replies[i])
             }
         };
         if matches!(a, Action::Drop(_) | Action::Reply { .. }) {

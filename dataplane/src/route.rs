@@ -13,28 +13,14 @@ use hashbrown::HashMap;
 
 use crate::hash::AddrHasher;
 
+use crate::action::{Action, Answer};
 use crate::decode::Parsed;
 use crate::drop::DropReason;
 use crate::flow::{Addr, Family};
 use crate::neighbor::Gateway;
 use crate::wire::{checksum, ethernet, ipv4, ipv6};
 
-/// An interface the dataplane owns (a pod's host-side veth, the uplink).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PortId(pub u16);
-
-/// Where a packet leaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Egress {
-    /// A local pod, on this port, with this MAC.
-    Pod { port: PortId, mac: [u8; 6] },
-    /// Another node's pod: VXLAN to that node's tunnel endpoint.
-    Tunnel { vtep: Addr },
-    /// The node itself: the exception path to the host kernel.
-    Host,
-    /// Everything else: out of the uplink.
-    Uplink,
-}
+pub use crate::action::{Egress, PortId};
 
 /// An address prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,17 +99,6 @@ impl Routes {
     }
 }
 
-/// What routing decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Routed {
-    /// Send the frame, now ready for its next hop, here.
-    Transmit(Egress),
-    /// The TTL ran out: send the ICMP error written to `out` (this many
-    /// bytes) back where the frame came from, and drop the frame.
-    TimeExceeded(usize),
-    Drop(DropReason),
-}
-
 /// Bytes of the offending packet an ICMPv4 error quotes, at most: RFC 1812
 /// 4.3.2.3, the error no longer than 576 bytes.
 const V4_QUOTE: usize = 576 - 20 - 8;
@@ -156,7 +131,8 @@ impl Hop {
 }
 
 /// Routes one IP frame: decrements its TTL, rewrites its Ethernet header
-/// for a local pod, or writes the ICMP time-exceeded reply into `out`.
+/// for a local pod, or writes the ICMP time-exceeded reply into `out`
+/// (`Action::Reply`). The node's own traffic is the host's (`ToHost`).
 #[inline(always)]
 pub fn forward(
     frame: &mut [u8],
@@ -164,34 +140,37 @@ pub fn forward(
     routes: &Routes,
     gw: &Gateway,
     out: &mut [u8],
-) -> Routed {
+) -> Action {
     let (l3, family, dst) = (hop.l3 as usize, hop.family, hop.dst);
     if !routable(dst, family) {
-        return Routed::Drop(DropReason::NotRoutable);
+        return Action::Drop(DropReason::NotRoutable);
     }
     let egress = routes.lookup(dst, family);
     // Traffic for the node itself is not forwarded by us: the host's stack
     // does its own TTL accounting.
     if egress == Egress::Host {
-        return Routed::Transmit(egress);
+        return Action::ToHost;
     }
     if hop.ttl <= 1 {
         return match time_exceeded(frame, l3, family, gw, out) {
-            Some(n) => Routed::TimeExceeded(n),
-            None => Routed::Drop(DropReason::TtlExceeded),
+            Some(n) => Action::Reply {
+                len: n as u16,
+                answer: Answer::TimeExceeded,
+            },
+            None => Action::Drop(DropReason::TtlExceeded),
         };
     }
     let Some(ip) = frame.get_mut(l3..) else {
-        return Routed::Drop(DropReason::RewriteOutOfBounds);
+        return Action::Drop(DropReason::RewriteOutOfBounds);
     };
     match family {
         Family::V4 => match ipv4::Ipv4Packet::new_header(ip) {
             Ok(mut h) => h.decrement_ttl(),
-            Err(_) => return Routed::Drop(DropReason::RewriteOutOfBounds),
+            Err(_) => return Action::Drop(DropReason::RewriteOutOfBounds),
         },
         Family::V6 => match ipv6::Ipv6Packet::new_header(ip) {
             Ok(mut h) => h.decrement_hop_limit(),
-            Err(_) => return Routed::Drop(DropReason::RewriteOutOfBounds),
+            Err(_) => return Action::Drop(DropReason::RewriteOutOfBounds),
         },
     }
     if let Egress::Pod { mac, .. } = egress {
@@ -200,10 +179,10 @@ pub fn forward(
                 e.set_dst(mac);
                 e.set_src(gw.mac);
             }
-            None => return Routed::Drop(DropReason::RewriteOutOfBounds),
+            None => return Action::Drop(DropReason::RewriteOutOfBounds),
         }
     }
-    Routed::Transmit(egress)
+    Action::Transmit(egress)
 }
 
 /// Whether a destination may be routed at all: link-local, multicast and

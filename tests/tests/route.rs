@@ -6,7 +6,8 @@
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
 use sluice_dataplane::decode::{decode, Decoded};
 use sluice_dataplane::neighbor::Gateway;
-use sluice_dataplane::route::{forward, Cidr, Egress, Hop, PortId, Routed, Routes};
+use sluice_dataplane::route::{forward, Cidr, Egress, Hop, PortId, Routes};
+use sluice_dataplane::{Action, Answer};
 use sluice_dataplane::{Addr, DropReason, Family};
 use sluice_tests::frames::{self, Ip, SYN};
 use sluice_tests::verify::check;
@@ -16,7 +17,7 @@ const POD_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x03];
 
 /// The route stage on a frame as the burst function calls it: on the
 /// summary decode made of it.
-fn route(frame: &mut [u8], r: &Routes, gw: &Gateway, out: &mut [u8]) -> Routed {
+fn route(frame: &mut [u8], r: &Routes, gw: &Gateway, out: &mut [u8]) -> Action {
     let Ok(Decoded::Ip(p)) = decode(frame) else {
         panic!("the test frame is IP");
     };
@@ -71,17 +72,29 @@ fn destinations_route_by_kind() {
                 vtep: Addr::from_v4([198, 18, 0, 2]),
             },
         ),
-        ([198, 18, 0, 1], Egress::Host),
         ([198, 19, 200, 1], Egress::Uplink),
     ];
     for (dst, want) in cases {
         let mut f = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(dst), 80, SYN, b"x");
         assert_eq!(
             route(&mut f, &r, &gw, &mut out),
-            Routed::Transmit(want),
+            Action::Transmit(want),
             "{dst:?}"
         );
     }
+    let mut f = frames::tcp(
+        Ip::V4(CLIENT_V4),
+        40000,
+        Ip::V4([198, 18, 0, 1]),
+        22,
+        SYN,
+        b"x",
+    );
+    assert_eq!(
+        route(&mut f, &r, &gw, &mut out),
+        Action::ToHost,
+        "the node's own address is the host's"
+    );
 }
 
 #[test]
@@ -114,7 +127,7 @@ fn a_hop_to_a_local_pod_decrements_ttl_and_sets_the_macs() {
     let before = check(&f6);
     assert_eq!(
         route(&mut f6, &r, &gw, &mut out),
-        Routed::Transmit(Egress::Pod {
+        Action::Transmit(Egress::Pod {
             port: PortId(3),
             mac: POD_B_MAC
         })
@@ -138,9 +151,14 @@ fn ttl_one_gets_time_exceeded_from_the_gateway_quoting_the_packet() {
         1,
     );
     let mut f = sent.clone();
-    let Routed::TimeExceeded(n) = route(&mut f, &r, &gw, &mut out) else {
+    let Action::Reply {
+        len,
+        answer: Answer::TimeExceeded,
+    } = route(&mut f, &r, &gw, &mut out)
+    else {
         panic!("no time exceeded")
     };
+    let n = usize::from(len);
     let p = SlicedPacket::from_ethernet(&out[..n]).expect("etherparse reads the error");
     let Some(NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
@@ -179,9 +197,14 @@ fn ttl_one_gets_time_exceeded_from_the_gateway_quoting_the_packet() {
         f
     };
     let mut f = sent6.clone();
-    let Routed::TimeExceeded(n) = route(&mut f, &r, &gw, &mut out) else {
+    let Action::Reply {
+        len,
+        answer: Answer::TimeExceeded,
+    } = route(&mut f, &r, &gw, &mut out)
+    else {
         panic!("no time exceeded (v6)")
     };
+    let n = usize::from(len);
     let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
     let Some(NetSlice::Ipv6(ip)) = &p.net else {
         panic!("not IPv6")
@@ -214,17 +237,14 @@ fn no_time_exceeded_for_icmp_errors_and_traffic_to_the_node_is_not_aged() {
     f[34] = 3;
     assert_eq!(
         route(&mut f, &r, &gw, &mut out),
-        Routed::Drop(DropReason::TtlExceeded)
+        Action::Drop(DropReason::TtlExceeded)
     );
     // To the node's own address: the host's stack ages it, not us.
     let mut f = with_ttl(
         frames::tcp(Ip::V4(CLIENT_V4), 1, Ip::V4([198, 18, 0, 1]), 22, SYN, b""),
         1,
     );
-    assert_eq!(
-        route(&mut f, &r, &gw, &mut out),
-        Routed::Transmit(Egress::Host)
-    );
+    assert_eq!(route(&mut f, &r, &gw, &mut out), Action::ToHost);
 }
 
 #[test]
@@ -243,7 +263,7 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
     );
     assert_eq!(
         route(&mut mdns, &r, &gw, &mut out),
-        Routed::Drop(DropReason::NotRoutable)
+        Action::Drop(DropReason::NotRoutable)
     );
     let mut mld = frames::udp(
         Ip::V6(CLIENT_V6),
@@ -255,7 +275,7 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
     mld[14 + 7] = 1;
     assert_eq!(
         route(&mut mld, &r, &gw, &mut out),
-        Routed::Drop(DropReason::NotRoutable)
+        Action::Drop(DropReason::NotRoutable)
     );
     let mut ll = frames::udp(
         Ip::V6(CLIENT_V6),
@@ -266,6 +286,6 @@ fn link_scoped_and_multicast_destinations_are_not_routed() {
     );
     assert_eq!(
         route(&mut ll, &r, &gw, &mut out),
-        Routed::Drop(DropReason::NotRoutable)
+        Action::Drop(DropReason::NotRoutable)
     );
 }
