@@ -143,10 +143,35 @@ pub enum Decoded {
 /// Reads a frame. Never panics, whatever the bytes.
 #[inline]
 pub fn decode(frame: &[u8]) -> Result<Decoded, DropReason> {
-    if let Some(p) = fast_v4(frame) {
-        return Ok(Decoded::Ip(p));
+    let mut p = Parsed::EMPTY;
+    Ok(match decode_into(frame, &mut p)? {
+        Layer3::Ip => Decoded::Ip(p),
+        Layer3::Arp { offset } => Decoded::Arp { offset },
+    })
+}
+
+/// What `decode_into` found: an IP packet (its summary written where the
+/// caller asked) or ARP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer3 {
+    Ip,
+    Arp { offset: usize },
+}
+
+/// `decode`, writing an IP packet's summary straight into `out` (the
+/// burst's array), not returning it to be copied there.
+#[inline]
+pub fn decode_into(frame: &[u8], out: &mut Parsed) -> Result<Layer3, DropReason> {
+    if fast_v4(frame, out) {
+        return Ok(Layer3::Ip);
     }
-    decode_general(frame)
+    match decode_general(frame)? {
+        Decoded::Ip(p) => {
+            *out = p;
+            Ok(Layer3::Ip)
+        }
+        Decoded::Arp { offset } => Ok(Layer3::Arp { offset }),
+    }
 }
 
 /// The frame most of a node's traffic is: untagged IPv4 without options or
@@ -154,7 +179,18 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, DropReason> {
 /// else, or anything wrong, returns `None` and goes the general way, which
 /// also names what is wrong. Checks exactly what the general path checks.
 #[inline(always)]
-fn fast_v4(f: &[u8]) -> Option<Parsed> {
+fn fast_v4(f: &[u8], out: &mut Parsed) -> bool {
+    match fast_v4_parse(f) {
+        Some(p) => {
+            *out = p;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn fast_v4_parse(f: &[u8]) -> Option<Parsed> {
     const L3: usize = ethernet::HEADER_LEN;
     const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
     if f.len() < L4 + udp::HEADER_LEN || f[12] != 0x08 || f[13] != 0x00 || f[L3] != 0x45 {
@@ -167,7 +203,9 @@ fn fast_v4(f: &[u8]) -> Option<Parsed> {
         return None;
     }
     if !cfg!(fuzzing)
-        && crate::wire::checksum::fold(crate::wire::checksum::sum(&f[L3..L4])) != 0xffff
+        && !f[L3..L4]
+            .try_into()
+            .is_ok_and(crate::wire::checksum::header_verifies)
     {
         return None;
     }
@@ -417,7 +455,7 @@ mod tests {
             f[30..34].copy_from_slice(&[198, 19, 0, 10]);
             let c = crate::wire::checksum::checksum(&f[14..34]);
             f[24..26].copy_from_slice(&c.to_be_bytes());
-            assert!(fast_v4(&f).is_none());
+            assert!(fast_v4_parse(&f).is_none());
             assert!(decode(&f).is_err());
         }
     }

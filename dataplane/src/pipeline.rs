@@ -19,7 +19,7 @@
 pub use crate::action::{Action, Answer};
 use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError, SlotCache};
 use crate::counters::Counters;
-use crate::decode::{decode, Decoded, Frag, Parsed, Transport};
+use crate::decode::{decode_into, Frag, Layer3, Parsed, Transport};
 use crate::drop::DropReason;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
@@ -314,9 +314,9 @@ fn prepare(
     key: &mut FlowKey,
 ) -> Pre {
     c.counters.rx += 1;
-    match decode(frame) {
+    match decode_into(frame, p) {
         Err(r) => return Pre::Done(Action::Drop(r)),
-        Ok(Decoded::Arp { offset }) => {
+        Ok(Layer3::Arp { offset }) => {
             // A question for the gateway is answered; the rest of ARP
             // belongs to the host.
             return match neighbor::answer_arp(frame, offset, &t.gateway, reply) {
@@ -327,7 +327,7 @@ fn prepare(
                 None => Pre::Done(Action::ToHost),
             };
         }
-        Ok(Decoded::Ip(d)) => *p = d,
+        Ok(Layer3::Ip) => {}
     }
     // A Neighbor Solicitation (RFC 4861 7.1.1: ICMPv6 straight after the
     // header, hop limit 255) may be for the gateway.

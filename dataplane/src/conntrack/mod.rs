@@ -748,6 +748,32 @@ impl Conntrack {
         tcp_flags: Option<u8>,
         now_ms: u64,
     ) -> Option<FlowState> {
+        // The common case, checked before anything else (the state
+        // machine's loop-invariant work would otherwise be hoisted ahead of
+        // it): an established flow's plain segment or datagram, seen
+        // recently, already marked answered.
+        let l = Life::unpack(e.life.load(Ordering::Relaxed));
+        if l.state == FlowState::Established
+            && l.generation == generation
+            && tcp_flags.is_none_or(|f| f & (tcp::SYN | tcp::FIN | tcp::RST) == 0)
+            && (dir == Dir::Original || l.flags & state::flags::SEEN_REPLY != 0)
+            && now_ms.saturating_sub(l.last_seen_ms) < TOUCH_GRANULARITY_MS
+        {
+            return Some(l.state);
+        }
+        self.touch_slow(e, generation, dir, tcp_flags, now_ms)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn touch_slow(
+        &self,
+        e: &Entry,
+        generation: u8,
+        dir: Dir,
+        tcp_flags: Option<u8>,
+        now_ms: u64,
+    ) -> Option<FlowState> {
         let life = &e.life;
         let mut old = life.load(Ordering::Relaxed);
         loop {
@@ -756,16 +782,6 @@ impl Conntrack {
             // found it: this packet's flow is gone (a miss).
             if l.state == FlowState::Free || l.generation != generation {
                 return None;
-            }
-            // The common case, checked first: an established flow's plain
-            // segment or datagram, seen recently, already marked answered.
-            let plain = tcp_flags.is_none_or(|f| f & (tcp::SYN | tcp::FIN | tcp::RST) == 0);
-            if plain
-                && l.state == FlowState::Established
-                && (dir == Dir::Original || l.flags & state::flags::SEEN_REPLY != 0)
-                && now_ms.saturating_sub(l.last_seen_ms) < TOUCH_GRANULARITY_MS
-            {
-                return Some(l.state);
             }
             let (state, flags) = match tcp_flags {
                 Some(f) => state::tcp_next(l.state, l.flags, dir, f),
