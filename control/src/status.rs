@@ -40,6 +40,7 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
         ("icmp_error_passthrough", c.icmp_error_passthrough),
         ("neighbor_replies", c.neighbor_replies),
         ("time_exceeded", c.time_exceeded),
+        ("rejected", c.rejected),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -131,9 +132,10 @@ fn describe_worker(w: &WorkerStatus) -> String {
         w.total_drops()
     );
     out += &format!(
-        "  tx {} time_exceeded {} host_tx {} host_rx {} | moved {} copied {} misuse {}\n",
+        "  tx {} time_exceeded {} rejected {} host_tx {} host_rx {} | moved {} copied {} misuse {}\n",
         l.tx,
         p("time_exceeded"),
+        p("rejected"),
         l.host_tx,
         l.host_rx,
         w.backend.moved,

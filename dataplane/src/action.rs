@@ -29,6 +29,9 @@ pub enum Answer {
     Neighbor,
     /// ICMP time-exceeded: the frame's TTL ran out here.
     TimeExceeded,
+    /// ICMP port-unreachable from a ClusterIP: the Service has no
+    /// endpoint for the packet's port.
+    Reject,
 }
 
 /// What becomes of a frame: the one verdict from decode to the worker.

@@ -4,7 +4,7 @@
 //!
 //! Every frame received is counted once for what finally became of it:
 //! `forwarded` (handed to a TX ring), `to_host` (taken by the host's
-//! exception path), `neighbor_replies` or `time_exceeded` (answered, the
+//! exception path), `neighbor_replies`, `time_exceeded` or `rejected` (answered, the
 //! answer handed to a ring), or one drop reason. So `rx` = `settled()`.
 
 use crate::drop::DropReason;
@@ -33,6 +33,10 @@ pub struct Counters {
     /// Packets whose TTL ran out, answered with an ICMP time-exceeded
     /// (handed to a ring).
     pub time_exceeded: u64,
+    /// Packets for a Service port without endpoints (or a ClusterIP's port
+    /// no Service serves), answered with ICMP port-unreachable (handed to
+    /// a ring).
+    pub rejected: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -49,6 +53,7 @@ impl Default for Counters {
             icmp_error_passthrough: 0,
             neighbor_replies: 0,
             time_exceeded: 0,
+            rejected: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -63,6 +68,7 @@ impl Counters {
             + self.to_host
             + self.neighbor_replies
             + self.time_exceeded
+            + self.rejected
             + self.total_drops()
     }
 
@@ -88,6 +94,7 @@ impl Counters {
         self.icmp_error_passthrough += o.icmp_error_passthrough;
         self.neighbor_replies += o.neighbor_replies;
         self.time_exceeded += o.time_exceeded;
+        self.rejected += o.rejected;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -76,6 +76,12 @@ reasons! {
     /// A new flow to a Service frontend whose Service has no usable backend
     /// (kube-proxy rejects these too).
     ServiceNoBackends => "service_no_backends",
+    /// A packet that would have been rejected (no endpoints), over its
+    /// source's or the worker's rate of answers (`reject`).
+    RejectRateLimited => "reject_rate_limited",
+    /// A packet with no port (ICMP echo, another protocol) to a ClusterIP:
+    /// no Service serves it, and no port-unreachable answers it.
+    ClusterIpUnserved => "cluster_ip_unserved",
     /// The conntrack table is full; the new flow is not admitted.
     ConntrackFull => "conntrack_full",
     /// The flow's probe window (the slots its hash may use) is full while

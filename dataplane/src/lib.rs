@@ -5,7 +5,8 @@
 //! Layers, as the folders say: `wire` (header views), `decode` (frame to
 //! flow key), `conntrack`, `service` (frontends, backends, Maglev), `nat`
 //! (in-place rewrites), `neighbor` and `route` (the gateway's answers, the
-//! next hop), `pipeline` (the burst function: every stage in order),
+//! next hop), `icmp_error` and `reject` (the errors Sluice answers with, and
+//! how often), `pipeline` (the burst function: every stage in order),
 //! `worker` (one core's loop over its ports), `io` (the backends).
 
 // Unsafe is denied everywhere but `prefetch` (one intrinsic) and `hugemem`
@@ -22,11 +23,13 @@ pub mod flow;
 pub mod frag;
 pub mod hash;
 pub mod hugemem;
+pub mod icmp_error;
 pub mod io;
 pub mod nat;
 pub mod neighbor;
 pub mod pipeline;
 pub mod prefetch;
+pub mod reject;
 pub mod route;
 pub mod service;
 pub mod wire;

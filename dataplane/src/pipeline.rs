@@ -23,8 +23,10 @@ use crate::decode::{decode_into, Frag, Layer3, Parsed, Transport};
 use crate::drop::DropReason;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
+use crate::icmp_error::{self, IcmpError};
 use crate::nat;
 use crate::neighbor::{self, Gateway};
+use crate::reject::RejectLimiter;
 use crate::route::{self, Egress, Hop, PortId, Routes};
 use crate::service::ServiceTable;
 use crate::wire::icmp::IcmpKind;
@@ -82,6 +84,8 @@ pub struct Core {
     pub now_ms: u64,
     /// Free conntrack entries of this core's own, and its insert count.
     slots: SlotCache,
+    /// How often this core may answer for a Service without endpoints.
+    rejects: RejectLimiter,
     /// Taken out for the length of a burst so that the passes can read it
     /// by reference while they update the rest of the core.
     scratch: Option<Box<Scratch>>,
@@ -110,6 +114,7 @@ impl Default for Core {
             frags: FragTable::default(),
             now_ms: 0,
             slots: SlotCache::default(),
+            rejects: RejectLimiter::default(),
             scratch: Some(Box::new(Scratch {
                 kind: [Pre::Done(Action::ToHost); BURST],
                 parsed: [Parsed::EMPTY; BURST],
@@ -429,12 +434,16 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             continue;
         }
         let Some(f) = t.services.find(key) else {
-            c.counters.untracked += 1;
-            sc.fate[i] = routed(Ok(p.dst));
+            sc.fate[i] = if t.services.is_cluster_ip(key.dst) {
+                Fate::Decided(reject(frames[i], p, t, c, &mut sc.replies[i]))
+            } else {
+                c.counters.untracked += 1;
+                routed(Ok(p.dst))
+            };
             continue;
         };
         let Some(maglev_at) = t.services.maglev_index(f, key) else {
-            sc.fate[i] = Fate::Decided(Action::Drop(DropReason::ServiceNoBackends));
+            sc.fate[i] = Fate::Decided(reject(frames[i], p, t, c, &mut sc.replies[i]));
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
@@ -534,7 +543,12 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
             let (key, hash) = (&sc.keys[i], sc.hashes[i]);
             let r = match established(frame, p, key, hash, t, c) {
                 Some(r) => r,
-                None => new_flow(frame, p, key, hash, t, c, &mut sc.created[i]),
+                None => match new_flow(frame, p, key, hash, t, c, &mut sc.created[i]) {
+                    NewFlow::Routed(r) => r,
+                    NewFlow::Refused => {
+                        return Fate::Decided(reject(frame, p, t, c, &mut sc.replies[i]))
+                    }
+                },
             };
             routed(r)
         }
@@ -558,6 +572,15 @@ fn established(
     Some(apply(frame, p, key, &to, c).map(|()| to.dst))
 }
 
+/// What became of a packet conntrack did not know.
+enum NewFlow {
+    /// Admitted (or untracked): routed towards this destination, or
+    /// dropped.
+    Routed(Result<Addr, DropReason>),
+    /// For a ClusterIP with no endpoint for it: to be refused.
+    Refused,
+}
+
 /// A packet conntrack does not know: a new flow if it is aimed at a
 /// Service frontend, untracked otherwise.
 #[inline]
@@ -569,26 +592,80 @@ fn new_flow(
     t: &Tables<'_>,
     c: &mut Core,
     created: &mut Option<u32>,
-) -> Result<Addr, DropReason> {
+) -> NewFlow {
     let Some(f) = t.services.find(key) else {
+        if t.services.is_cluster_ip(key.dst) {
+            return NewFlow::Refused;
+        }
         c.counters.untracked += 1;
-        return Ok(p.dst);
+        return NewFlow::Routed(Ok(p.dst));
     };
-    let at = t
-        .services
-        .maglev_index(f, key)
-        .ok_or(DropReason::ServiceNoBackends)?;
-    let b = t
-        .services
-        .backend_at(f.backends_off(), at)
-        .ok_or(DropReason::ServiceNoBackends)?;
+    let Some(at) = t.services.maglev_index(f, key) else {
+        return NewFlow::Refused;
+    };
+    let Some(b) = t.services.backend_at(f.backends_off(), at) else {
+        return NewFlow::Refused;
+    };
     let to = FlowKey {
         dst: b.addr,
         dport: b.port,
         ..*key
     };
     let reply_hash = t.conntrack.hash(&to.reversed());
-    insert(frame, p, key, (hash, reply_hash), to, f.id, t, c, created)
+    NewFlow::Routed(insert(
+        frame,
+        p,
+        key,
+        (hash, reply_hash),
+        to,
+        f.id,
+        t,
+        c,
+        created,
+    ))
+}
+
+/// A packet for a ClusterIP that nothing behind it serves: a Service port
+/// without a usable endpoint (none, none ready nor serving-and-terminating)
+/// or a port the Service does not have. Answered as kube-proxy answers
+/// it, with ICMP port-unreachable from the ClusterIP, so that the client's
+/// connect() or recv() fails with ECONNREFUSED at once (an ICMP error
+/// rather than a TCP RST: one answer for TCP, UDP and SCTP alike, and it
+/// quotes the packet as sent, which the client's stack matches to its
+/// socket). Rate-limited per source and per core (`reject`).
+#[cold]
+#[inline(never)]
+fn reject(
+    frame: &[u8],
+    p: &Parsed,
+    t: &Tables<'_>,
+    c: &mut Core,
+    reply: &mut [u8; REPLY_MAX],
+) -> Action {
+    if !matches!(
+        p.transport,
+        Transport::Tcp { .. } | Transport::Udp { .. } | Transport::Sctp { .. }
+    ) {
+        return Action::Drop(DropReason::ClusterIpUnserved);
+    }
+    if !c.rejects.allow(p.src, c.now_ms) {
+        return Action::Drop(DropReason::RejectRateLimited);
+    }
+    match icmp_error::write(
+        frame,
+        p.l3 as usize,
+        p.family,
+        IcmpError::PortUnreachable,
+        p.dst,
+        &t.gateway,
+        reply,
+    ) {
+        Some(len) => Action::Reply {
+            len: len as u16,
+            answer: Answer::Reject,
+        },
+        None => Action::Drop(DropReason::ServiceNoBackends),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

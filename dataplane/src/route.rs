@@ -17,8 +17,9 @@ use crate::action::{Action, Answer};
 use crate::decode::Parsed;
 use crate::drop::DropReason;
 use crate::flow::{Addr, Family};
+use crate::icmp_error::{self, IcmpError};
 use crate::neighbor::Gateway;
-use crate::wire::{checksum, ethernet, ipv4, ipv6};
+use crate::wire::{ethernet, ipv4, ipv6};
 
 pub use crate::action::{Egress, PortId};
 
@@ -99,12 +100,6 @@ impl Routes {
     }
 }
 
-/// Bytes of the offending packet an ICMPv4 error quotes, at most: RFC 1812
-/// 4.3.2.3, the error no longer than 576 bytes.
-const V4_QUOTE: usize = 576 - 20 - 8;
-/// The same for ICMPv6 within the minimum MTU (RFC 4443 2.4 (c)).
-const V6_QUOTE: usize = 1280 - 40 - 8;
-
 /// What the route stage reads of a packet: decode's summary, with the
 /// destination as NAT left it. The bytes are not read again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +147,11 @@ pub fn forward(
         return Action::ToHost;
     }
     if hop.ttl <= 1 {
-        return match time_exceeded(frame, l3, family, gw, out) {
+        let from = match family {
+            Family::V4 => Addr::from_v4(gw.v4),
+            Family::V6 => Addr::from_v6(gw.v6),
+        };
+        return match icmp_error::write(frame, l3, family, IcmpError::TimeExceeded, from, gw, out) {
             Some(n) => Action::Reply {
                 len: n as u16,
                 answer: Answer::TimeExceeded,
@@ -198,89 +197,4 @@ fn routable(dst: Addr, family: Family) -> bool {
             !(o[0] == 0xff || (o[0] == 0xfe && o[1] & 0xc0 == 0x80) || o == [0; 16])
         }
     }
-}
-
-/// Writes the ICMP time-exceeded error for the frame into `out`; `None` when
-/// none is due (RFC 1812 4.3.2.7: not for an ICMP error, a non-first
-/// fragment, or a multicast or unspecified source) or `out` is too small.
-#[cold]
-#[inline(never)]
-fn time_exceeded(
-    frame: &[u8],
-    l3: usize,
-    family: Family,
-    gw: &Gateway,
-    out: &mut [u8],
-) -> Option<usize> {
-    let ip = &frame[l3..];
-    match family {
-        Family::V4 => {
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-            let is_icmp_error =
-                ip[9] == 1 && ip.get(ihl).is_some_and(|&t| !matches!(t, 0 | 8 | 13 | 14));
-            let src = [ip[12], ip[13], ip[14], ip[15]];
-            if frag_offset != 0 || is_icmp_error || src[0] >= 224 || src == [0; 4] {
-                return None;
-            }
-            let quote = &ip[..ip
-                .len()
-                .min(V4_QUOTE)
-                .min(usize::from(u16::from_be_bytes([ip[2], ip[3]])))];
-            let len = l3 + 20 + 8 + quote.len();
-            let out = out.get_mut(..len)?;
-            ether_reply(frame, l3, gw, out);
-            let h = &mut out[l3..l3 + 20];
-            h.copy_from_slice(&[
-                0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
-            h[2..4].copy_from_slice(&((20 + 8 + quote.len()) as u16).to_be_bytes());
-            h[12..16].copy_from_slice(&gw.v4);
-            h[16..20].copy_from_slice(&src);
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            let m = &mut out[l3 + 20..len];
-            m[..8].copy_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]);
-            m[8..].copy_from_slice(quote);
-            let c = checksum::checksum(m);
-            m[2..4].copy_from_slice(&c.to_be_bytes());
-            Some(len)
-        }
-        Family::V6 => {
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&ip[8..24]);
-            let is_icmp_error = ip[6] == 58 && ip.get(40).is_some_and(|&t| t < 128);
-            if is_icmp_error || src[0] == 0xff || src == [0; 16] {
-                return None;
-            }
-            let quote = &ip[..ip
-                .len()
-                .min(V6_QUOTE)
-                .min(40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])))];
-            let plen = 8 + quote.len();
-            let len = l3 + 40 + plen;
-            let out = out.get_mut(..len)?;
-            ether_reply(frame, l3, gw, out);
-            let h = &mut out[l3..l3 + 40];
-            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, 58, 64]);
-            h[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
-            h[8..24].copy_from_slice(&gw.v6);
-            h[24..40].copy_from_slice(&src);
-            let m = &mut out[l3 + 40..len];
-            m[..8].copy_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
-            m[8..].copy_from_slice(quote);
-            let sum = checksum::pseudo_v6(gw.v6, src, 58, plen as u32) + checksum::sum(m);
-            let c = !checksum::fold(sum);
-            m[2..4].copy_from_slice(&c.to_be_bytes());
-            Some(len)
-        }
-    }
-}
-
-/// The reply's Ethernet header (and VLAN tag, if any): back to the sender,
-/// from the gateway.
-fn ether_reply(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) {
-    out[..l3].copy_from_slice(&frame[..l3]);
-    out[0..6].copy_from_slice(&frame[6..12]);
-    out[6..12].copy_from_slice(&gw.mac);
 }

@@ -475,6 +475,7 @@ impl<B: Backend> Worker<B> {
             Sent::Forwarded => c.forwarded += 1,
             Sent::Answer(Answer::Neighbor) => c.neighbor_replies += 1,
             Sent::Answer(Answer::TimeExceeded) => c.time_exceeded += 1,
+            Sent::Answer(Answer::Reject) => c.rejected += 1,
         }
     }
 

@@ -2,7 +2,9 @@
 # every UDP port, each answer naming the pod, so that a client can count
 # hits per backend. GET /bytes/N returns N incompressible bytes and their
 # SHA-256 in a header, computed here over what is sent, so that the client
-# checks the transfer end to end.
+# checks the transfer end to end. GET /peer names the pod and the address
+# the connection came from, as this pod's kernel sees it (a hairpin
+# connection's is the masquerade address).
 # Usage: python3 server.py NAME TCP_PORTS UDP_PORTS   (ports comma-separated)
 import hashlib, http.server, random, socket, sys, threading
 
@@ -18,6 +20,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/bytes/"):
             n = int(self.path[len("/bytes/"):])
             body = random.Random(n).randbytes(n)
+        elif self.path == "/peer":
+            peer = self.client_address[0].removeprefix("::ffff:")
+            body = f"{name} {peer}\n".encode()
         else:
             body = (name + "\n").encode()
         self.send_response(200)

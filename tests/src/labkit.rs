@@ -2,9 +2,15 @@
 //! clients that hold connections open while tables change, and the check
 //! that every one of them ran to the end on one backend.
 
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use sluice_lab::Lab;
+use sluice_control::daemon::{Daemon, Io};
+use sluice_control::sync::FileSync;
+use sluice_dataplane::worker::Idle;
+use sluice_lab::file::LabFile;
+use sluice_lab::{start_daemon, write_manifests, Lab};
 
 /// One node, a client pod and three web pods behind `default/web`
 /// (198.19.0.10, 80/TCP to 8080). `NAME` is replaced by the test's lab
@@ -70,4 +76,111 @@ pub fn check_held(child: Child, conns: usize, requests: usize) {
             "a connection changed backend: {l}"
         );
     }
+}
+
+/// A lab of a test's own with the daemon running on it.
+pub struct Running {
+    // Field order: the sync stops, then the daemon, then the lab goes.
+    pub files: FileSync,
+    pub daemon: Daemon,
+    pub lab: Lab,
+    /// The manifests the daemon's file source watches.
+    pub manifests: std::path::PathBuf,
+}
+
+/// Sets up a lab of its own from `lab_file` (given the lab's unique name),
+/// starts the daemon on it (one worker a core of `cores`, or one
+/// unpinned) and the servers; the file source must load `services`.
+pub fn start(
+    io: Io,
+    cores: Vec<usize>,
+    lab_file: impl Fn(&str) -> String,
+    services: usize,
+) -> Running {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}{}",
+        std::process::id() % 10_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let plan = LabFile::parse(&lab_file(&name))
+        .and_then(|f| f.plan())
+        .expect("the test's lab file");
+    let queues = cores.len().max(1);
+    let mut lab = Lab::create(&plan, io, queues).unwrap_or_else(|e| {
+        panic!("cannot set up the lab (root, iproute2, ethtool and python3 needed): {e}")
+    });
+    let idle = Idle {
+        spin_rounds: 2_000,
+        sleep: Duration::from_micros(50),
+    };
+    let manifests = std::env::temp_dir().join(format!("{name}-manifests"));
+    let _ = std::fs::remove_dir_all(&manifests);
+    write_manifests(&manifests, &plan, &[]).expect("the lab's manifests");
+    let (daemon, files) = start_daemon(&plan, io, cores, idle, 1 << 16, &manifests)
+        .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
+    assert_eq!(files.status().services, services, "{:?}", files.status());
+    if io == Io::Afxdp {
+        // Every pod was wired by sluice-cni, as a runtime would, and the
+        // daemon holds each for its container.
+        let attached = daemon.ports().attached();
+        for pod in &plan.node().pods {
+            let a = attached
+                .iter()
+                .find(|a| a.ifname == pod.host_end)
+                .unwrap_or_else(|| panic!("{} not attached: {attached:?}", pod.name));
+            assert_eq!(
+                a.owner.as_deref(),
+                Some(format!("{}/eth0", pod.netns).as_str())
+            );
+            assert!(a.addrs.contains(&std::net::IpAddr::V4(pod.ip)), "{a:?}");
+        }
+    }
+    lab.start_servers(None, false)
+        .unwrap_or_else(|e| panic!("servers: {e}"));
+    Running {
+        files,
+        daemon,
+        lab,
+        manifests,
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.manifests);
+    }
+}
+
+impl Running {
+    pub fn python(&self, pod: &str, script: &str) -> Output {
+        self.lab
+            .exec(pod, &["python3", "-c", script])
+            .expect("python3 in a pod")
+    }
+    pub fn stdout(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+    pub fn curl(&self, pod: &str, url: &str) -> String {
+        let out = self
+            .lab
+            .exec(pod, &["curl", "-s", "--max-time", "10", url])
+            .expect("curl");
+        Running::stdout(&out)
+    }
+    /// The workers' counters, for failure messages.
+    pub fn detail(&mut self) -> String {
+        let flows = self.daemon.flows(usize::MAX).len();
+        format!("{flows} flows in conntrack")
+    }
+}
+
+/// Fails with the command's output unless it succeeded.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -6,16 +6,12 @@
 //! name, and its namespaces are removed on drop, also when it fails.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::Duration;
 
-use sluice_control::daemon::{Daemon, Io};
-use sluice_control::sync::FileSync;
-use sluice_dataplane::worker::Idle;
-use sluice_lab::file::LabFile;
-use sluice_lab::{namespaces_of, start_daemon, write_manifests, Lab};
-use sluice_tests::labkit::{check_held, keepalive, FOUR_PODS};
+use sluice_control::daemon::Io;
+use sluice_lab::{namespaces_of, write_manifests};
+use sluice_tests::labkit::{assert_ok, check_held, keepalive, Running, FOUR_PODS};
 
 fn lab_file(name: &str) -> String {
     FOUR_PODS
@@ -27,102 +23,8 @@ fn lab_file(name: &str) -> String {
 const VIP: &str = "198.19.0.10";
 const VIP6: &str = "2001:db8:19::a";
 
-struct Running {
-    // Field order: the sync stops, then the daemon, then the lab goes.
-    files: FileSync,
-    daemon: Daemon,
-    lab: Lab,
-    /// The manifests the daemon's file source watches.
-    manifests: std::path::PathBuf,
-}
-
-/// Sets up a lab of its own, starts the daemon on it and the servers.
 fn start(io: Io, cores: Vec<usize>) -> Running {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "t{}{}",
-        std::process::id() % 10_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let plan = LabFile::parse(&lab_file(&name))
-        .and_then(|f| f.plan())
-        .expect("the test's lab file");
-    let queues = cores.len().max(1);
-    let mut lab = Lab::create(&plan, io, queues).unwrap_or_else(|e| {
-        panic!("cannot set up the lab (root, iproute2, ethtool and python3 needed): {e}")
-    });
-    let idle = Idle {
-        spin_rounds: 2_000,
-        sleep: Duration::from_micros(50),
-    };
-    let manifests = std::env::temp_dir().join(format!("{name}-manifests"));
-    let _ = std::fs::remove_dir_all(&manifests);
-    write_manifests(&manifests, &plan, &[]).expect("the lab's manifests");
-    let (daemon, files) = start_daemon(&plan, io, cores, idle, 1 << 16, &manifests)
-        .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
-    assert_eq!(files.status().services, 1, "{:?}", files.status());
-    if io == Io::Afxdp {
-        // Every pod was wired by sluice-cni, as a runtime would, and the
-        // daemon holds each for its container.
-        let attached = daemon.ports().attached();
-        for pod in &plan.node().pods {
-            let a = attached
-                .iter()
-                .find(|a| a.ifname == pod.host_end)
-                .unwrap_or_else(|| panic!("{} not attached: {attached:?}", pod.name));
-            assert_eq!(
-                a.owner.as_deref(),
-                Some(format!("{}/eth0", pod.netns).as_str())
-            );
-            assert!(a.addrs.contains(&std::net::IpAddr::V4(pod.ip)), "{a:?}");
-        }
-    }
-    lab.start_servers(None, false)
-        .unwrap_or_else(|e| panic!("servers: {e}"));
-    Running {
-        files,
-        daemon,
-        lab,
-        manifests,
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.manifests);
-    }
-}
-
-impl Running {
-    fn python(&self, pod: &str, script: &str) -> Output {
-        self.lab
-            .exec(pod, &["python3", "-c", script])
-            .expect("python3 in a pod")
-    }
-    fn stdout(out: &Output) -> String {
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-    fn curl(&self, pod: &str, url: &str) -> String {
-        let out = self
-            .lab
-            .exec(pod, &["curl", "-s", "--max-time", "10", url])
-            .expect("curl");
-        Running::stdout(&out)
-    }
-    /// The workers' counters, for failure messages.
-    fn detail(&mut self) -> String {
-        let flows = self.daemon.flows(usize::MAX).len();
-        format!("{flows} flows in conntrack")
-    }
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    sluice_tests::labkit::start(io, cores, lab_file, 1)
 }
 
 fn http_get_and_a_10_mb_transfer(io: Io) {

@@ -284,16 +284,57 @@ fn traffic_that_is_no_services_passes_untouched() {
         SYN,
         b"",
     );
-    let other_port = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 81, SYN, b"");
-    let wrong_proto = frames::udp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, b"x");
-    let ping = frames::echo_request(Ip::V6(CLIENT_V6), Ip::V6(VIP_V6), 7, 1);
-    for frame in [pod_to_pod, other_port, wrong_proto, ping] {
+    let pod_to_pod6 = frames::udp(
+        Ip::V6(CLIENT_V6),
+        40000,
+        Ip::V6(sluice_fixtures::services::backend_v6(3)),
+        5353,
+        b"x",
+    );
+    for frame in [pod_to_pod, pod_to_pod6] {
         let mut f = frame.clone();
         assert_eq!(node.process(&mut f), FORWARD);
         assert_eq!(f, hopped(&frame), "bytes changed beyond the hop's TTL");
     }
-    assert_eq!(node.core.counters.untracked, 4);
+    assert_eq!(node.core.counters.untracked, 2);
     assert!(node.conntrack.is_empty());
+}
+
+/// A ClusterIP is not routed on for what its Service does not serve: a
+/// port it lacks, or its port in another protocol, is refused with ICMP
+/// port-unreachable from the ClusterIP (kube-proxy's nftables mode rejects
+/// these too); what has no port (ping) is dropped and counted. No flow is
+/// made for any of it.
+#[test]
+fn a_clusterip_refuses_what_its_service_does_not_serve() {
+    let mut node = Node::web();
+    let other_port = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 81, SYN, b"");
+    let wrong_proto = frames::udp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, b"x");
+    let other_port6 = frames::tcp(Ip::V6(CLIENT_V6), 40000, Ip::V6(VIP_V6), 81, SYN, b"");
+    for (frame, vip) in [
+        (other_port, Ip::V4(VIP_V4)),
+        (wrong_proto, Ip::V4(VIP_V4)),
+        (other_port6, Ip::V6(VIP_V6)),
+    ] {
+        let mut f = frame.clone();
+        let want = frames::port_unreachable(&frame, vip);
+        assert_eq!(
+            node.process(&mut f),
+            Action::Reply {
+                len: want.len() as u16,
+                answer: sluice_dataplane::Answer::Reject
+            }
+        );
+        assert_eq!(node.core.reply(0, want.len() as u16), &want[..]);
+    }
+    let mut ping = frames::echo_request(Ip::V6(CLIENT_V6), Ip::V6(VIP_V6), 7, 1);
+    assert_eq!(
+        node.process(&mut ping),
+        Action::Drop(DropReason::ClusterIpUnserved)
+    );
+    assert_eq!(node.core.counters.untracked, 0);
+    assert!(node.conntrack.is_empty());
+    node.assert_books_balance();
 }
 
 #[test]
@@ -540,19 +581,53 @@ fn full_conntrack_drops_new_flows_and_keeps_serving_established_ones() {
     }
 }
 
+/// A Service port whose endpoints are all unready answers every client at
+/// once with port-unreachable, as kube-proxy's REJECT does: several in a
+/// row, then at the source's rate; the rest dropped and counted.
 #[test]
-fn a_service_without_usable_backends_drops_and_counts() {
+fn a_service_without_usable_backends_is_refused_at_a_rate_per_source() {
+    use sluice_dataplane::reject::{PER_SOURCE_BURST, PER_SOURCE_EVERY_MS};
     let mut spec = sluice_tests::web_service();
     for e in &mut spec.endpoints {
         e.conditions = sluice_dataplane::service::Conditions::NOT_READY;
     }
     let mut node = Node::new(&[spec], 64);
-    let mut f = frames::tcp(Ip::V4(CLIENT_V4), 40000, Ip::V4(VIP_V4), 80, SYN, b"");
+    node.core.now_ms = 1_000;
+    let refused = |node: &mut Node, frame: Vec<u8>, vip: Ip| {
+        let mut f = frame.clone();
+        let want = frames::port_unreachable(&frame, vip);
+        let a = node.process(&mut f);
+        if a == Action::Drop(DropReason::RejectRateLimited) {
+            return false;
+        }
+        assert_eq!(
+            a,
+            Action::Reply {
+                len: want.len() as u16,
+                answer: sluice_dataplane::Answer::Reject
+            }
+        );
+        assert_eq!(node.core.reply(0, want.len() as u16), &want[..]);
+        true
+    };
+    // One client retrying: its burst answered, then nothing until its
+    // next token.
+    let syn = |port| frames::tcp(Ip::V4(CLIENT_V4), port, Ip::V4(VIP_V4), 80, SYN, b"");
+    let answered = (0..30u16)
+        .filter(|i| refused(&mut node, syn(40000 + i), Ip::V4(VIP_V4)))
+        .count();
+    assert_eq!(answered, PER_SOURCE_BURST as usize);
     assert_eq!(
-        node.process(&mut f),
-        Action::Drop(DropReason::ServiceNoBackends)
+        node.core.counters.dropped(DropReason::RejectRateLimited),
+        30 - u64::from(PER_SOURCE_BURST)
     );
-    assert_eq!(node.core.counters.dropped(DropReason::ServiceNoBackends), 1);
+    node.core.now_ms += PER_SOURCE_EVERY_MS;
+    assert!(refused(&mut node, syn(41000), Ip::V4(VIP_V4)));
+    // Another client, UDP over IPv6, is answered at once.
+    let dns = frames::udp(Ip::V6(CLIENT_V6), 5000, Ip::V6(VIP_V6), 53, b"q");
+    assert!(refused(&mut node, dns, Ip::V6(VIP_V6)));
+    assert!(node.conntrack.is_empty(), "a refused packet makes no flow");
+    node.assert_books_balance();
 }
 
 #[test]

@@ -16,10 +16,12 @@ pub mod maglev;
 pub mod spec;
 mod update;
 
+use std::hash::BuildHasherDefault;
+
 use hashbrown::HashMap;
 
 use crate::flow::{Addr, Family, FlowKey, Proto};
-use crate::hash::{flow_hash, SELECT_SEED};
+use crate::hash::{flow_hash, AddrHasher, SELECT_SEED};
 use crate::hugemem::{HugeSlice, ZeroValid};
 pub use spec::{Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
 
@@ -153,6 +155,9 @@ pub struct ServiceTable {
     maglev: HugeSlice<u16>,
     backends: HugeSlice<Backend>,
     ports: Vec<ServicePort>,
+    /// Every ClusterIP, with how many Service ports it fronts: a packet to
+    /// one on a port no Service serves is refused, not routed on.
+    vips: HashMap<Addr, u32, BuildHasherDefault<AddrHasher>>,
     /// What incremental updates (`update.rs`) need: each Service's port
     /// ids, each frontend's owner, the ids and arena regions free for
     /// reuse, and where each arena's unused tail starts.
@@ -228,7 +233,9 @@ impl ServiceTable {
         let mut ports = Vec::with_capacity(drafts.len());
         let mask = slots_len - 1;
         let mut moff = 0usize;
+        let mut vips: HashMap<Addr, u32, BuildHasherDefault<AddrHasher>> = HashMap::default();
         for (id, d) in drafts.into_iter().enumerate() {
+            *vips.entry(d.frontend.addr).or_default() += 1;
             maglev[moff..moff + d.maglev.len()].copy_from_slice(&d.maglev);
             by_service.entry(d.service).or_default().push(id as u32);
             owner_ids.insert(d.frontend, id as u32);
@@ -254,6 +261,7 @@ impl ServiceTable {
                 maglev,
                 backends,
                 ports,
+                vips,
                 by_service,
                 owners: owner_ids,
                 free_ids: Vec::new(),
@@ -291,6 +299,12 @@ impl ServiceTable {
             }
             pos = (pos + 1) & self.mask;
         }
+    }
+
+    /// Whether `a` is a ClusterIP of a Service in the table.
+    #[inline]
+    pub fn is_cluster_ip(&self, a: Addr) -> bool {
+        self.vips.contains_key(&a)
     }
 
     /// Where in the Maglev arena a new flow's slot is (`None` without

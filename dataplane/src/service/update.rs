@@ -147,6 +147,7 @@ impl ServiceTable {
         let fe = self.ports[id as usize].frontend;
         place(&mut self.slots, self.mask, &self.ports[id as usize], id);
         self.owners.insert(fe, id);
+        *self.vips.entry(fe.addr).or_default() += 1;
         Ok(id)
     }
 
@@ -159,6 +160,12 @@ impl ServiceTable {
             return;
         }
         self.owners.remove(&fe);
+        if let Some(n) = self.vips.get_mut(&fe.addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&fe.addr);
+            }
+        }
         if p.maglev_len > 0 {
             self.maglev_free
                 .entry(p.maglev_len)

@@ -1,0 +1,246 @@
+//! What kube-proxy's users rely on inside the cluster, tried as they would
+//! try it: real kernels in the pods (python sockets, curl), the daemon's
+//! workers over AF_XDP (TAP without the feature), Services and
+//! EndpointSlices given as manifests in the directory the daemon watches
+//! and edited there while it runs. Root only; each test's lab is its own.
+
+use std::time::Duration;
+
+use sluice_control::daemon::Io;
+use sluice_tests::labkit::{self, assert_ok, Running};
+
+const IO: Io = if cfg!(feature = "afxdp") {
+    Io::Afxdp
+} else {
+    Io::Tap
+};
+
+/// `web` (three pods, dual-stack) as in the lab suite, and `empty`, whose
+/// selector matches no pod: its EndpointSlices list no endpoint.
+fn lab_file(name: &str) -> String {
+    format!(
+        "
+name: {name}
+nodes:
+  - name: node1
+    index: 1
+    pods:
+      - {{ name: client, labels: {{ app: client }} }}
+      - {{ name: web-1, labels: {{ app: web }} }}
+      - {{ name: web-2, labels: {{ app: web }} }}
+      - {{ name: web-3, labels: {{ app: web }} }}
+services:
+  - name: web
+    clusterIP: 198.19.0.10
+    clusterIPs: [198.19.0.10, 2001:db8:19::a]
+    selector: {{ app: web }}
+    ports:
+      - {{ name: http, port: 80, targetPort: 8080, protocol: TCP }}
+      - {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}
+  - name: empty
+    clusterIP: 198.19.0.11
+    clusterIPs: [198.19.0.11, 2001:db8:19::b]
+    selector: {{ app: nobody }}
+    ports:
+      - {{ name: http, port: 80, targetPort: 8080, protocol: TCP }}
+      - {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}
+"
+    )
+}
+
+/// Service `unready` (198.19.0.12, http and echo) with one endpoint,
+/// `addr`, ready or not, as the EndpointSlice controller writes a pod
+/// whose readiness probe fails (ready and serving false).
+fn unready_manifest(addr: &str, ready: bool) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: unready, namespace: default }}
+spec:
+  type: ClusterIP
+  clusterIP: 198.19.0.12
+  clusterIPs: [198.19.0.12]
+  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}, {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: unready-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: unready }} }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080, protocol: TCP }}, {{ name: echo, port: 7007, protocol: UDP }}]
+endpoints:
+  - {{ addresses: [{addr}], conditions: {{ ready: {ready}, serving: {ready} }} }}
+"
+    )
+}
+
+/// Writes `text` as manifest `file` and waits for the workers to have it.
+fn edit(r: &Running, file: &str, text: &str) {
+    let before = r.daemon.generation();
+    std::fs::write(r.manifests.join(file), text).expect("write a manifest");
+    r.files
+        .wait_for_generation(before, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{file} did not reach the workers: {:?}", r.files.status()));
+}
+
+/// Tries each (protocol, address, port) five times in a row from the
+/// client pod: a TCP connect, or a datagram on a connected UDP socket and
+/// a wait for its answer. Prints one line an attempt: what happened and
+/// how long it took.
+const PROBE: &str = "
+import socket,sys,time
+def tcp(host,port,fam):
+  s=socket.socket(fam,socket.SOCK_STREAM);s.settimeout(5)
+  try: s.connect((host,port)); return 'connected'
+  except ConnectionRefusedError: return 'refused'
+  except socket.timeout: return 'timeout'
+  finally: s.close()
+def udp(host,port,fam):
+  s=socket.socket(fam,socket.SOCK_DGRAM);s.settimeout(5);s.connect((host,port))
+  try: s.send(b'x'); s.recv(100); return 'answered'
+  except ConnectionRefusedError: return 'refused'
+  except socket.timeout: return 'timeout'
+  finally: s.close()
+for case in sys.argv[1:]:
+  kind,host,port=case.split(',')
+  fam=socket.AF_INET6 if ':' in host else socket.AF_INET
+  for i in range(5):
+    t=time.monotonic()
+    r=(tcp if kind=='tcp' else udp)(host,int(port),fam)
+    print(kind,host,port,r,'%.3f'%(time.monotonic()-t),flush=True)
+  time.sleep(0.3)
+";
+
+/// Runs `PROBE` over `cases` ("tcp,198.19.0.11,80"); its lines.
+fn probe(r: &Running, cases: &[&str]) -> Vec<String> {
+    let mut args = vec!["python3", "-c", PROBE];
+    args.extend_from_slice(cases);
+    let out = r.lab.exec("client", &args).expect("python3 in the client");
+    assert_ok(&out, "the probe");
+    Running::stdout(&out).lines().map(str::to_string).collect()
+}
+
+fn rejected(r: &Running) -> u64 {
+    r.daemon
+        .observer()
+        .workers()
+        .iter()
+        .map(|w| w.packets.rejected)
+        .sum()
+}
+
+/// A Service port without a usable endpoint is refused at once, never
+/// left to time out: a Service with no endpoints, one whose only endpoint
+/// is not ready, and a port the Service does not have, over TCP and UDP,
+/// IPv4 and IPv6. The refusals are counted; the Service starts serving as
+/// soon as its endpoint turns ready.
+fn no_endpoints_means_connection_refused_at_once(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, 2);
+    let web2 = r.lab.plan.pod("web-2").expect("web-2").ip.to_string();
+    edit(&r, "unready.yaml", &unready_manifest(&web2, false));
+    let cases = [
+        "tcp,198.19.0.11,80",
+        "udp,198.19.0.11,7",
+        "tcp,2001:db8:19::b,80",
+        "udp,2001:db8:19::b,7",
+        "tcp,198.19.0.10,81",
+        "udp,198.19.0.10,8",
+        "tcp,198.19.0.12,80",
+        "udp,198.19.0.12,7",
+    ];
+    let before = rejected(&r);
+    let lines = probe(&r, &cases);
+    assert_eq!(lines.len(), cases.len() * 5, "{lines:#?}");
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f[3], "refused", "{l}");
+        let secs: f64 = f[4].parse().expect("a duration");
+        assert!(secs < 0.5, "refused, but only after {secs} s: {l}");
+    }
+    // Every attempt was one packet refused by one answer, handed to a
+    // ring (the worker publishes its counters every 10 ms).
+    let want = before + lines.len() as u64;
+    let mut got = 0;
+    for _ in 0..100 {
+        got = rejected(&r);
+        if got >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(got, want, "rejects counted");
+    let vips = ["198.19.0.11", "198.19.0.12", "2001:db8:19::b"];
+    let opened: Vec<_> = r
+        .daemon
+        .flows(usize::MAX)
+        .into_iter()
+        .filter(|f| vips.contains(&f.original.dst.to_string().as_str()))
+        .collect();
+    assert!(
+        opened.is_empty(),
+        "a refused packet opened a flow: {opened:?}"
+    );
+    // The endpoint turns ready: the same Service now serves.
+    edit(&r, "unready.yaml", &unready_manifest(&web2, true));
+    assert_eq!(r.curl("client", "http://198.19.0.12/"), "web-2");
+    let lines = probe(&r, &["udp,198.19.0.12,7"]);
+    assert!(lines.iter().all(|l| l.contains(" answered ")), "{lines:#?}");
+}
+
+/// A client retrying against an empty Service gets its refusals in a row,
+/// then no more than its rate: a flood from one pod is not answered in
+/// full.
+fn refusals_are_rate_limited_per_source(io: Io) {
+    use sluice_dataplane::reject::PER_SOURCE_BURST;
+    let r = labkit::start(io, vec![], lab_file, 2);
+    // 200 datagrams at once from one socket, as fast as python sends.
+    let out = r.python(
+        "client",
+        "import socket,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         t=time.monotonic()\n\
+         for i in range(200): s.sendto(b'x',('198.19.0.11',7))\n\
+         print('%.3f'%(time.monotonic()-t))\n",
+    );
+    assert_ok(&out, "the flood");
+    let took: f64 = Running::stdout(&out).parse().expect("a duration");
+    std::thread::sleep(Duration::from_millis(200));
+    let answered = rejected(&r);
+    let limited: u64 = r
+        .daemon
+        .observer()
+        .workers()
+        .iter()
+        .map(|w| {
+            w.packets
+                .dropped(sluice_dataplane::DropReason::RejectRateLimited)
+        })
+        .sum();
+    // The burst, and at most one more every 20 ms the flood lasted.
+    let most = u64::from(PER_SOURCE_BURST) + (took * 50.0).ceil() as u64 + 1;
+    assert!(
+        answered >= u64::from(PER_SOURCE_BURST) && answered <= most,
+        "{answered} answered in {took} s (at most {most})"
+    );
+    assert_eq!(answered + limited, 200, "every datagram counted once");
+}
+
+macro_rules! root_test {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            if !sluice_control::testing::root_or_skip(stringify!($name)) {
+                return;
+            }
+            $body(IO);
+        }
+    };
+}
+
+root_test!(
+    no_endpoints_unready_endpoints_and_missing_ports_are_refused_at_once,
+    no_endpoints_means_connection_refused_at_once
+);
+root_test!(
+    refusals_are_rate_limited_per_source_and_counted,
+    refusals_are_rate_limited_per_source
+);
