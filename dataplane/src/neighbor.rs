@@ -8,6 +8,7 @@
 //! (an XDP frame has room for either), checksums computed in full: they are
 //! small and rare.
 
+use crate::flow::{Addr, Family};
 use crate::wire::{arp, checksum, ethernet, ipv6};
 
 /// The gateway a pod routes through.
@@ -19,6 +20,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway's address in `family`.
+    #[inline]
+    pub fn addr(&self, family: Family) -> Addr {
+        match family {
+            Family::V4 => Addr::from_v4(self.v4),
+            Family::V6 => Addr::from_v6(self.v6),
+        }
+    }
+
     /// 169.254.1.1 and fe80::1 with a locally administered MAC.
     pub const DEFAULT: Gateway = Gateway {
         mac: [0xee, 0xee, 0xee, 0xee, 0xee, 0xee],

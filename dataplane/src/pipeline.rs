@@ -28,7 +28,7 @@ use crate::nat;
 use crate::neighbor::{self, Gateway};
 use crate::reject::RejectLimiter;
 use crate::route::{self, Egress, Hop, PortId, Routes};
-use crate::service::ServiceTable;
+use crate::service::{Backend, ServiceTable};
 use crate::wire::icmp::IcmpKind;
 
 /// Frames a burst holds: the prefetch window.
@@ -483,11 +483,7 @@ fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: 
         let q = &mut sc.pending[k];
         match t.services.backend_at(q.backends_off, q.maglev_at) {
             Some(b) => {
-                q.to = FlowKey {
-                    dst: b.addr,
-                    dport: b.port,
-                    ..sc.keys[q.at]
-                };
+                q.to = translated(&sc.keys[q.at], b, t);
                 q.reply_hash = t.conntrack.hash(&q.to.reversed());
                 t.conntrack.prefetch_insert(q.reply_hash, k, &c.slots);
             }
@@ -572,6 +568,47 @@ fn established(
     Some(apply(frame, p, key, &to, c).map(|()| to.dst))
 }
 
+/// The tuple a new flow's packets leave with: the backend's address and
+/// port as destination; and when the backend is the client itself (a pod
+/// reaching itself through its own Service), a masquerade address as
+/// source, so that the pod's answer goes back through the dataplane to be
+/// translated, instead of straight to itself from an address it never
+/// called (kube-proxy masquerades exactly this flow too). Every other flow
+/// keeps its source.
+#[inline]
+fn translated(key: &FlowKey, b: &Backend, t: &Tables<'_>) -> FlowKey {
+    let src = if b.addr == key.src {
+        hairpin_source(key.family, t)
+    } else {
+        key.src
+    };
+    FlowKey {
+        src,
+        dst: b.addr,
+        dport: b.port,
+        ..*key
+    }
+}
+
+/// The source a hairpin flow reaches its pod from. IPv4: the pod gateway,
+/// 169.254.1.1, which no other flow has as its source, so the flow's
+/// answer cannot clash with anyone's; the pod answers it from its own
+/// address. IPv6: the node's address, as kube-proxy's masquerade, since a
+/// pod answers fe80::1 from its link-local address (source selection,
+/// RFC 6724 rule 2), which no flow knows: a UDP server would answer into
+/// the void. Without a node address, fe80::1 (TCP still works: its
+/// accepted socket answers from the address called).
+#[cold]
+fn hairpin_source(family: Family, t: &Tables<'_>) -> Addr {
+    match family {
+        Family::V4 => t.gateway.addr(Family::V4),
+        Family::V6 => t
+            .routes
+            .node_addr(Family::V6)
+            .unwrap_or(t.gateway.addr(Family::V6)),
+    }
+}
+
 /// What became of a packet conntrack did not know.
 enum NewFlow {
     /// Admitted (or untracked): routed towards this destination, or
@@ -606,11 +643,7 @@ fn new_flow(
     let Some(b) = t.services.backend_at(f.backends_off(), at) else {
         return NewFlow::Refused;
     };
-    let to = FlowKey {
-        dst: b.addr,
-        dport: b.port,
-        ..*key
-    };
+    let to = translated(key, b, t);
     let reply_hash = t.conntrack.hash(&to.reversed());
     NewFlow::Routed(insert(
         frame,

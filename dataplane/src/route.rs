@@ -72,6 +72,17 @@ impl Routes {
         self.host.push(addr);
     }
 
+    /// The node's first address of `family` that is not link-local.
+    pub fn node_addr(&self, family: Family) -> Option<Addr> {
+        self.host.iter().copied().find(|&a| {
+            a.is_v4() == (family == Family::V4)
+                && match family {
+                    Family::V4 => a.v4_octets()[..2] != [169, 254],
+                    Family::V6 => a.v6_octets()[..2] != [0xfe, 0x80],
+                }
+        })
+    }
+
     /// Pod addresses routed.
     pub fn pods(&self) -> usize {
         self.pods.len()
@@ -147,10 +158,7 @@ pub fn forward(
         return Action::ToHost;
     }
     if hop.ttl <= 1 {
-        let from = match family {
-            Family::V4 => Addr::from_v4(gw.v4),
-            Family::V6 => Addr::from_v6(gw.v6),
-        };
+        let from = gw.addr(family);
         return match icmp_error::write(frame, l3, family, IcmpError::TimeExceeded, from, gw, out) {
             Some(n) => Action::Reply {
                 len: n as u16,

@@ -308,3 +308,70 @@ fn a_flood_of_expiring_syns_to_a_clusterip_leaves_no_flow() {
     assert_eq!(node.world.conntrack.len(), before + 1);
     node.books_balance();
 }
+
+/// A backend pod reaching its own Service: when Maglev picks the pod
+/// itself, the flow leaves with the gateway's address as source (and only
+/// that flow: a pick of another pod keeps the pod's address), so the pod's
+/// answer comes back through the dataplane and reaches it from the VIP.
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() {
+    let mut node = Node::new();
+    let mut reply = [0u8; 1600];
+    let me = [198, 18, 2, 2];
+    let my_port = PortId(12);
+    let (mut hairpins, mut others) = (0, 0);
+    for sport in 50000..50060u16 {
+        let mut syn = frames::tcp(Ip::V4(me), sport, Ip::V4(VIP_V4), 80, SYN, b"");
+        let a = node.handle_from(Ingress::Pod(my_port), &mut syn, &mut reply);
+        let out = check(&syn);
+        if out.dst != IpAddr::from(me) {
+            assert_eq!(
+                out.src,
+                IpAddr::from(me),
+                "an ordinary flow keeps its source"
+            );
+            others += 1;
+            continue;
+        }
+        hairpins += 1;
+        assert_eq!(
+            a,
+            Action::Transmit(Egress::Pod {
+                port: my_port,
+                mac: backend_mac(2)
+            })
+        );
+        assert_eq!(
+            (out.src, out.sport, out.dport),
+            (IpAddr::from([169, 254, 1, 1]), sport, 8080),
+            "the hairpin flow leaves from the gateway"
+        );
+        // The pod answers the gateway; the answer reaches it from the VIP.
+        let mut back = frames::tcp(
+            Ip::V4(me),
+            8080,
+            Ip::V4([169, 254, 1, 1]),
+            sport,
+            SYN_ACK,
+            b"",
+        );
+        let a = node.handle_from(Ingress::Pod(my_port), &mut back, &mut reply);
+        assert_eq!(
+            a,
+            Action::Transmit(Egress::Pod {
+                port: my_port,
+                mac: backend_mac(2)
+            })
+        );
+        let seen = check(&back);
+        assert_eq!(
+            (seen.src, seen.sport, seen.dst, seen.dport),
+            (IpAddr::from(VIP_V4), 80, IpAddr::from(me), sport)
+        );
+    }
+    assert!(
+        hairpins > 0 && others > 0,
+        "{hairpins} hairpins, {others} others"
+    );
+    node.books_balance();
+}

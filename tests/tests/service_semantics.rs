@@ -15,8 +15,9 @@ const IO: Io = if cfg!(feature = "afxdp") {
     Io::Tap
 };
 
-/// `web` (three pods, dual-stack) as in the lab suite, and `empty`, whose
-/// selector matches no pod: its EndpointSlices list no endpoint.
+/// `web` (three pods, dual-stack) as in the lab suite; `empty`, whose
+/// selector matches no pod (its EndpointSlices list no endpoint); and
+/// `solo`, whose one endpoint is web-1.
 fn lab_file(name: &str) -> String {
     format!(
         "
@@ -26,7 +27,7 @@ nodes:
     index: 1
     pods:
       - {{ name: client, labels: {{ app: client }} }}
-      - {{ name: web-1, labels: {{ app: web }} }}
+      - {{ name: web-1, labels: {{ app: web, solo: one }} }}
       - {{ name: web-2, labels: {{ app: web }} }}
       - {{ name: web-3, labels: {{ app: web }} }}
 services:
@@ -44,9 +45,19 @@ services:
     ports:
       - {{ name: http, port: 80, targetPort: 8080, protocol: TCP }}
       - {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}
+  - name: solo
+    clusterIP: 198.19.0.13
+    clusterIPs: [198.19.0.13, 2001:db8:19::d]
+    selector: {{ solo: one }}
+    ports:
+      - {{ name: http, port: 80, targetPort: 8080, protocol: TCP }}
+      - {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}
 "
     )
 }
+
+/// The number of Services in `lab_file`.
+const SERVICES: usize = 3;
 
 /// Service `unready` (198.19.0.12, http and echo) with one endpoint,
 /// `addr`, ready or not, as the EndpointSlice controller writes a pod
@@ -134,7 +145,7 @@ fn rejected(r: &Running) -> u64 {
 /// IPv4 and IPv6. The refusals are counted; the Service starts serving as
 /// soon as its endpoint turns ready.
 fn no_endpoints_means_connection_refused_at_once(io: Io) {
-    let r = labkit::start(io, vec![], lab_file, 2);
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
     let web2 = r.lab.plan.pod("web-2").expect("web-2").ip.to_string();
     edit(&r, "unready.yaml", &unready_manifest(&web2, false));
     let cases = [
@@ -191,7 +202,7 @@ fn no_endpoints_means_connection_refused_at_once(io: Io) {
 /// full.
 fn refusals_are_rate_limited_per_source(io: Io) {
     use sluice_dataplane::reject::PER_SOURCE_BURST;
-    let r = labkit::start(io, vec![], lab_file, 2);
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
     // 200 datagrams at once from one socket, as fast as python sends.
     let out = r.python(
         "client",
@@ -224,6 +235,80 @@ fn refusals_are_rate_limited_per_source(io: Io) {
     assert_eq!(answered + limited, 200, "every datagram counted once");
 }
 
+/// A pod reaches itself through its own Service, as the only endpoint and
+/// as one of three, over TCP and UDP, IPv4 and IPv6: the hairpin flow
+/// reaches the pod from the gateway's address (IPv4) or the node's (IPv6),
+/// masqueraded so that the answer comes back to be translated, and the
+/// answer from the ClusterIP;
+/// every other flow keeps its client's address.
+fn a_pod_reaches_itself_through_its_service(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let web1 = r.lab.plan.pod("web-1").expect("web-1").ip.to_string();
+    let client = r.lab.plan.pod("client").expect("client").ip.to_string();
+    let get = |pod: &str, url: &str, n: usize| -> Vec<String> {
+        let out = r.python(
+            pod,
+            &format!(
+                "import urllib.request\n\
+                 for i in range({n}):\n  print(urllib.request.urlopen('{url}',timeout=5).read().decode().strip())\n"
+            ),
+        );
+        assert_ok(&out, url);
+        Running::stdout(&out).lines().map(str::to_string).collect()
+    };
+    // The only endpoint: every connection is a hairpin.
+    for (url, gw) in [
+        ("http://198.19.0.13/peer", "169.254.1.1"),
+        // IPv6 masquerades to the node's address (a pod would answer
+        // fe80::1 from its link-local address, which no flow knows).
+        ("http://[2001:db8:19::d]/peer", "2001:db8:18::1"),
+    ] {
+        let lines = get("web-1", url, 10);
+        assert_eq!(lines, vec![format!("web-1 {gw}"); 10], "{url}");
+    }
+    // One endpoint of three: a third of the connections come back to the
+    // pod, from the gateway; the others reach web-2 and web-3 from the
+    // pod's own address.
+    let lines = get("web-1", "http://198.19.0.10/peer", 30);
+    assert_eq!(lines.len(), 30);
+    let mut selves = 0;
+    for l in &lines {
+        match l.split_once(' ') {
+            Some(("web-1", peer)) => {
+                assert_eq!(peer, "169.254.1.1", "{l}");
+                selves += 1;
+            }
+            Some((_, peer)) => assert_eq!(peer, web1, "an ordinary flow keeps its source: {l}"),
+            None => panic!("{l}"),
+        }
+    }
+    assert!(selves > 0 && selves < 30, "{lines:#?}");
+    // Another pod's connections are not masqueraded.
+    for l in get("client", "http://198.19.0.10/peer", 10) {
+        assert!(l.ends_with(&format!(" {client}")), "{l}");
+    }
+    // UDP, both families: the answer comes from the ClusterIP.
+    let out = r.python(
+        "web-1",
+        "import socket\n\
+         for fam,vip in ((socket.AF_INET,'198.19.0.13'),(socket.AF_INET6,'2001:db8:19::d')):\n  \
+         s=socket.socket(fam,socket.SOCK_DGRAM);s.settimeout(3)\n  \
+         for i in range(5):\n    s.sendto(b'me-%d'%i,(vip,7));d,a=s.recvfrom(2048);print(d.decode(),a[0],a[1])\n",
+    );
+    assert_ok(&out, "UDP to itself");
+    let text = Running::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    for (i, l) in lines.iter().enumerate() {
+        let vip = if i < 5 {
+            "198.19.0.13"
+        } else {
+            "2001:db8:19::d"
+        };
+        assert_eq!(*l, format!("web-1 me-{} {vip} 7", i % 5), "{text}");
+    }
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -239,6 +324,10 @@ macro_rules! root_test {
 root_test!(
     no_endpoints_unready_endpoints_and_missing_ports_are_refused_at_once,
     no_endpoints_means_connection_refused_at_once
+);
+root_test!(
+    a_pod_reaches_itself_through_its_own_service,
+    a_pod_reaches_itself_through_its_service
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,
