@@ -77,6 +77,23 @@ pub fn describe(s: &StatusReply) -> String {
         for r in &st.file_problems {
             out += &format!("  refused file: {r}\n");
         }
+        // The names, a few in text (JSON has them all).
+        const SHOWN: usize = 20;
+        if !st.programmed.is_empty() {
+            let more = st.programmed.len().saturating_sub(SHOWN);
+            out += &format!(
+                "  programmed: {}{}\n",
+                st.programmed[..st.programmed.len().min(SHOWN)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more (--json lists all)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        for r in &st.skipped {
+            out += &format!("  not programmed: {r}\n");
+        }
     }
     if !s.left_out.is_empty() {
         out += &format!("{} left out of the tables:\n", s.left_out.len());

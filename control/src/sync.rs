@@ -74,7 +74,7 @@ pub fn prepare(dir: impl Into<PathBuf>) -> Prepared {
     let mut status = Status::default();
     step(&mut source, &mut model, &mut status);
     let specs = model.specs();
-    status.services = specs.len();
+    services_into(&mut status, &model);
     Prepared {
         source,
         model,
@@ -103,7 +103,15 @@ fn step(source: &mut FileSource, model: &mut Model, status: &mut Status) -> BTre
     }
     status.rejected = model.rejected().map(|r| r.to_string()).collect();
     status.rejections = model.rejections;
+    status.skipped = model.skipped();
     touched
+}
+
+/// The Services programmed, for the status, once published.
+fn services_into(status: &mut Status, model: &Model) {
+    status.services = model.services();
+    status.programmed = Arc::new(model.programmed());
+    status.skipped = model.skipped();
 }
 
 /// The running sync.
@@ -182,7 +190,7 @@ impl Files {
                                 eprintln!("sluice: left out of the tables: {problem}");
                             }
                             st.generation = published.generation;
-                            st.services = model.services();
+                            services_into(&mut st, &model);
                         }
                         if let Ok(mut s) = status.lock() {
                             *s = st.clone();
@@ -307,6 +315,7 @@ async fn kube_loop(
         st.lists = relister.lists;
         st.rejected = model.rejected().map(|r| r.to_string()).collect();
         st.rejections = model.rejections;
+        st.skipped = model.skipped();
         if relister.settled() && (!dirty.is_empty() || !st.synced) {
             // The first time every Service; then only the changed ones.
             let published = if st.synced {
@@ -318,7 +327,7 @@ async fn kube_loop(
                 eprintln!("sluice: left out of the tables: {problem}");
             }
             st.generation = published.generation;
-            st.services = model.services();
+            services_into(&mut st, &model);
             st.synced = true;
             dirty.clear();
         }

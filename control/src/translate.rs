@@ -22,6 +22,60 @@ use sluice_dataplane::{Addr, Proto};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The label that gives a Service to another proxy: kube-proxy, and
+/// Sluice in its place, leave a Service that carries it, whatever its
+/// value, to the proxy it names.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Why a valid Service gets no frontend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// Labelled for another proxy (`SERVICE_PROXY_NAME_LABEL`'s value).
+    ProxyName(String),
+    /// `clusterIP: None`: DNS only.
+    Headless,
+    /// `type: ExternalName`: a DNS alias.
+    ExternalName,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::ProxyName(p) => {
+                write!(
+                    f,
+                    "labelled {SERVICE_PROXY_NAME_LABEL}={p:?}: another proxy's"
+                )
+            }
+            Skipped::Headless => f.write_str("headless (clusterIP None): DNS only"),
+            Skipped::ExternalName => f.write_str("type ExternalName: DNS only"),
+        }
+    }
+}
+
+/// Whether Service `svc` is one Sluice leaves alone, and why.
+pub fn skipped(svc: &Service) -> Option<Skipped> {
+    if let Some(p) = svc
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL))
+    {
+        return Some(Skipped::ProxyName(p.clone()));
+    }
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Some(Skipped::ExternalName);
+    }
+    let headless = |ip: &String| ip == "None";
+    if spec.cluster_ip.as_ref().is_some_and(headless)
+        || spec.cluster_ips.iter().flatten().any(headless)
+    {
+        return Some(Skipped::Headless);
+    }
+    None
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Service,
@@ -74,7 +128,7 @@ impl std::fmt::Display for Rejection {
 impl std::error::Error for Rejection {}
 
 /// What a Service contributes: its frontends. `None` from `service()` for
-/// a Service Sluice does not load-balance (headless, ExternalName).
+/// a Service Sluice does not load-balance (`skipped`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frontends {
     pub cluster_ips: Vec<Addr>,
@@ -146,7 +200,7 @@ pub fn service(svc: &Service) -> Result<Option<Frontends>, Rejection> {
         .spec
         .as_ref()
         .ok_or_else(|| reject(&obj, "spec", "missing"))?;
-    if spec.type_.as_deref() == Some("ExternalName") {
+    if skipped(svc).is_some() {
         return Ok(None);
     }
     let ips: Vec<String> = match (&spec.cluster_ips, &spec.cluster_ip) {
@@ -160,9 +214,6 @@ pub fn service(svc: &Service) -> Result<Option<Frontends>, Rejection> {
             ))
         }
     };
-    if ips.iter().any(|ip| ip == "None") {
-        return Ok(None); // headless: DNS only, nothing to balance
-    }
     let mut cluster_ips = Vec::new();
     let mut families = BTreeSet::new();
     for (i, ip) in ips.iter().enumerate() {
@@ -392,6 +443,8 @@ pub type ServiceKey = (String, String);
 #[derive(Default)]
 pub struct Model {
     services: BTreeMap<ServiceKey, Frontends>,
+    /// Valid Services left alone, and why.
+    skipped: BTreeMap<ServiceKey, Skipped>,
     /// Slices by (namespace, slice name).
     slices: BTreeMap<ServiceKey, SliceEndpoints>,
     /// Slice names by Service.
@@ -450,6 +503,10 @@ impl Model {
             Err(r) => self.record(r),
             Ok(f) => {
                 self.rejected.remove(&obj);
+                match skipped(svc) {
+                    Some(why) => self.skipped.insert(key.clone(), why),
+                    None => self.skipped.remove(&key),
+                };
                 let changed = match f {
                     Some(f) => self.services.insert(key.clone(), f.clone()) != Some(f),
                     None => self.services.remove(&key).is_some(),
@@ -462,6 +519,7 @@ impl Model {
     pub fn delete_service(&mut self, namespace: &str, name: &str) -> Applied {
         self.forget(Kind::Service, namespace, name);
         let key = (namespace.to_string(), name.to_string());
+        self.skipped.remove(&key);
         let changed = self.services.remove(&key).is_some();
         Applied::touching(key, changed)
     }
@@ -571,6 +629,22 @@ impl Model {
     /// Services with frontends.
     pub fn services(&self) -> usize {
         self.services.len()
+    }
+
+    /// The Services with frontends, "namespace/name", in that order.
+    pub fn programmed(&self) -> Vec<String> {
+        self.services
+            .keys()
+            .map(|(ns, n)| format!("{ns}/{n}"))
+            .collect()
+    }
+
+    /// The valid Services left alone, "namespace/name: why".
+    pub fn skipped(&self) -> Vec<String> {
+        self.skipped
+            .iter()
+            .map(|((ns, n), why)| format!("{ns}/{n}: {why}"))
+            .collect()
     }
 
     /// Every Service's spec, in namespace and name order.

@@ -309,6 +309,97 @@ fn a_pod_reaches_itself_through_its_service(io: Io) {
     }
 }
 
+/// Service `other` (198.19.0.14:80 to web-2's 8080), labelled for another
+/// proxy or not.
+fn other_proxy_manifest(web2: &str, labelled: bool) -> String {
+    let labels = if labelled {
+        ", labels: { service.kubernetes.io/service-proxy-name: other-proxy }"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: other, namespace: default{labels} }}
+spec:
+  type: ClusterIP
+  clusterIP: 198.19.0.14
+  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: other-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: other }} }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080, protocol: TCP }}]
+endpoints:
+  - {{ addresses: [{web2}], conditions: {{ ready: true }} }}
+"
+    )
+}
+
+/// Polls `cond` for up to 10 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// A Service labelled service.kubernetes.io/service-proxy-name belongs to
+/// another proxy: its ClusterIP gets no frontend here, and the status
+/// says so; once the label is removed the Service is programmed and
+/// serves, and when it is put back the Service leaves the tables again.
+fn a_service_of_another_proxy_is_not_programmed(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let web2 = r.lab.plan.pod("web-2").expect("web-2").ip.to_string();
+    let manifest = r.manifests.join("other.yaml");
+    std::fs::write(&manifest, other_proxy_manifest(&web2, true)).expect("write");
+    wait_until("the labelled Service listed as left alone", || {
+        r.files
+            .status()
+            .skipped
+            .iter()
+            .any(|s| s.starts_with("default/other: labelled"))
+    });
+    let st = r.files.status();
+    assert!(
+        !st.programmed.iter().any(|s| s == "default/other"),
+        "{st:?}"
+    );
+    assert!(st.programmed.iter().any(|s| s == "default/web"), "{st:?}");
+    let out = r
+        .lab
+        .exec(
+            "client",
+            &["curl", "-s", "--max-time", "2", "http://198.19.0.14/"],
+        )
+        .expect("curl");
+    assert!(!out.status.success(), "another proxy's Service answered");
+    let vip = sluice_dataplane::Addr::from_v4([198, 19, 0, 14]);
+    assert!(
+        r.daemon
+            .flows(usize::MAX)
+            .iter()
+            .all(|f| f.original.dst != vip),
+        "a flow to another proxy's Service was translated"
+    );
+    edit(&r, "other.yaml", &other_proxy_manifest(&web2, false));
+    let st = r.files.status();
+    assert!(st.programmed.iter().any(|s| s == "default/other"), "{st:?}");
+    assert!(st.skipped.is_empty(), "{st:?}");
+    assert_eq!(r.curl("client", "http://198.19.0.14/"), "web-2");
+    edit(&r, "other.yaml", &other_proxy_manifest(&web2, true));
+    assert!(!r
+        .files
+        .status()
+        .programmed
+        .iter()
+        .any(|s| s == "default/other"));
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -328,6 +419,10 @@ root_test!(
 root_test!(
     a_pod_reaches_itself_through_its_own_service,
     a_pod_reaches_itself_through_its_service
+);
+root_test!(
+    a_service_labelled_for_another_proxy_is_not_programmed_until_the_label_goes,
+    a_service_of_another_proxy_is_not_programmed
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,

@@ -50,6 +50,12 @@ pub struct SourceState {
     /// Scans of the source so far.
     pub scans: u64,
     pub services: usize,
+    /// The Services programmed, "namespace/name", sorted: what a script
+    /// checks to know a Service is Sluice's and in the tables.
+    pub programmed: std::sync::Arc<Vec<String>>,
+    /// Services deliberately left alone, "namespace/name: why" (another
+    /// proxy's by its service-proxy-name label, headless, ExternalName).
+    pub skipped: Vec<String>,
     /// Objects rejected now, and all rejections so far.
     pub rejected: Vec<String>,
     pub rejections: u64,

@@ -205,6 +205,13 @@ fn headless_and_external_name_services_are_not_balanced() {
     let a = m.upsert_service(&svc(ext));
     assert!(a.rejected.is_none());
     assert!(m.specs().is_empty());
+    assert_eq!(
+        m.skipped(),
+        [
+            "shop/out: type ExternalName: DNS only",
+            "shop/web: headless (clusterIP None): DNS only"
+        ]
+    );
     // A Service that turns headless stops being balanced.
     m.upsert_service(&svc(WEB));
     let a = m.upsert_service(&svc(&WEB.replace(
@@ -240,4 +247,39 @@ fn nodes_give_their_pod_cidrs_and_internal_addresses() {
     )
     .unwrap();
     assert_eq!(node(&bad).unwrap_err().field, "spec.podCIDRs[0]");
+}
+
+/// A Service labelled for another proxy is not programmed, whatever the
+/// label's value, and is listed as left alone; once the label goes, it is
+/// programmed, and when it comes back, it leaves the tables again.
+#[test]
+fn a_service_labelled_for_another_proxy_is_left_alone_until_the_label_goes() {
+    let labelled = WEB.replace(
+        "metadata: { name: web, namespace: shop }",
+        "metadata: { name: web, namespace: shop, labels: { service.kubernetes.io/service-proxy-name: other-proxy } }",
+    );
+    let mut m = Model::default();
+    m.upsert_slice(&slice(WEB_V4));
+    let a = m.upsert_service(&svc(&labelled));
+    assert!(a.rejected.is_none());
+    assert!(a.touched.is_empty());
+    assert!(m.specs().is_empty());
+    assert!(m.programmed().is_empty());
+    assert_eq!(
+        m.skipped(),
+        [format!(
+            "shop/web: labelled {SERVICE_PROXY_NAME_LABEL}=\"other-proxy\": another proxy's"
+        )]
+    );
+    let a = m.upsert_service(&svc(WEB));
+    assert_eq!(a.touched, [key("shop", "web")].into());
+    assert_eq!(m.programmed(), ["shop/web"]);
+    assert!(m.skipped().is_empty());
+    assert_eq!(m.specs()[0].endpoints.len(), 3);
+    let a = m.upsert_service(&svc(&labelled));
+    assert_eq!(a.touched, [key("shop", "web")].into());
+    assert!(m.specs().is_empty());
+    // Deleted, it is neither.
+    m.delete_service("shop", "web");
+    assert!(m.skipped().is_empty() && m.programmed().is_empty());
 }
