@@ -41,6 +41,7 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
         ("neighbor_replies", c.neighbor_replies),
         ("time_exceeded", c.time_exceeded),
         ("rejected", c.rejected),
+        ("resets", c.resets),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -32,6 +32,9 @@ pub enum Answer {
     /// ICMP port-unreachable from a ClusterIP: the Service has no
     /// endpoint for the packet's port.
     Reject,
+    /// TCP reset from a ClusterIP: the connection's backend was deleted
+    /// from its Service.
+    Reset,
 }
 
 /// What becomes of a frame: the one verdict from decode to the worker.

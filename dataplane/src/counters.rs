@@ -4,7 +4,7 @@
 //!
 //! Every frame received is counted once for what finally became of it:
 //! `forwarded` (handed to a TX ring), `to_host` (taken by the host's
-//! exception path), `neighbor_replies`, `time_exceeded` or `rejected` (answered, the
+//! exception path), `neighbor_replies`, `time_exceeded`, `rejected` or `resets` (answered, the
 //! answer handed to a ring), or one drop reason. So `rx` = `settled()`.
 
 use crate::drop::DropReason;
@@ -37,6 +37,10 @@ pub struct Counters {
     /// no Service serves), answered with ICMP port-unreachable (handed to
     /// a ring).
     pub rejected: u64,
+    /// Packets of a connection whose backend was deleted from its
+    /// Service, answered with a TCP reset from the ClusterIP (handed to a
+    /// ring).
+    pub resets: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -54,6 +58,7 @@ impl Default for Counters {
             neighbor_replies: 0,
             time_exceeded: 0,
             rejected: 0,
+            resets: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -69,6 +74,7 @@ impl Counters {
             + self.neighbor_replies
             + self.time_exceeded
             + self.rejected
+            + self.resets
             + self.total_drops()
     }
 
@@ -95,6 +101,7 @@ impl Counters {
         self.neighbor_replies += o.neighbor_replies;
         self.time_exceeded += o.time_exceeded;
         self.rejected += o.rejected;
+        self.resets += o.resets;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

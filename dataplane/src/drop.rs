@@ -79,6 +79,9 @@ reasons! {
     /// A packet that would have been rejected (no endpoints), over its
     /// source's or the worker's rate of answers (`reject`).
     RejectRateLimited => "reject_rate_limited",
+    /// A packet from the backend of a flow whose backend left its Service
+    /// (the flow ends with its client's next packet).
+    StaleFlow => "stale_flow",
     /// A packet with no port (ICMP echo, another protocol) to a ClusterIP:
     /// no Service serves it, and no port-unreachable answers it.
     ClusterIpUnserved => "cluster_ip_unserved",

@@ -129,7 +129,7 @@ pub fn write(
 
 /// The reply's Ethernet header (and VLAN tag, if any): back to the sender,
 /// from the gateway.
-fn ether_reply(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) {
+pub(crate) fn ether_reply(frame: &[u8], l3: usize, gw: &Gateway, out: &mut [u8]) {
     out[..l3].copy_from_slice(&frame[..l3]);
     out[0..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&gw.mac);

@@ -5,8 +5,8 @@
 //! Layers, as the folders say: `wire` (header views), `decode` (frame to
 //! flow key), `conntrack`, `service` (frontends, backends, Maglev), `nat`
 //! (in-place rewrites), `neighbor` and `route` (the gateway's answers, the
-//! next hop), `icmp_error` and `reject` (the errors Sluice answers with, and
-//! how often), `pipeline` (the burst function: every stage in order),
+//! next hop), `icmp_error`, `tcp_reset` and `reject` (the errors Sluice answers
+//! with, and how often), `pipeline` (the burst function: every stage in order),
 //! `worker` (one core's loop over its ports), `io` (the backends).
 
 // Unsafe is denied everywhere but `prefetch` (one intrinsic) and `hugemem`
@@ -32,6 +32,7 @@ pub mod prefetch;
 pub mod reject;
 pub mod route;
 pub mod service;
+pub mod tcp_reset;
 pub mod wire;
 pub mod worker;
 

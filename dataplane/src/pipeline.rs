@@ -17,7 +17,7 @@
 //! when it is handed to a ring, since only then is it known to have left.
 
 pub use crate::action::{Action, Answer};
-use crate::conntrack::{state, Conntrack, Dir, FlowState, InsertError, SlotCache};
+use crate::conntrack::{state, Conntrack, Dir, FlowState, Found, InsertError, SlotCache};
 use crate::counters::Counters;
 use crate::decode::{decode_into, Frag, Layer3, Parsed, Transport};
 use crate::drop::DropReason;
@@ -27,6 +27,7 @@ use crate::icmp_error::{self, IcmpError};
 use crate::nat;
 use crate::neighbor::{self, Gateway};
 use crate::reject::RejectLimiter;
+use crate::tcp_reset;
 use crate::route::{self, Egress, Hop, PortId, Routes};
 use crate::service::{Backend, ServiceTable};
 use crate::wire::icmp::IcmpKind;
@@ -376,6 +377,7 @@ struct Pending {
     /// there).
     at: usize,
     service: u32,
+    epoch: u32,
     backends_off: u32,
     maglev_at: usize,
     to: FlowKey,
@@ -387,6 +389,7 @@ impl Pending {
         live: false,
         at: 0,
         service: 0,
+        epoch: 0,
         backends_off: 0,
         maglev_at: 0,
         to: FlowKey::EMPTY,
@@ -411,8 +414,9 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             continue;
         };
         let (p, key) = (&sc.parsed[i], &sc.keys[i]);
-        if let Some(r) = established(frames[i], p, key, sc.hashes[i], t, c) {
-            sc.fate[i] = routed(r);
+        let (reply, created) = (&mut sc.replies[i], &mut sc.created[i]);
+        if let Some(fate) = established(frames[i], p, key, sc.hashes[i], t, c, reply, created) {
+            sc.fate[i] = fate;
             continue;
         }
         // A new flow (the rarer case). Could it belong to a waiting flow?
@@ -453,6 +457,7 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             live: true,
             at: i,
             service: f.id,
+            epoch: f.epoch,
             backends_off: f.backends_off(),
             maglev_at,
             to,
@@ -506,7 +511,7 @@ fn flush(frames: &mut [&mut [u8]], np: usize, t: &Tables<'_>, c: &mut Core, sc: 
             &sc.keys[q.at],
             (sc.hashes[q.at], q.reply_hash),
             q.to,
-            q.service,
+            (q.service, q.epoch),
             t,
             c,
             &mut sc.created[q.at],
@@ -537,24 +542,24 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
         }
         Pre::Flow => {
             let (key, hash) = (&sc.keys[i], sc.hashes[i]);
-            let r = match established(frame, p, key, hash, t, c) {
-                Some(r) => r,
-                None => match new_flow(frame, p, key, hash, t, c, &mut sc.created[i]) {
-                    NewFlow::Routed(r) => r,
-                    NewFlow::Refused => {
-                        return Fate::Decided(reject(frame, p, t, c, &mut sc.replies[i]))
-                    }
-                },
-            };
-            routed(r)
+            let (reply, created) = (&mut sc.replies[i], &mut sc.created[i]);
+            if let Some(fate) = established(frame, p, key, hash, t, c, reply, created) {
+                return fate;
+            }
+            match new_flow(frame, p, key, hash, t, c, created) {
+                NewFlow::Routed(r) => routed(r),
+                NewFlow::Refused => Fate::Decided(reject(frame, p, t, c, reply)),
+            }
         }
     }
 }
 
-/// A packet of a flow conntrack knows: refresh, translate; its
-/// destination after NAT. `None` when the flow is not there (or died
-/// under us).
+/// A packet of a flow conntrack knows: refresh, translate; its fate.
+/// `None` when the flow is not there (or died under us). A flow whose
+/// Service port changed since it last looked has its backend checked
+/// first (`stale`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn established(
     frame: &mut [u8],
     p: &Parsed,
@@ -562,10 +567,84 @@ fn established(
     hash: u64,
     t: &Tables<'_>,
     c: &mut Core,
-) -> Option<Result<Addr, DropReason>> {
-    let (_dir, to) = t.conntrack.hit(key, hash, p.tcp_flags(), c.now_ms)?;
+    reply: &mut [u8; REPLY_MAX],
+    created: &mut Option<u32>,
+) -> Option<Fate> {
+    let found = t.conntrack.hit(key, hash, p.tcp_flags(), c.now_ms)?;
+    if !t.services.current(found.service, found.epoch) {
+        return Some(stale(frame, p, key, hash, &found, t, c, reply, created));
+    }
     c.counters.ct_hits += 1;
-    Some(apply(frame, p, key, &to, c).map(|()| to.dst))
+    Some(routed(
+        apply(frame, p, key, &found.to, c).map(|()| found.to.dst),
+    ))
+}
+
+/// A flow whose Service port's endpoints changed since it last looked:
+/// is its backend still the Service's? A TCP flow goes on while its
+/// endpoint is listed at all (a terminating endpoint's connections run to
+/// their end, KEP-1669); a UDP or SCTP flow while its endpoint is serving.
+/// Otherwise the flow ends, and its packet, going the client's way, is
+/// answered as the client needs: TCP with a reset from the ClusterIP
+/// (the backend's address may be another pod's by now, which must see
+/// nothing of it), UDP and SCTP by picking a backend again, as a new flow.
+/// A packet from the backend of such a flow is dropped. No scan of the
+/// table: each flow is checked by its own next packet.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn stale(
+    frame: &mut [u8],
+    p: &Parsed,
+    key: &FlowKey,
+    hash: u64,
+    found: &Found,
+    t: &Tables<'_>,
+    c: &mut Core,
+    reply: &mut [u8; REPLY_MAX],
+    created: &mut Option<u32>,
+) -> Fate {
+    // The flow's frontend and backend, whichever way the packet goes.
+    let (original, backend) = match found.dir {
+        Dir::Original => (*key, (found.to.dst, found.to.dport)),
+        Dir::Reply => (found.to.reversed(), (key.src, key.sport)),
+    };
+    let port = t.services.find(&original);
+    let conditions = port.and_then(|f| {
+        t.services
+            .port(f.id)
+            .and_then(|sp| sp.endpoint(backend.0, backend.1))
+    });
+    let keep = match key.proto {
+        Proto::Tcp => conditions.is_some(),
+        _ => conditions.is_some_and(|c| c.serving),
+    };
+    if keep {
+        if let Some(f) = port {
+            t.conntrack.restamp(found, f.id, f.epoch);
+        }
+        c.counters.ct_hits += 1;
+        return routed(apply(frame, p, key, &found.to, c).map(|()| found.to.dst));
+    }
+    if found.dir == Dir::Reply {
+        return Fate::Decided(Action::Drop(DropReason::StaleFlow));
+    }
+    t.conntrack.end(found);
+    if key.proto == Proto::Tcp {
+        return Fate::Decided(
+            match tcp_reset::write(frame, p, (key.dst, key.dport), &t.gateway, reply) {
+                Some(len) => Action::Reply {
+                    len: len as u16,
+                    answer: Answer::Reset,
+                },
+                None => Action::Drop(DropReason::StaleFlow),
+            },
+        );
+    }
+    match new_flow(frame, p, key, hash, t, c, created) {
+        NewFlow::Routed(r) => routed(r),
+        NewFlow::Refused => Fate::Decided(reject(frame, p, t, c, reply)),
+    }
 }
 
 /// The tuple a new flow's packets leave with: the backend's address and
@@ -651,7 +730,7 @@ fn new_flow(
         key,
         (hash, reply_hash),
         to,
-        f.id,
+        (f.id, f.epoch),
         t,
         c,
         created,
@@ -709,7 +788,7 @@ fn insert(
     key: &FlowKey,
     hashes: (u64, u64),
     to: FlowKey,
-    service: u32,
+    stamp: (u32, u32),
     t: &Tables<'_>,
     c: &mut Core,
     created: &mut Option<u32>,
@@ -724,7 +803,7 @@ fn insert(
             *key,
             to,
             hashes,
-            service,
+            stamp,
             st,
             flags,
             c.now_ms,

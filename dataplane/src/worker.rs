@@ -476,6 +476,7 @@ impl<B: Backend> Worker<B> {
             Sent::Answer(Answer::Neighbor) => c.neighbor_replies += 1,
             Sent::Answer(Answer::TimeExceeded) => c.time_exceeded += 1,
             Sent::Answer(Answer::Reject) => c.rejected += 1,
+            Sent::Answer(Answer::Reset) => c.resets += 1,
         }
     }
 

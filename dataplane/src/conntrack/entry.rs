@@ -64,9 +64,41 @@ pub struct FlowRecord {
     /// What original-direction packets are rewritten to. Equal to
     /// `original` for a flow without NAT.
     pub translated: FlowKey,
-    /// The Service port that admitted the flow, `u32::MAX` for none.
+    /// The Service port that admitted the flow, `NO_SERVICE` for none (24
+    /// bits in the entry).
     pub service: u32,
+    /// The Service port's endpoints as the flow last found them
+    /// (`ServiceTable::epoch`, 24 bits): when the table's differs, the
+    /// flow's backend is checked again (it may have left).
+    pub epoch: u32,
     pub life: Life,
+}
+
+/// `FlowRecord::service` of a flow no Service admitted.
+pub const NO_SERVICE: u32 = u32::MAX;
+/// Bits an entry keeps of a Service port's id and of its epoch.
+pub const STAMP_BITS: u32 = 24;
+const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+
+/// The word of an entry that holds its protocol, family, Service port and
+/// epoch (the Service port and epoch change in place: `Entry::restamp`).
+const STAMP_WORD: usize = 9;
+
+/// The Service port and epoch in an entry's stamp word.
+#[inline]
+pub fn stamp_of(w: &[u64; WORDS]) -> (u32, u32) {
+    let s = ((w[STAMP_WORD] >> 16) & STAMP_MASK) as u32;
+    let service = if u64::from(s) == STAMP_MASK {
+        NO_SERVICE
+    } else {
+        s
+    };
+    (service, ((w[STAMP_WORD] >> 40) & STAMP_MASK) as u32)
+}
+
+#[inline]
+fn stamp_bits(service: u32, epoch: u32) -> u64 {
+    (u64::from(service) & STAMP_MASK) << 16 | (u64::from(epoch) & STAMP_MASK) << 40
 }
 
 impl FlowRecord {
@@ -88,7 +120,7 @@ impl FlowRecord {
     }
 }
 
-const WORDS: usize = 10;
+pub const WORDS: usize = 10;
 
 #[repr(C, align(32))]
 pub struct Entry {
@@ -137,6 +169,17 @@ impl Entry {
     pub fn read(&self) -> Option<FlowRecord> {
         let (w, life) = self.read_words()?;
         decode(&w, life)
+    }
+
+    /// Sets the flow's Service port and epoch, if its stamp word is still
+    /// `old`'s: one atomic word, alone, so readers see either stamp with
+    /// the rest of the entry unchanged.
+    pub fn restamp(&self, old: &[u64; WORDS], service: u32, epoch: u32) -> bool {
+        let was = old[STAMP_WORD];
+        let now = (was & 0xffff) | stamp_bits(service, epoch);
+        self.words[STAMP_WORD]
+            .compare_exchange(was, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// The raw words and life word of one consistent version.
@@ -245,7 +288,7 @@ fn encode(r: &FlowRecord) -> [u64; WORDS] {
             | u64::from(o.dport) << 16
             | u64::from(t.sport) << 32
             | u64::from(t.dport) << 48,
-        u64::from(o.proto.number()) | (o.family as u64) << 8 | u64::from(r.service) << 32,
+        u64::from(o.proto.number()) | (o.family as u64) << 8 | stamp_bits(r.service, r.epoch),
     ]
 }
 
@@ -275,7 +318,8 @@ fn decode(w: &[u64; WORDS], life: u64) -> Option<FlowRecord> {
             proto,
             family,
         },
-        service: (w[9] >> 32) as u32,
+        service: stamp_of(w).0,
+        epoch: stamp_of(w).1,
         life: Life::unpack(life),
     })
 }
@@ -301,6 +345,7 @@ mod tests {
             original: k,
             translated: FlowKey { dport: 8443, ..k },
             service: 77,
+            epoch: 0xab_cdef,
             life: Life {
                 last_seen_ms: 123_456,
                 state: FlowState::Established,

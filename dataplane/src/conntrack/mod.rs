@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use entry::{Entry, KeyWords};
-pub use entry::{FlowRecord, Life};
+pub use entry::{FlowRecord, Life, NO_SERVICE, STAMP_BITS};
 use freelist::FreeList;
 pub use state::{Dir, FlowState, Timeouts};
 
@@ -82,6 +82,19 @@ pub struct Hit {
     pub created: bool,
 }
 
+/// A packet's flow, as `hit` found it: which way the packet goes, what it
+/// is rewritten to, and the flow's Service stamp (checked against the
+/// Service table's by the caller).
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub dir: Dir,
+    pub to: FlowKey,
+    pub service: u32,
+    pub epoch: u32,
+    pub entry: u32,
+    pub generation: u8,
+}
+
 /// Why an insert was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InsertError {
@@ -108,6 +121,8 @@ pub struct TableStats {
     /// Flows never answered, freed to make room for a new flow in a full
     /// table (nf_conntrack's early drop).
     pub evicted: AtomicU64,
+    /// Flows ended because their backend left its Service (`end`).
+    pub ended: AtomicU64,
 }
 
 /// Free entries one worker holds for its next inserts: taken from the
@@ -238,7 +253,8 @@ impl Conntrack {
         let ins = self.inserted();
         let exp = self.stats.expired.load(Ordering::Relaxed);
         let ev = self.stats.evicted.load(Ordering::Relaxed);
-        ins.saturating_sub(exp + ev) as usize
+        let end = self.stats.ended.load(Ordering::Relaxed);
+        ins.saturating_sub(exp + ev + end) as usize
     }
     /// Flows inserted so far: the workers' counts and the rest.
     pub fn inserted(&self) -> u64 {
@@ -423,7 +439,7 @@ impl Conntrack {
         hash: u64,
         tcp_flags: Option<u8>,
         now_ms: u64,
-    ) -> Option<(Dir, FlowKey)> {
+    ) -> Option<Found> {
         let (tag, mut pos) = self.split(hash);
         let want = KeyWords::of(key);
         for _ in 0..WINDOW {
@@ -445,7 +461,15 @@ impl Conntrack {
                             if !(key.proto == crate::flow::Proto::Tcp && tcp_flags.is_none()) {
                                 self.touch_entry(e, l.generation, dir, tcp_flags, now_ms)?;
                             }
-                            return Some((dir, entry::rewrite_from_words(&w, dir, key)));
+                            let (service, epoch) = entry::stamp_of(&w);
+                            return Some(Found {
+                                dir,
+                                to: entry::rewrite_from_words(&w, dir, key),
+                                service,
+                                epoch,
+                                entry: idx,
+                                generation: l.generation,
+                            });
                         }
                     }
                 }
@@ -469,7 +493,15 @@ impl Conntrack {
     ) -> Result<Hit, InsertError> {
         let hashes = (self.hash(&original), self.hash(&translated.reversed()));
         self.insert_hashed(
-            original, translated, hashes, service, state, flags, now_ms, false, None,
+            original,
+            translated,
+            hashes,
+            (service, 0),
+            state,
+            flags,
+            now_ms,
+            false,
+            None,
         )
     }
 
@@ -502,7 +534,7 @@ impl Conntrack {
         original: FlowKey,
         translated: FlowKey,
         (orig_hash, reply_hash): (u64, u64),
-        service: u32,
+        (service, epoch): (u32, u32),
         state: FlowState,
         flags: u8,
         now_ms: u64,
@@ -532,6 +564,7 @@ impl Conntrack {
                 original,
                 translated,
                 service,
+                epoch,
                 life: Life {
                     last_seen_ms: now_ms,
                     state,
@@ -876,6 +909,43 @@ impl Conntrack {
             }
         }
         false
+    }
+
+    /// Records that `found`'s flow was checked against Service port
+    /// `service` at `epoch` (its backend is still there). Lost if the flow
+    /// changed meanwhile: the next packet checks again.
+    pub fn restamp(&self, found: &Found, service: u32, epoch: u32) {
+        let Some(e) = self.entries.get(found.entry as usize) else {
+            return;
+        };
+        let Some((w, life)) = e.read_words() else {
+            return;
+        };
+        if Life::unpack(life).generation == found.generation
+            && entry::stamp_of(&w) == (found.service, found.epoch)
+        {
+            e.restamp(&w, service, epoch);
+        }
+    }
+
+    /// Ends `found`'s flow (its backend left the Service): out of the
+    /// index, its entry freed; nothing if the entry holds another flow by
+    /// now. Counted as ended, not expired.
+    pub fn end(&self, found: &Found) -> bool {
+        let Some(e) = self.entries.get(found.entry as usize) else {
+            return false;
+        };
+        let Some(rec) = e.read() else { return false };
+        let old = e.life.load(Ordering::Acquire);
+        let l = Life::unpack(old);
+        if l.state == FlowState::Free
+            || l.generation != found.generation
+            || !self.free_flow(found.entry, old, &rec)
+        {
+            return false;
+        }
+        self.stats.ended.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Withdraws a flow that the caller created for a packet a later stage

@@ -312,7 +312,7 @@ fn answered(ct: &Conntrack, i: u32, cache: Option<&mut SlotCache>) -> Result<Hit
         k,
         dnat(k),
         hashes,
-        0,
+        (0, 0),
         FlowState::Established,
         state::flags::SEEN_REPLY,
         0,

@@ -44,7 +44,7 @@ impl Frontend {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
     pub addr: Addr,
     pub port: u16,
@@ -67,9 +67,20 @@ pub struct ServicePort {
     maglev_off: u32,
     maglev_len: u32,
     backends_off: u32,
+    /// `epoch_of` its frontend and endpoints.
+    epoch: u32,
 }
 
 impl ServicePort {
+    /// The endpoint at `addr:port`, with its conditions, if this port has
+    /// it (ready or not).
+    pub fn endpoint(&self, addr: Addr, port: u16) -> Option<Conditions> {
+        self.endpoints
+            .iter()
+            .find(|b| b.addr == addr && b.port == port)
+            .map(|b| b.conditions)
+    }
+
     pub fn maglev_len(&self) -> usize {
         self.maglev_len as usize
     }
@@ -86,6 +97,8 @@ pub struct FrontSlot {
     used: u8,
     /// The Service port's id (`ServiceTable::port`).
     pub id: u32,
+    /// Its epoch (`ServiceTable::epoch`), for the flows it admits.
+    pub epoch: u32,
     maglev_off: u32,
     maglev_len: u32,
     backends_off: u32,
@@ -137,6 +150,26 @@ impl std::fmt::Display for BuildProblem {
 
 const FRONT_SEED: u64 = 0xf407_7e4d_0000_0001;
 
+/// The epoch of a port id no Service port has: no flow's stamp equals it
+/// (a flow keeps 24 bits).
+const NO_EPOCH: u32 = u32::MAX;
+
+/// A Service port's epoch: 24 bits of a hash of its frontend and of every
+/// endpoint with its conditions, in address order. Any change that could
+/// leave a flow without its backend (an endpoint gone, or no longer
+/// serving) changes it; so does any other change to the endpoints, which
+/// costs a flow one check of its backend. It depends on the content only,
+/// so both copies of the tables and a rebuild agree on it.
+fn epoch_of(frontend: &Frontend, endpoints: &[Backend]) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut sorted: Vec<&Backend> = endpoints.iter().collect();
+    sorted.sort_by_key(|b| (b.addr, b.port));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    frontend.hash(&mut h);
+    sorted.hash(&mut h);
+    (h.finish() & ((1 << 24) - 1)) as u32
+}
+
 #[inline]
 fn front_hash(addr: Addr, port: u16, proto: Proto) -> u64 {
     // Frontends are chosen by the control plane, not by clients, so a
@@ -155,6 +188,9 @@ pub struct ServiceTable {
     maglev: HugeSlice<u16>,
     backends: HugeSlice<Backend>,
     ports: Vec<ServicePort>,
+    /// Each port id's epoch (`NO_EPOCH` for an id no port has now): what
+    /// an established flow's stamp is checked against.
+    epochs: Vec<u32>,
     /// Every ClusterIP, with how many Service ports it fronts: a packet to
     /// one on a port no Service serves is refused, not routed on.
     vips: HashMap<Addr, u32, BuildHasherDefault<AddrHasher>>,
@@ -234,8 +270,11 @@ impl ServiceTable {
         let mask = slots_len - 1;
         let mut moff = 0usize;
         let mut vips: HashMap<Addr, u32, BuildHasherDefault<AddrHasher>> = HashMap::default();
+        let mut epochs = Vec::with_capacity(drafts.len());
         for (id, d) in drafts.into_iter().enumerate() {
             *vips.entry(d.frontend.addr).or_default() += 1;
+            let epoch = epoch_of(&d.frontend, &d.endpoints);
+            epochs.push(epoch);
             maglev[moff..moff + d.maglev.len()].copy_from_slice(&d.maglev);
             by_service.entry(d.service).or_default().push(id as u32);
             owner_ids.insert(d.frontend, id as u32);
@@ -247,6 +286,7 @@ impl ServiceTable {
                 maglev_len: d.maglev.len() as u32,
                 backends_off: boff as u32,
                 eligible: d.eligible,
+                epoch,
             };
             backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
             boff += backend_class(p.eligible.len());
@@ -261,6 +301,7 @@ impl ServiceTable {
                 maglev,
                 backends,
                 ports,
+                epochs,
                 vips,
                 by_service,
                 owners: owner_ids,
@@ -299,6 +340,14 @@ impl ServiceTable {
             }
             pos = (pos + 1) & self.mask;
         }
+    }
+
+    /// Whether a flow stamped with Service port `service` at `epoch` may
+    /// go on unchecked: the port's endpoints are as they were when the
+    /// flow last checked its backend (flows of no Service always may).
+    #[inline]
+    pub fn current(&self, service: u32, epoch: u32) -> bool {
+        service == u32::MAX || self.epochs.get(service as usize) == Some(&epoch)
     }
 
     /// Whether `a` is a ClusterIP of a Service in the table.
@@ -399,6 +448,7 @@ fn place(slots: &mut [FrontSlot], mask: usize, p: &ServicePort, id: u32) {
             Family::V6 as u8
         },
         id,
+        epoch: p.epoch,
         maglev_off: p.maglev_off,
         maglev_len: p.maglev_len,
         backends_off: p.backends_off,

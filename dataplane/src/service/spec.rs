@@ -34,7 +34,7 @@ pub enum TargetPort {
 
 /// An endpoint's conditions (discovery.k8s.io/v1). An unset `ready` or
 /// `serving` counts as true, as the API documents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conditions {
     pub ready: bool,
     pub serving: bool,

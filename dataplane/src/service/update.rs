@@ -125,6 +125,7 @@ impl ServiceTable {
         };
         self.maglev[moff..moff + d.maglev.len()].copy_from_slice(&d.maglev);
         self.backends[boff..boff + d.eligible.len()].copy_from_slice(&d.eligible);
+        let epoch = super::epoch_of(&d.frontend, &d.endpoints);
         let p = ServicePort {
             name: d.name,
             frontend: d.frontend,
@@ -133,6 +134,7 @@ impl ServiceTable {
             maglev_off: moff as u32,
             maglev_len: d.maglev.len() as u32,
             backends_off: boff as u32,
+            epoch,
         };
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -144,6 +146,10 @@ impl ServiceTable {
                 (self.ports.len() - 1) as u32
             }
         };
+        if self.epochs.len() <= id as usize {
+            self.epochs.resize(id as usize + 1, super::NO_EPOCH);
+        }
+        self.epochs[id as usize] = epoch;
         let fe = self.ports[id as usize].frontend;
         place(&mut self.slots, self.mask, &self.ports[id as usize], id);
         self.owners.insert(fe, id);
@@ -160,6 +166,9 @@ impl ServiceTable {
             return;
         }
         self.owners.remove(&fe);
+        if let Some(e) = self.epochs.get_mut(id as usize) {
+            *e = super::NO_EPOCH;
+        }
         if let Some(n) = self.vips.get_mut(&fe.addr) {
             *n -= 1;
             if *n == 0 {
@@ -227,6 +236,7 @@ impl FrontSlot {
         proto: 0,
         used: 0,
         id: 0,
+        epoch: 0,
         maglev_off: 0,
         maglev_len: 0,
         backends_off: 0,
