@@ -200,7 +200,7 @@ fn answer(stream: UnixStream, served: &Served) {
 }
 
 fn status(s: &Served) -> StatusReply {
-    let (entries, capacity, evicted) = s.observer.conntrack();
+    let (entries, capacity, evicted, ended) = s.observer.conntrack();
     StatusReply {
         io: s.ports.io(),
         workers: s.ports.workers(),
@@ -213,6 +213,7 @@ fn status(s: &Served) -> StatusReply {
             entries,
             capacity,
             evicted,
+            ended,
         },
         counters: s
             .observer

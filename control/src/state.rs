@@ -103,14 +103,15 @@ impl Observer {
             .collect()
     }
 
-    /// Live flows and the table's capacity.
-    /// Live flows, the capacity, and the unanswered flows evicted so far.
-    pub fn conntrack(&self) -> (usize, usize, u64) {
+    /// Live flows, the capacity, the unanswered flows evicted so far, and
+    /// the flows ended because their backend left.
+    pub fn conntrack(&self) -> (usize, usize, u64, u64) {
         let c = &self.shared.conntrack;
         (
             c.len().min(c.capacity()),
             c.capacity(),
             c.stats.evicted.load(Ordering::Relaxed),
+            c.stats.ended.load(Ordering::Relaxed),
         )
     }
 }

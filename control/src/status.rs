@@ -51,13 +51,14 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
 /// `sluice status`, for people.
 pub fn describe(s: &StatusReply) -> String {
     let mut out = format!(
-        "io {}, {} worker(s), tables generation {}, conntrack {} of {} flows ({} unanswered evicted)\n",
+        "io {}, {} worker(s), tables generation {}, conntrack {} of {} flows ({} unanswered evicted, {} ended as their backend left)\n",
         s.io,
         s.workers,
         s.tables_generation,
         s.conntrack.entries,
         s.conntrack.capacity,
-        s.conntrack.evicted
+        s.conntrack.evicted,
+        s.conntrack.ended
     );
     for src in &s.sources {
         let st = &src.status;

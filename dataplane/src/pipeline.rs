@@ -27,9 +27,9 @@ use crate::icmp_error::{self, IcmpError};
 use crate::nat;
 use crate::neighbor::{self, Gateway};
 use crate::reject::RejectLimiter;
-use crate::tcp_reset;
 use crate::route::{self, Egress, Hop, PortId, Routes};
 use crate::service::{Backend, ServiceTable};
+use crate::tcp_reset;
 use crate::wire::icmp::IcmpKind;
 
 /// Frames a burst holds: the prefetch window.

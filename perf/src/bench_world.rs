@@ -66,15 +66,29 @@ impl World {
         let conntrack = Conntrack::with_seed(flows + headroom, Timeouts::default(), 0x5eed);
         for i in 0..flows {
             let k = Self::flow_key(i, n_services);
-            let id = services.lookup(&k).expect("frontend");
-            let b = services.select(id, &k).unwrap();
+            let f = services.find(&k).expect("frontend");
+            let b = services.select(f.id, &k).unwrap();
             let to = FlowKey {
                 dst: b.addr,
                 dport: b.port,
                 ..k
             };
+            // Stamped with the Service port's epoch, as the pipeline's
+            // inserts are: no first packet goes the way of a changed
+            // Service.
+            let hashes = (conntrack.hash(&k), conntrack.hash(&to.reversed()));
             conntrack
-                .insert(k, to, id, FlowState::Established, 0, 0)
+                .insert_hashed(
+                    k,
+                    to,
+                    hashes,
+                    (f.id, f.epoch),
+                    FlowState::Established,
+                    0,
+                    0,
+                    false,
+                    None,
+                )
                 .expect("preload");
         }
         World {

@@ -400,6 +400,267 @@ fn a_service_of_another_proxy_is_not_programmed(io: Io) {
         .any(|s| s == "default/other"));
 }
 
+/// Service `pair` (198.19.0.15: http 80 and echo 7) with these endpoints,
+/// each with its conditions as YAML ("ready: true", or a terminating
+/// pod's "ready: false, serving: true, terminating: true").
+fn pair_manifest(endpoints: &[(&str, &str)]) -> String {
+    let list: String = endpoints
+        .iter()
+        .map(|(a, c)| format!("\n  - {{ addresses: [{a}], conditions: {{ {c} }} }}"))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: pair, namespace: default }}
+spec:
+  type: ClusterIP
+  clusterIP: 198.19.0.15
+  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}, {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: pair-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: pair }} }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080, protocol: TCP }}, {{ name: echo, port: 7007, protocol: UDP }}]
+endpoints:{}
+",
+        if list.is_empty() { " []".into() } else { list }
+    )
+}
+
+const READY: &str = "ready: true";
+const TERMINATING: &str = "ready: false, serving: true, terminating: true";
+
+/// Seconds since the Unix epoch, as python's time.time() in the pods.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// The backend (address) conntrack sends the client's flow to
+/// 198.19.0.15:`port` to.
+fn backend_of(r: &Running, client: &str, port: u16) -> String {
+    let client: sluice_dataplane::Addr = client.parse::<std::net::IpAddr>().expect("ip").into();
+    let vip = sluice_dataplane::Addr::from_v4([198, 19, 0, 15]);
+    let flows = r.daemon.flows(usize::MAX);
+    let f = flows
+        .iter()
+        .find(|f| f.original.src == client && f.original.dst == vip && f.original.dport == port)
+        .unwrap_or_else(|| panic!("no flow to the pair's port {port}: {flows:?}"));
+    f.translated.dst.to_string()
+}
+
+/// A UDP client on a fixed source port, sending every 100 ms, keeps
+/// reaching the ClusterIP when its backend leaves: within a second of the
+/// EndpointSlice change its datagrams reach the other endpoint, and every
+/// answer comes from the ClusterIP.
+fn a_udp_client_moves_when_its_backend_leaves(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let ip = |p: &str| r.lab.plan.pod(p).expect("pod").ip.to_string();
+    let (web2, web3) = (ip("web-2"), ip("web-3"));
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(&web2, READY), (&web3, READY)]),
+    );
+    let client = r
+        .lab
+        .command(&r.lab.netns("client"), "python3")
+        .args([
+            "-c",
+            "import socket,time\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('',40500));s.settimeout(0.5)\n\
+             end=time.time()+4\n\
+             while time.time()<end:\n  t=time.time();s.sendto(b'x',('198.19.0.15',7))\n  \
+             try:\n    d,a=s.recvfrom(2048);print('%.3f'%t,d.split()[0].decode(),a[0],a[1],flush=True)\n  \
+             except socket.timeout: print('%.3f'%t,'timeout',flush=True)\n  time.sleep(0.1)\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the UDP client");
+    std::thread::sleep(Duration::from_millis(1200));
+    let was = backend_of(&r, &ip("client"), 7);
+    let stays = if was == web2 { &web3 } else { &web2 };
+    edit(&r, "pair.yaml", &pair_manifest(&[(stays.as_str(), READY)]));
+    let changed = now();
+    let out = client.wait_with_output().expect("the UDP client");
+    assert_ok(&out, "the UDP client");
+    let text = Running::stdout(&out);
+    let name_of = |a: &str| if a == web2 { "web-2" } else { "web-3" };
+    let mut moved_at = None;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let t: f64 = f[0].parse().expect("a time");
+        if f[1] == "timeout" {
+            panic!("a datagram went unanswered:\n{text}");
+        }
+        assert_eq!(
+            &f[2..],
+            ["198.19.0.15", "7"],
+            "answered from the ClusterIP:\n{text}"
+        );
+        if t > changed && f[1] == name_of(stays) && moved_at.is_none() {
+            moved_at = Some(t);
+        }
+        if t > changed + 1.0 {
+            assert_eq!(
+                f[1],
+                name_of(stays),
+                "still reaching {was} a second later:\n{text}"
+            );
+        }
+    }
+    let moved_at = moved_at.unwrap_or_else(|| panic!("never moved:\n{text}"));
+    assert!(
+        moved_at - changed < 1.0,
+        "moved {} s after the change",
+        moved_at - changed
+    );
+}
+
+/// Counts, in pod `pod`'s namespace, the TCP packets from `from` that its
+/// interface receives during `secs` seconds; prints each one's time.
+const SNIFF: &str = "
+import socket,struct,sys,time
+src=socket.inet_aton(sys.argv[1]);secs=float(sys.argv[2])
+s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0800));s.bind(('eth0',0));s.settimeout(0.1)
+print('ready',flush=True)
+end=time.time()+secs
+while time.time()<end:
+  try: f,a=s.recvfrom(65535)
+  except socket.timeout: continue
+  if a[2]==socket.PACKET_OUTGOING: continue
+  ip=f[14:]
+  if ip[9]==6 and ip[12:16]==src: print('%.3f'%time.time(),flush=True)
+";
+
+/// A connection whose endpoint is deleted outright is reset within a
+/// second, and the endpoint's address, where a new pod may live by now,
+/// sees none of its packets. A connection to an endpoint that is only
+/// terminating carries on to its end (KEP-1669).
+fn connections_to_deleted_and_terminating_endpoints(io: Io) {
+    use std::io::{BufRead, BufReader};
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let ip = |p: &str| r.lab.plan.pod(p).expect("pod").ip.to_string();
+    let (web2, web3, client_ip) = (ip("web-2"), ip("web-3"), ip("client"));
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(&web2, READY), (&web3, READY)]),
+    );
+    // A keep-alive connection asking every 100 ms, for 3 s.
+    let keepalive = |secs: u32| {
+        r.lab
+            .command(&r.lab.netns("client"), "python3")
+            .args([
+                "-c",
+                &format!(
+                    "import http.client,time\n\
+                     c=http.client.HTTPConnection('198.19.0.15',80,timeout=5)\n\
+                     end=time.time()+{secs}\n\
+                     while time.time()<end:\n  t=time.time()\n  \
+                     try:\n    c.request('GET','/');print('%.3f'%t,c.getresponse().read().decode().strip(),flush=True)\n  \
+                     except Exception as e:\n    print('%.3f'%time.time(),type(e).__name__,flush=True);break\n  \
+                     time.sleep(0.1)\n"
+                ),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the keep-alive client")
+    };
+    // Terminating: the connection carries on, on its backend.
+    let held = keepalive(3);
+    std::thread::sleep(Duration::from_millis(800));
+    let first = backend_of(&r, &client_ip, 80);
+    let other = if first == web2 { &web3 } else { &web2 };
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(first.as_str(), TERMINATING), (other.as_str(), READY)]),
+    );
+    let out = held.wait_with_output().expect("the keep-alive client");
+    let text = Running::stdout(&out);
+    let names: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert!(names.len() >= 20, "{text}");
+    assert!(
+        names
+            .iter()
+            .all(|n| *n == names[0] && n.starts_with("web-")),
+        "a connection to a terminating endpoint broke or moved:\n{text}"
+    );
+    // Deleted outright: reset, and nothing reaches its address.
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(&web2, READY), (&web3, READY)]),
+    );
+    // Its backend, from its first answer (the last connection's flow may
+    // still be in conntrack, closing).
+    let mut doomed = keepalive(4);
+    let mut answers = BufReader::new(doomed.stdout.take().expect("stdout")).lines();
+    let first_answer = answers.next().and_then(Result::ok).unwrap_or_default();
+    let gone_pod = first_answer
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let gone = match gone_pod.as_str() {
+        "web-2" => web2.clone(),
+        "web-3" => web3.clone(),
+        _ => panic!("the first answer: {first_answer:?}"),
+    };
+    let stays = if gone == web2 { &web3 } else { &web2 };
+    let gone_pod = gone_pod.as_str();
+    let mut sniffer = r
+        .lab
+        .command(&r.lab.netns(gone_pod), "python3")
+        .args(["-c", SNIFF, &client_ip, "2.5"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the sniffer");
+    let mut lines = BufReader::new(sniffer.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    edit(&r, "pair.yaml", &pair_manifest(&[(stays.as_str(), READY)]));
+    let changed = now();
+    let text = answers.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    let _ = doomed.wait();
+    let last = text.lines().last().unwrap_or_default().to_string();
+    let f: Vec<&str> = last.split(' ').collect();
+    assert_eq!(f.get(1).copied(), Some("ConnectionResetError"), "{text}");
+    let t: f64 = f[0].parse().expect("a time");
+    assert!(
+        t - changed < 1.0,
+        "reset {} s after the change:\n{text}",
+        t - changed
+    );
+    let seen: Vec<f64> = lines
+        .map_while(Result::ok)
+        .filter_map(|l| l.parse().ok())
+        .filter(|t| *t > changed + 0.05)
+        .collect();
+    let _ = sniffer.wait();
+    assert!(
+        seen.is_empty(),
+        "{gone} got {} packets of the old connection after its deletion",
+        seen.len()
+    );
+    let resets: u64 = r
+        .daemon
+        .observer()
+        .workers()
+        .iter()
+        .map(|w| w.packets.resets)
+        .sum();
+    assert!(resets >= 1, "the reset was not counted");
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -423,6 +684,14 @@ root_test!(
 root_test!(
     a_service_labelled_for_another_proxy_is_not_programmed_until_the_label_goes,
     a_service_of_another_proxy_is_not_programmed
+);
+root_test!(
+    a_udp_client_on_a_fixed_port_moves_within_a_second_when_its_backend_leaves,
+    a_udp_client_moves_when_its_backend_leaves
+);
+root_test!(
+    tcp_to_a_deleted_endpoint_is_reset_and_to_a_terminating_one_carries_on,
+    connections_to_deleted_and_terminating_endpoints
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,

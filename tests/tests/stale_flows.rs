@@ -33,14 +33,18 @@ fn web_with(addr: IpAddr, conditions: Option<Conditions>) -> ServiceSpec {
 /// daemon builds it).
 fn web_node() -> Node {
     let mut node = Node::web();
-    node.services =
-        sluice_dataplane::service::ServiceTable::build_with_room(&[sluice_tests::web_service()], 16)
-            .0;
+    node.services = sluice_dataplane::service::ServiceTable::build_with_room(
+        &[sluice_tests::web_service()],
+        16,
+    )
+    .0;
     node
 }
 
 fn change(node: &mut Node, spec: &ServiceSpec) {
-    node.services.upsert_service(spec).expect("room in the table");
+    node.services
+        .upsert_service(spec)
+        .expect("room in the table");
 }
 
 /// A client's datagram to the ClusterIP's DNS port: where it went.
@@ -107,10 +111,7 @@ fn a_connection_to_a_deleted_endpoint_is_reset_from_the_clusterip() {
         change(&mut node, &web_with(backend, None));
         // The backend's late answer goes nowhere.
         let mut late = frames::tcp(to_ip(backend), bport, client, 41000, ACK, b"late");
-        assert_eq!(
-            node.process(&mut late),
-            Action::Drop(DropReason::StaleFlow)
-        );
+        assert_eq!(node.process(&mut late), Action::Drop(DropReason::StaleFlow));
         // The client's next segment (frames::tcp acks 0x2000_0000) is
         // answered with a reset from the ClusterIP, seq = that ack.
         let mut data = frames::tcp(client, 41000, vip, 80, ACK, b"GET /");

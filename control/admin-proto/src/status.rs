@@ -86,6 +86,8 @@ pub struct ConntrackStatus {
     pub capacity: usize,
     /// Flows never answered that a full table freed for new ones.
     pub evicted: u64,
+    /// Flows ended because their backend left its Service.
+    pub ended: u64,
 }
 
 /// One worker's counters as it last published them (a counter a newer
