@@ -16,7 +16,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
-for target in pipeline decode; do
+for target in pipeline decode answers; do
     mkdir -p "$corpus/$target"
     echo "fuzz: $target for ${FUZZ_SECONDS}s"
     # RUSTC_BOOTSTRAP: cargo-fuzz passes -Zsanitizer=address, which a stable

@@ -214,3 +214,21 @@ fn other_changes_to_the_service_leave_its_flows_alone() {
     assert_eq!(dns(&mut node, client, vip), udp_first);
     assert_eq!(node.conntrack.stats.ended.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn an_sctp_association_whose_backend_left_is_picked_again() {
+    let (client, vip) = (Ip::V4(CLIENT_V4), Ip::V4(VIP_V4));
+    let mut node = web_node();
+    let send = |node: &mut Node| {
+        let mut f = frames::sctp(client, 5000, vip, 38412);
+        assert_eq!(node.process(&mut f), FORWARD);
+        check(&f).dst
+    };
+    let first = send(&mut node);
+    assert_eq!(send(&mut node), first);
+    change(&mut node, &web_with(first, None));
+    let next = send(&mut node);
+    assert_ne!(next, first);
+    assert_eq!(send(&mut node), next);
+    assert_eq!(node.conntrack.stats.ended.load(Ordering::Relaxed), 1);
+}
