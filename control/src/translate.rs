@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_dataplane::service::{
-    Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
+    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
 };
 use sluice_dataplane::{Addr, Proto};
 
@@ -133,6 +133,7 @@ impl std::error::Error for Rejection {}
 pub struct Frontends {
     pub cluster_ips: Vec<Addr>,
     pub ports: Vec<PortSpec>,
+    pub affinity: Affinity,
 }
 
 /// What an EndpointSlice contributes.
@@ -296,7 +297,42 @@ pub fn service(svc: &Service) -> Result<Option<Frontends>, Rejection> {
             target,
         });
     }
-    Ok(Some(Frontends { cluster_ips, ports }))
+    let affinity = match spec.session_affinity.as_deref() {
+        None | Some("None") => Affinity::None,
+        Some("ClientIP") => {
+            let t = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            let timeout_s = match t {
+                None => Affinity::DEFAULT_TIMEOUT_S,
+                Some(s) if (1..=i64::from(Affinity::MAX_TIMEOUT_S)).contains(&i64::from(s)) => {
+                    s as u32
+                }
+                Some(s) => {
+                    return Err(reject(
+                        &obj,
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        format!("{s}: 1 to {}", Affinity::MAX_TIMEOUT_S),
+                    ))
+                }
+            };
+            Affinity::ClientIp { timeout_s }
+        }
+        Some(other) => {
+            return Err(reject(
+                &obj,
+                "spec.sessionAffinity",
+                format!("{other:?}: None or ClientIP"),
+            ))
+        }
+    };
+    Ok(Some(Frontends {
+        cluster_ips,
+        ports,
+        affinity,
+    }))
 }
 
 /// An EndpointSlice's endpoints. FQDN slices have none Sluice can use.
@@ -623,6 +659,7 @@ impl Model {
             cluster_ips: f.cluster_ips.clone(),
             ports: f.ports.clone(),
             endpoints,
+            affinity: f.affinity,
         })
     }
 

@@ -24,6 +24,7 @@ fn svc(name: &str, ip: [u8; 4], port: u16) -> ServiceSpec {
             conditions: Conditions::READY,
             ports: vec![],
         }],
+        affinity: Default::default(),
     }
 }
 

@@ -24,6 +24,8 @@ use crate::drop::DropReason;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::icmp_error::{self, IcmpError};
+
+mod affinity;
 use crate::nat;
 use crate::neighbor::{self, Gateway};
 use crate::reject::RejectLimiter;
@@ -446,6 +448,16 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             };
             continue;
         };
+        if f.affinity_s != 0 {
+            // ClientIP affinity reads and writes its own record: the
+            // frame goes alone (after the waiting flows, which may be its
+            // client's too).
+            flush(frames, np, t, c, sc);
+            np = 0;
+            client_mask = 0;
+            sc.fate[i] = finish(frames[i], i, t, c, sc);
+            continue;
+        }
         let Some(maglev_at) = t.services.maglev_index(f, key) else {
             sc.fate[i] = Fate::Decided(reject(frames[i], p, t, c, &mut sc.replies[i]));
             continue;
@@ -629,7 +641,7 @@ fn stale(
     if found.dir == Dir::Reply {
         return Fate::Decided(Action::Drop(DropReason::StaleFlow));
     }
-    t.conntrack.end(found);
+    t.conntrack.end(found.entry, found.generation);
     if key.proto == Proto::Tcp {
         return Fate::Decided(
             match tcp_reset::write(frame, p, (key.dst, key.dport), &t.gateway, reply) {
@@ -719,10 +731,24 @@ fn new_flow(
     let Some(at) = t.services.maglev_index(f, key) else {
         return NewFlow::Refused;
     };
-    let Some(b) = t.services.backend_at(f.backends_off(), at) else {
-        return NewFlow::Refused;
+    let sticky = if f.affinity_s != 0 {
+        affinity::recall(key, f, t, c)
+    } else {
+        None
     };
-    let to = translated(key, b, t);
+    let b = match sticky {
+        Some(b) => b,
+        None => {
+            let Some(&b) = t.services.backend_at(f.backends_off(), at) else {
+                return NewFlow::Refused;
+            };
+            if f.affinity_s != 0 {
+                affinity::remember(key, f, &b, t, c);
+            }
+            b
+        }
+    };
+    let to = translated(key, &b, t);
     let reply_hash = t.conntrack.hash(&to.reversed());
     NewFlow::Routed(insert(
         frame,

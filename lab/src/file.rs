@@ -584,6 +584,7 @@ impl Plan {
                         ports: vec![],
                     })
                     .collect(),
+                affinity: Default::default(),
             })
             .collect()
     }

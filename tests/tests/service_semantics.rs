@@ -661,6 +661,82 @@ fn connections_to_deleted_and_terminating_endpoints(io: Io) {
     assert!(resets >= 1, "the reset was not counted");
 }
 
+/// Service `sticky` (198.19.0.16:80, the three web pods) with ClientIP
+/// affinity of `timeout` seconds, or none.
+fn sticky_manifest(pods: &[String], timeout: Option<u32>) -> String {
+    let affinity = match timeout {
+        Some(t) => format!(
+            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{ clientIP: {{ timeoutSeconds: {t} }} }}\n"
+        ),
+        None => "  sessionAffinity: None\n".to_string(),
+    };
+    let endpoints: String = pods
+        .iter()
+        .map(|a| format!("\n  - {{ addresses: [{a}], conditions: {{ ready: true }} }}"))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: sticky, namespace: default }}
+spec:
+  type: ClusterIP
+  clusterIP: 198.19.0.16
+{affinity}  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: sticky-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: sticky }} }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080, protocol: TCP }}]
+endpoints:{endpoints}
+"
+    )
+}
+
+/// sessionAffinity: ClientIP from a real client: every connection to one
+/// backend; switched to None while the client keeps connecting, they
+/// spread; back to ClientIP, they stick again; the sticky pod removed,
+/// the client moves to another and sticks there.
+fn client_ip_affinity(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let pods: Vec<String> = ["web-1", "web-2", "web-3"]
+        .iter()
+        .map(|p| r.lab.plan.pod(p).expect("pod").ip.to_string())
+        .collect();
+    let hits = |n: usize| -> Vec<String> {
+        let out = r.python(
+            "client",
+            &format!(
+                "import urllib.request\n\
+                 for i in range({n}):\n  print(urllib.request.urlopen('http://198.19.0.16/',timeout=5).read().decode().strip())\n"
+            ),
+        );
+        assert_ok(&out, "GETs to sticky");
+        Running::stdout(&out).lines().map(str::to_string).collect()
+    };
+    let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    edit(&r, "sticky.yaml", &sticky_manifest(&pods, Some(60)));
+    let first = hits(20);
+    assert_eq!(distinct(&first), 1, "{first:?}");
+    edit(&r, "sticky.yaml", &sticky_manifest(&pods, None));
+    let spread = hits(30);
+    assert!(distinct(&spread) > 1, "None still sticks: {spread:?}");
+    edit(&r, "sticky.yaml", &sticky_manifest(&pods, Some(60)));
+    let again = hits(20);
+    assert_eq!(distinct(&again), 1, "{again:?}");
+    let gone = &again[0];
+    let rest: Vec<String> = ["web-1", "web-2", "web-3"]
+        .iter()
+        .zip(&pods)
+        .filter(|(name, _)| *name != gone)
+        .map(|(_, a)| a.clone())
+        .collect();
+    edit(&r, "sticky.yaml", &sticky_manifest(&rest, Some(60)));
+    let moved = hits(20);
+    assert_eq!(distinct(&moved), 1, "{moved:?}");
+    assert_ne!(&moved[0], gone);
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -692,6 +768,10 @@ root_test!(
 root_test!(
     tcp_to_a_deleted_endpoint_is_reset_and_to_a_terminating_one_carries_on,
     connections_to_deleted_and_terminating_endpoints
+);
+root_test!(
+    client_ip_affinity_sticks_switches_off_and_on_and_follows_a_leaving_backend,
+    client_ip_affinity
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,

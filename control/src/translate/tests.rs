@@ -283,3 +283,37 @@ fn a_service_labelled_for_another_proxy_is_left_alone_until_the_label_goes() {
     m.delete_service("shop", "web");
     assert!(m.skipped().is_empty() && m.programmed().is_empty());
 }
+
+#[test]
+fn client_ip_affinity_and_its_timeout_are_read_and_checked() {
+    let with = |extra: &str| {
+        svc(&WEB.replace(
+            "  type: ClusterIP\n",
+            &format!("  type: ClusterIP\n{extra}"),
+        ))
+    };
+    let f = service(&with("  sessionAffinity: ClientIP\n"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.affinity, Affinity::ClientIp { timeout_s: 10_800 });
+    let f = service(&with(
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: { clientIP: { timeoutSeconds: 10 } }\n",
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(f.affinity, Affinity::ClientIp { timeout_s: 10 });
+    let f = service(&with("  sessionAffinity: None\n"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.affinity, Affinity::None);
+    let r = service(&with(
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: { clientIP: { timeoutSeconds: 86401 } }\n",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        r.field,
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+    );
+    let r = service(&with("  sessionAffinity: Cookie\n")).unwrap_err();
+    assert_eq!(r.field, "spec.sessionAffinity");
+}

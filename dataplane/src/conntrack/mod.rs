@@ -928,19 +928,19 @@ impl Conntrack {
         }
     }
 
-    /// Ends `found`'s flow (its backend left the Service): out of the
-    /// index, its entry freed; nothing if the entry holds another flow by
-    /// now. Counted as ended, not expired.
-    pub fn end(&self, found: &Found) -> bool {
-        let Some(e) = self.entries.get(found.entry as usize) else {
+    /// Ends the flow in entry `idx`, found under `generation` (its backend
+    /// left the Service): out of the index, its entry freed; nothing if
+    /// the entry holds another flow by now. Counted as ended, not expired.
+    pub fn end(&self, idx: u32, generation: u8) -> bool {
+        let Some(e) = self.entries.get(idx as usize) else {
             return false;
         };
         let Some(rec) = e.read() else { return false };
         let old = e.life.load(Ordering::Acquire);
         let l = Life::unpack(old);
         if l.state == FlowState::Free
-            || l.generation != found.generation
-            || !self.free_flow(found.entry, old, &rec)
+            || l.generation != generation
+            || !self.free_flow(idx, old, &rec)
         {
             return false;
         }

@@ -61,7 +61,15 @@ pub mod flags {
     pub const FIN_REPLY: u8 = 0x04;
     /// TCP flow picked up mid-stream (no SYN seen), as after a restart.
     pub const PICKED_UP: u8 = 0x08;
+    /// Not a flow: a client's ClientIP affinity to a Service port's
+    /// backend (its key has source port 0), kept as long as the largest
+    /// timeout Kubernetes allows; the pipeline honours the Service's own.
+    pub const AFFINITY: u8 = 0x10;
 }
+
+/// How long an affinity record may live: Kubernetes's largest
+/// `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const AFFINITY_MAX_MS: u64 = 86_400_000;
 
 /// The state a TCP flow starts in, given its first segment's flags.
 pub fn tcp_initial(tcp_flags: u8) -> (FlowState, u8) {
@@ -170,6 +178,9 @@ impl Timeouts {
     /// (`flags::*`).
     pub fn for_flow(&self, proto: crate::flow::Proto, state: FlowState, flow_flags: u8) -> u64 {
         use crate::flow::Proto;
+        if flow_flags & flags::AFFINITY != 0 {
+            return AFFINITY_MAX_MS;
+        }
         match proto {
             Proto::Tcp => match state {
                 FlowState::New | FlowState::SynReceived => self.tcp_syn_ms,

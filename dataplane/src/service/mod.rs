@@ -23,7 +23,9 @@ use hashbrown::HashMap;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::hash::{flow_hash, AddrHasher, SELECT_SEED};
 use crate::hugemem::{HugeSlice, ZeroValid};
-pub use spec::{Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort};
+pub use spec::{
+    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
+};
 
 /// What a packet must match to be a Service's: destination address, port
 /// and protocol.
@@ -69,6 +71,8 @@ pub struct ServicePort {
     backends_off: u32,
     /// `epoch_of` its frontend and endpoints.
     epoch: u32,
+    /// ClientIP affinity's timeout in seconds, 0 for none.
+    pub affinity_s: u32,
 }
 
 impl ServicePort {
@@ -99,6 +103,8 @@ pub struct FrontSlot {
     pub id: u32,
     /// Its epoch (`ServiceTable::epoch`), for the flows it admits.
     pub epoch: u32,
+    /// ClientIP affinity's timeout in seconds, 0 for none.
+    pub affinity_s: u32,
     maglev_off: u32,
     maglev_len: u32,
     backends_off: u32,
@@ -226,6 +232,7 @@ struct Draft {
     endpoints: Vec<Backend>,
     eligible: Vec<Backend>,
     maglev: Box<[u16]>,
+    affinity_s: u32,
 }
 
 impl ServiceTable {
@@ -287,6 +294,7 @@ impl ServiceTable {
                 backends_off: boff as u32,
                 eligible: d.eligible,
                 epoch,
+                affinity_s: d.affinity_s,
             };
             backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
             boff += backend_class(p.eligible.len());
@@ -449,6 +457,7 @@ fn place(slots: &mut [FrontSlot], mask: usize, p: &ServicePort, id: u32) {
         },
         id,
         epoch: p.epoch,
+        affinity_s: p.affinity_s,
         maglev_off: p.maglev_off,
         maglev_len: p.maglev_len,
         backends_off: p.backends_off,
@@ -534,6 +543,7 @@ fn draft(
                 endpoints,
                 eligible,
                 maglev,
+                affinity_s: s.affinity.timeout_s(),
             });
         }
         if !resolved_any && matches!(p.target, TargetPort::Name(_)) && !s.endpoints.is_empty() {

@@ -14,6 +14,34 @@ pub struct ServiceSpec {
     pub cluster_ips: Vec<Addr>,
     pub ports: Vec<PortSpec>,
     pub endpoints: Vec<EndpointSpec>,
+    pub affinity: Affinity,
+}
+
+/// `spec.sessionAffinity`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Affinity {
+    /// Every connection picks its backend.
+    #[default]
+    None,
+    /// Every new connection from a client address goes to the backend its
+    /// last one went to, if that was within `timeout_s` seconds
+    /// (`sessionAffinityConfig.clientIP.timeoutSeconds`, 1 to 86,400,
+    /// 10,800 by default).
+    ClientIp { timeout_s: u32 },
+}
+
+impl Affinity {
+    /// Kubernetes's default and largest `timeoutSeconds`.
+    pub const DEFAULT_TIMEOUT_S: u32 = 10_800;
+    pub const MAX_TIMEOUT_S: u32 = 86_400;
+
+    /// The timeout in seconds, 0 for none.
+    pub fn timeout_s(self) -> u32 {
+        match self {
+            Affinity::None => 0,
+            Affinity::ClientIp { timeout_s } => timeout_s,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

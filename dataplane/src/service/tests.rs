@@ -27,6 +27,7 @@ fn web(endpoints: Vec<EndpointSpec>) -> ServiceSpec {
             },
         ],
         endpoints,
+        affinity: Default::default(),
     }
 }
 
@@ -248,6 +249,7 @@ fn small(i: u8, n: u8) -> ServiceSpec {
                 ports: vec![],
             })
             .collect(),
+        affinity: Default::default(),
     }
 }
 

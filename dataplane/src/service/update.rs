@@ -135,6 +135,7 @@ impl ServiceTable {
             maglev_len: d.maglev.len() as u32,
             backends_off: boff as u32,
             epoch,
+            affinity_s: d.affinity_s,
         };
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -237,6 +238,7 @@ impl FrontSlot {
         used: 0,
         id: 0,
         epoch: 0,
+        affinity_s: 0,
         maglev_off: 0,
         maglev_len: 0,
         backends_off: 0,
