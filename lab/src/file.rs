@@ -459,10 +459,12 @@ impl Plan {
     }
 
     /// The lab's Services as Kubernetes manifests: each Service and one
-    /// EndpointSlice per family listing the pods it selects (less those in
-    /// `removed`), as the API server's EndpointSlice controller would
-    /// write them. The daemon reads them through its file source.
-    pub fn manifests(&self, removed: &[&str]) -> String {
+    /// EndpointSlice per family listing the pods it selects, ready, or
+    /// terminating for those in `terminating` (ready false, serving and
+    /// terminating true: a pod in its graceful shutdown), as the API
+    /// server's EndpointSlice controller would write them. The daemon
+    /// reads them through its file source.
+    pub fn manifests(&self, terminating: &[&str]) -> String {
         let mut out = String::from(
             "# Written by `sluice lab` from the lab file: the lab's Services and\n\
              # their EndpointSlices. The daemon watches this directory: edit,\n\
@@ -512,11 +514,7 @@ impl Plan {
                     )
                 })
                 .collect();
-            let pods: Vec<&PlannedPod> = self
-                .selected(s)
-                .into_iter()
-                .filter(|p| !removed.contains(&p.name.as_str()))
-                .collect();
+            let pods: Vec<&PlannedPod> = self.selected(s);
             let families: Vec<(&str, bool)> = if s.v6().is_some() {
                 vec![("IPv4", true), ("IPv6", false)]
             } else {
@@ -527,8 +525,13 @@ impl Plan {
                     .iter()
                     .map(|p| {
                         let a = if v4 { p.ip.to_string() } else { format!("\"{}\"", p.ip6) };
+                        let conditions = if terminating.contains(&p.name.as_str()) {
+                            "ready: false, serving: true, terminating: true"
+                        } else {
+                            "ready: true"
+                        };
                         format!(
-                            "  - {{ addresses: [{a}], conditions: {{ ready: true }}, nodeName: {} }}\n",
+                            "  - {{ addresses: [{a}], conditions: {{ {conditions} }}, nodeName: {} }}\n",
                             self.node().name
                         )
                     })
@@ -547,9 +550,9 @@ impl Plan {
         out
     }
 
-    /// The dataplane's Services, every selected pod a ready endpoint, less
-    /// the pods in `removed`.
-    pub fn service_specs(&self, removed: &[&str]) -> Vec<ServiceSpec> {
+    /// The dataplane's Services, every selected pod a ready endpoint, or a
+    /// terminating one for those in `terminating`.
+    pub fn service_specs(&self, terminating: &[&str]) -> Vec<ServiceSpec> {
         self.services
             .iter()
             .map(|s| ServiceSpec {
@@ -573,14 +576,19 @@ impl Plan {
                 endpoints: self
                     .selected(s)
                     .into_iter()
-                    .filter(|p| !removed.contains(&p.name.as_str()))
                     .flat_map(|p| {
+                        let conditions = if terminating.contains(&p.name.as_str()) {
+                            Conditions::TERMINATING
+                        } else {
+                            Conditions::READY
+                        };
                         std::iter::once(Addr::from_v4(p.ip.octets()))
                             .chain(s.v6().map(|_| Addr::from_v6(p.ip6.octets())))
+                            .map(move |addr| (addr, conditions))
                     })
-                    .map(|addr| EndpointSpec {
+                    .map(|(addr, conditions)| EndpointSpec {
                         addr,
-                        conditions: Conditions::READY,
+                        conditions,
                         ports: vec![],
                     })
                     .collect(),
@@ -618,7 +626,10 @@ mod tests {
         assert_eq!(n.ip6.to_string(), "2001:db8:18::1");
         let specs = plan.service_specs(&["web-2"]);
         assert_eq!(specs[0].cluster_ips.len(), 2, "dual-stack");
-        assert_eq!(specs[0].endpoints.len(), 4, "two pods, two families");
+        assert_eq!(specs[0].endpoints.len(), 6, "three pods, two families");
+        let web2 = Addr::from_v4(n.pods[2].ip.octets());
+        let e = specs[0].endpoints.iter().find(|e| e.addr == web2).unwrap();
+        assert_eq!(e.conditions, Conditions::TERMINATING, "web-2 terminating");
         assert_eq!(specs[0].ports[1].proto, Proto::Udp);
     }
 
@@ -686,9 +697,10 @@ mod tests {
     #[test]
     fn the_manifests_translate_to_the_same_specs_as_the_plan() {
         let plan = LabFile::parse(DEFAULT).unwrap().plan().unwrap();
-        for removed in [&[][..], &["web-2"][..], &["web-1", "web-2", "web-3"][..]] {
-            let (objects, ignored) = sluice_control::source::file::parse(&plan.manifests(removed))
-                .expect("manifests parse");
+        for terminating in [&[][..], &["web-2"][..], &["web-1", "web-2", "web-3"][..]] {
+            let (objects, ignored) =
+                sluice_control::source::file::parse(&plan.manifests(terminating))
+                    .expect("manifests parse");
             assert_eq!(ignored, 0);
             let mut m = sluice_control::translate::Model::default();
             for o in objects {
@@ -698,7 +710,7 @@ mod tests {
                 );
                 assert!(a.rejected.is_none(), "{:?}", a.rejected);
             }
-            let mut want = plan.service_specs(removed);
+            let mut want = plan.service_specs(terminating);
             let mut got = m.specs();
             // Endpoint order differs (per family in the slices).
             for s in want.iter_mut().chain(got.iter_mut()) {
@@ -707,7 +719,7 @@ mod tests {
                     e.ports.clear();
                 }
             }
-            assert_eq!(got, want, "removed {removed:?}");
+            assert_eq!(got, want, "terminating {terminating:?}");
         }
     }
 

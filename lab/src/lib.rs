@@ -597,14 +597,16 @@ pub fn daemon_config(
     }
 }
 
-/// Writes the lab's Service manifests (`Plan::manifests`) into `dir`,
-/// created if missing, as `services.yaml`; returns its path.
-pub fn write_manifests(dir: &Path, plan: &Plan, removed: &[&str]) -> Result<PathBuf, String> {
+/// Writes the lab's Service manifests (`Plan::manifests`, the pods in
+/// `terminating` marked so) into `dir`, created if missing, as
+/// `services.yaml`; returns its path.
+pub fn write_manifests(dir: &Path, plan: &Plan, terminating: &[&str]) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("services.yaml");
     // Beside and renamed over, so that a scan never reads half a file.
     let tmp = dir.join(".services.yaml.tmp");
-    std::fs::write(&tmp, plan.manifests(removed)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, plan.manifests(terminating))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }

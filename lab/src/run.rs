@@ -613,10 +613,12 @@ fn demo(o: &DemoOptions) -> Result<()> {
         }
     }
 
-    // A backend goes away while a connection to another one is open.
+    // A backend's pod shuts down while a keep-alive connection is open:
+    // the EndpointSlice controller marks it terminating (ready false,
+    // serving and terminating true) until the pod is gone.
     let gone = backends.last().unwrap().clone();
     println!(
-        "\n== {gone} removed from {}/{} while a keep-alive connection is open",
+        "\n== {gone} terminating in {}/{} while a keep-alive connection is open",
         svc.namespace, svc.name
     );
     let keepalive = format!(
@@ -630,7 +632,7 @@ fn demo(o: &DemoOptions) -> Result<()> {
         .spawn()
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(700));
-    // As the EndpointSlice controller would: the slices without it.
+    // As the EndpointSlice controller would: the slices with it terminating.
     let before = daemon.generation();
     let edited = Instant::now();
     write_manifests(&manifests, &plan, &[gone.as_str()])?;
@@ -638,7 +640,7 @@ fn demo(o: &DemoOptions) -> Result<()> {
         .wait_for_generation(before, Duration::from_secs(10))
         .ok_or("the edited manifests did not reach the workers within 10 s")?;
     println!(
-        "   {} rewritten without {gone}: tables generation {} in the workers after {} ms",
+        "   {} rewritten with {gone} terminating: tables generation {} in the workers after {} ms",
         manifest.display(),
         st.generation,
         edited.elapsed().as_millis()

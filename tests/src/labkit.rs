@@ -97,6 +97,17 @@ pub fn start(
     lab_file: impl Fn(&str) -> String,
     services: usize,
 ) -> Running {
+    start_sized(io, cores, lab_file, services, 1 << 16)
+}
+
+/// `start`, with a conntrack of `capacity` flows.
+pub fn start_sized(
+    io: Io,
+    cores: Vec<usize>,
+    lab_file: impl Fn(&str) -> String,
+    services: usize,
+    capacity: usize,
+) -> Running {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "t{}{}",
@@ -117,7 +128,7 @@ pub fn start(
     let manifests = std::env::temp_dir().join(format!("{name}-manifests"));
     let _ = std::fs::remove_dir_all(&manifests);
     write_manifests(&manifests, &plan, &[]).expect("the lab's manifests");
-    let (daemon, files) = start_daemon(&plan, io, cores, idle, 1 << 16, &manifests)
+    let (daemon, files) = start_daemon(&plan, io, cores, idle, capacity, &manifests)
         .unwrap_or_else(|e| panic!("the daemon did not start over {io}: {e}"));
     assert_eq!(files.status().services, services, "{:?}", files.status());
     if io == Io::Afxdp {

@@ -290,14 +290,18 @@ fn ipv6_through_the_same_service(io: Io) {
     );
 }
 
-fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
+/// A backend's pod shuts down while traffic runs: the EndpointSlice
+/// controller marks it terminating. New connections avoid it; open ones,
+/// including those on it, run to their end (KEP-1669). (A backend deleted
+/// outright resets its connections: service_semantics.rs.)
+fn a_backend_terminating_while_traffic_runs(io: Io, cores: Vec<usize>) {
     let r = start(io, cores);
     // Eight keep-alive connections, each asking every 100 ms for 4 s;
     // they must all run to the end.
     let held = keepalive(&r.lab, VIP, 8, 40, 100);
     std::thread::sleep(Duration::from_millis(1000));
-    // The EndpointSlices without web-3, as the API's controller would
-    // write them: through the file source to the workers.
+    // The EndpointSlices with web-3 terminating, as the API's controller
+    // would write them: through the file source to the workers.
     let plan = r.lab.plan.clone();
     let before = r.daemon.generation();
     write_manifests(&r.manifests, &plan, &["web-3"]).expect("the edit");
@@ -319,7 +323,7 @@ fn a_backend_removed_while_traffic_runs(io: Io, cores: Vec<usize>) {
     assert_eq!(fresh.lines().count(), 60, "{fresh}");
     assert!(
         !fresh.contains("web-3"),
-        "a new connection reached the removed backend: {fresh}"
+        "a new connection reached the terminating backend: {fresh}"
     );
     assert!(
         fresh.contains("web-1") && fresh.contains("web-2"),
@@ -415,11 +419,13 @@ macro_rules! suite {
                 ipv6_through_the_same_service(Io::$io);
             }
             #[test]
-            fn a_backend_removed_while_traffic_runs() {
-                if !sluice_control::testing::root_or_skip("a_backend_removed_while_traffic_runs") {
+            fn a_backend_terminating_while_traffic_runs() {
+                if !sluice_control::testing::root_or_skip(
+                    "a_backend_terminating_while_traffic_runs",
+                ) {
                     return;
                 }
-                super::a_backend_removed_while_traffic_runs(Io::$io, vec![]);
+                super::a_backend_terminating_while_traffic_runs(Io::$io, vec![]);
             }
             #[test]
             fn a_clean_stop_leaves_no_program_and_no_namespace() {
@@ -453,5 +459,5 @@ fn two_pinned_workers_share_the_lab() {
         .take(2)
         .collect();
     assert!(!cores.is_empty(), "no cores to pin to");
-    a_backend_removed_while_traffic_runs(Io::Afxdp, cores);
+    a_backend_terminating_while_traffic_runs(Io::Afxdp, cores);
 }

@@ -737,6 +737,84 @@ fn client_ip_affinity(io: Io) {
     assert_ne!(&moved[0], gone);
 }
 
+/// Raw TCP SYNs from this pod's address (argv 1) to 198.19.0.15:80 for
+/// argv 2 seconds, source ports cycling through 50,000, as fast as python
+/// sends; prints how many. The backends answer each with a SYN-ACK, which
+/// this pod's kernel resets: what a SYN flood leaves in conntrack.
+const FLOOD: &str = "
+import socket,struct,sys,time
+S=socket.inet_aton(sys.argv[1]);D=socket.inet_aton('198.19.0.15');secs=float(sys.argv[2])
+s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)
+def csum(b):
+  t=sum(struct.unpack('!%dH'%(len(b)//2),b));t=(t>>16)+(t&0xffff);t+=t>>16;return ~t&0xffff
+end=time.time()+secs;n=0
+while time.time()<end:
+  for k in range(200):
+    port=10000+n%50000
+    tcp=struct.pack('!HHIIBBHHH',port,80,n,0,5<<4,2,64240,0,0)
+    c=csum(S+D+struct.pack('!BBH',0,6,20)+tcp)
+    tcp=tcp[:16]+struct.pack('!H',c)+tcp[18:]
+    ip=struct.pack('!BBHHHBBH4s4s',0x45,0,40,0,0,64,6,0,S,D)
+    s.sendto(ip+tcp,('198.19.0.15',0));n+=1
+print(n)
+";
+
+/// A SYN flood from one pod fills the conntrack table (4,096 flows here)
+/// with handshakes it resets; a real client in another pod still
+/// connects to the same Service, every time but at most one in a hundred,
+/// because a full table evicts what is not assured; the flood's entries
+/// are counted as evicted.
+fn a_syn_flood_does_not_keep_a_client_out(io: Io) {
+    let r = labkit::start_sized(io, vec![], lab_file, SERVICES, 4096);
+    let ip = |p: &str| r.lab.plan.pod(p).expect("pod").ip.to_string();
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(&ip("web-2"), READY), (&ip("web-3"), READY)]),
+    );
+    let flooder = r
+        .lab
+        .command(&r.lab.netns("web-1"), "python3")
+        .args(["-c", FLOOD, &ip("web-1"), "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the flood");
+    // Until the table is full.
+    wait_until("the flood fills the table", || {
+        let (entries, capacity, _, _) = r.daemon.observer().conntrack();
+        entries + 256 >= capacity
+    });
+    let out = r.python(
+        "client",
+        "import urllib.request\n\
+         ok=0\n\
+         for i in range(100):\n  \
+         try: urllib.request.urlopen('http://198.19.0.15/',timeout=3).read();ok+=1\n  \
+         except Exception as e: print(type(e).__name__)\n\
+         print(ok)\n",
+    );
+    assert_ok(&out, "the client during the flood");
+    let text = Running::stdout(&out);
+    let ok: u32 = text.lines().last().unwrap_or("0").parse().unwrap_or(0);
+    let flood = flooder.wait_with_output().expect("the flood");
+    assert_ok(&flood, "the flood");
+    let (_, _, evicted, _) = r.daemon.observer().conntrack();
+    assert!(
+        ok >= 99,
+        "{ok} of 100 connections during the flood:\n{text}"
+    );
+    assert!(
+        evicted > 0,
+        "the flood's entries were not evicted (sent {})",
+        Running::stdout(&flood)
+    );
+    eprintln!(
+        "flood: {} SYNs sent, {evicted} evicted, {ok} of 100 client connections",
+        Running::stdout(&flood)
+    );
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -772,6 +850,10 @@ root_test!(
 root_test!(
     client_ip_affinity_sticks_switches_off_and_on_and_follows_a_leaving_backend,
     client_ip_affinity
+);
+root_test!(
+    a_syn_flood_from_one_pod_does_not_keep_a_client_in_another_out,
+    a_syn_flood_does_not_keep_a_client_out
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,

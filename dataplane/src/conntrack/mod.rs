@@ -28,10 +28,11 @@
 //!   under (bumped at each reuse), so that a packet of an expired flow
 //!   never changes the flow that took its entry an instant later.
 //!
-//! Admission: when no entry is free, a flow never answered (a half-open
-//! SYN, a flow picked up mid-stream that nothing answers) near the new
+//! Admission: when no entry is free, a flow that is not assured (never
+//! answered, or TCP that never got past its handshake: a half-open SYN,
+//! a SYN answered and then reset, a closed connection) near the new
 //! flow's hash is evicted for it, as nf_conntrack's early drop does; an
-//! answered flow never is. With none to evict, or when the key's window
+//! assured flow (`state::assured`) never is. With none to evict, or when the key's window
 //! has no free slot, the new flow is refused (the pipeline drops and
 //! counts it).
 
@@ -876,12 +877,13 @@ impl Conntrack {
         expired
     }
 
-    /// On a full table, frees one flow that was never answered (no packet
-    /// seen from its reply side: a half-open SYN, a flow picked up
-    /// mid-stream that nothing answers, a one-way datagram), found among
-    /// the flows whose keys sit in `hash`'s probe window, as nf_conntrack's
-    /// early drop looks near the new flow's bucket. An answered flow is
-    /// never evicted for a new one. Returns whether one was freed.
+    /// On a full table, frees one flow that is not assured (never answered:
+    /// a half-open SYN, a flow picked up mid-stream that nothing answers, a
+    /// one-way datagram; or TCP that never got past its handshake or has
+    /// closed), found among the flows whose keys sit in `hash`'s probe
+    /// window, as nf_conntrack's early drop looks near the new flow's
+    /// bucket. An assured flow is never evicted for a new one. Returns
+    /// whether one was freed.
     #[cold]
     fn evict_unanswered(&self, hash: u64) -> bool {
         let (_, home) = self.split(hash);
@@ -898,7 +900,7 @@ impl Conntrack {
             };
             let old = e.life.load(Ordering::Acquire);
             let l = Life::unpack(old);
-            if l.state == FlowState::Free || l.flags & state::flags::SEEN_REPLY != 0 {
+            if l.state == FlowState::Free || state::assured(l.state, l.flags) {
                 continue;
             }
             let Some(rec) = e.read() else { continue };

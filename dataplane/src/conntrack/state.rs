@@ -67,6 +67,17 @@ pub mod flags {
     pub const AFFINITY: u8 = 0x10;
 }
 
+/// Whether a flow is assured, as nf_conntrack says it: answered and, for
+/// TCP, past its handshake (established or closing). A full table evicts
+/// only flows that are not: half-open connections (a SYN, even one a
+/// backend answered with SYN-ACK and the client's kernel then reset, as a
+/// SYN flood leaves them), closed ones, flows nobody answered. So a flood
+/// cannot keep a real client out, and no live connection is given up for
+/// a new one.
+pub fn assured(state: FlowState, f: u8) -> bool {
+    f & flags::SEEN_REPLY != 0 && matches!(state, FlowState::Established | FlowState::Closing)
+}
+
 /// How long an affinity record may live: Kubernetes's largest
 /// `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const AFFINITY_MAX_MS: u64 = 86_400_000;
