@@ -20,6 +20,12 @@ pub struct RunArgs {
     /// kubeconfig), or `file:DIR` (a directory of manifests, watched).
     #[arg(long)]
     source: String,
+    /// This node's name, as the API server knows it: which endpoints are
+    /// local (internalTrafficPolicy) and whose zone topology hints are
+    /// read against. Default: $NODE_NAME, else the host name (as
+    /// kube-proxy's --hostname-override).
+    #[arg(long)]
+    node_name: Option<String>,
     #[arg(long, value_enum, default_value_t = Io::Afxdp)]
     io: Io,
     /// A pod's port: IFNAME=ADDR[,ADDR6]@MAC (repeatable).
@@ -159,8 +165,9 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
         services: Vec::new(),
         max_pods: a.max_pods.into(),
     };
+    let node = node_name(a.node_name.as_deref());
     let (mut daemon, sync) = if let Some(dir) = a.source.strip_prefix("file:") {
-        let prepared = sync::prepare(PathBuf::from(dir));
+        let prepared = sync::prepare(PathBuf::from(dir), &node);
         config.services = prepared.specs.clone();
         let d = Daemon::start(config).map_err(RunError::Start)?;
         crate::workers::keep_off_cores(&a.cores);
@@ -171,7 +178,7 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
         let kube = crate::source::kube::load_config(path.as_deref()).map_err(RunError::Kube)?;
         let d = Daemon::start(config).map_err(RunError::Start)?;
         crate::workers::keep_off_cores(&a.cores);
-        let s = Kube::start(kube, d.publisher());
+        let s = Kube::start(kube, d.publisher(), &node);
         if s.wait(Duration::from_secs(60), |s| s.synced).is_none() {
             eprintln!(
                 "sluice: the API server's objects are not listed yet ({:?}); serving none until they are",
@@ -218,4 +225,20 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
     daemon.stop();
     println!("sluice: stopped; XDP programs detached");
     Ok(())
+}
+
+/// This node's name: the option, else $NODE_NAME, else the host name,
+/// lower-cased as Kubernetes names nodes.
+fn node_name(option: Option<&str>) -> String {
+    option
+        .map(str::to_string)
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
+        .to_lowercase()
 }

@@ -68,9 +68,10 @@ pub struct Prepared {
 }
 
 /// Reads the directory once and translates what it holds.
-pub fn prepare(dir: impl Into<PathBuf>) -> Prepared {
+/// `node` is this node's name (`Model::for_node`).
+pub fn prepare(dir: impl Into<PathBuf>, node: &str) -> Prepared {
     let mut source = FileSource::new(dir);
-    let mut model = Model::default();
+    let mut model = Model::for_node(node);
     let mut status = Status::default();
     step(&mut source, &mut model, &mut status);
     let specs = model.specs();
@@ -215,7 +216,9 @@ impl Files {
 pub struct Kube;
 
 impl Kube {
-    pub fn start(config: kube::Config, publisher: impl Publish) -> KubeSync {
+    /// `node` is this node's name (`Model::for_node`).
+    pub fn start(config: kube::Config, publisher: impl Publish, node: &str) -> KubeSync {
+        let node = node.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(Status::default()));
         let thread = {
@@ -233,7 +236,7 @@ impl Kube {
                             return;
                         }
                     };
-                    rt.block_on(kube_loop(config, publisher, stop, status));
+                    rt.block_on(kube_loop(config, publisher, stop, status, &node));
                 })
                 .expect("spawn the API server sync")
         };
@@ -250,6 +253,7 @@ async fn kube_loop(
     publisher: impl Publish,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<Status>>,
+    node: &str,
 ) {
     use futures::{FutureExt, StreamExt};
 
@@ -267,7 +271,7 @@ async fn kube_loop(
     };
     let mut stream = watch_all(client);
     let mut relister = Relister::default();
-    let mut model = Model::default();
+    let mut model = Model::for_node(node);
     let mut st = Status::default();
     let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {

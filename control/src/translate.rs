@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_dataplane::service::{
-    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
+    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort, Topology,
 };
 use sluice_dataplane::{Addr, Proto};
 
@@ -134,6 +134,8 @@ pub struct Frontends {
     pub cluster_ips: Vec<Addr>,
     pub ports: Vec<PortSpec>,
     pub affinity: Affinity,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
 }
 
 /// What an EndpointSlice contributes.
@@ -142,15 +144,50 @@ pub struct SliceEndpoints {
     /// The Service it belongs to, in the slice's namespace.
     pub service: String,
     pub endpoints: Vec<EndpointSpec>,
+    /// Where each endpoint is (`endpoints[i]`'s), as the slice says: read
+    /// against this node when the Service's spec is made.
+    pub placement: Vec<Placement>,
+}
+
+/// An endpoint's `nodeName` and `hints`, as its EndpointSlice gives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub node: Option<String>,
+    /// `hints.forZones` names (`None`: no zone hints).
+    pub for_zones: Option<Vec<String>>,
+    /// `hints.forNodes` names (`None`: no node hints).
+    pub for_nodes: Option<Vec<String>>,
+}
+
+impl Placement {
+    /// The endpoint's topology from node `node` in zone `zone`.
+    pub fn seen_from(&self, node: &str, zone: Option<&str>) -> Topology {
+        Topology {
+            local: !node.is_empty() && self.node.as_deref() == Some(node),
+            zone_hint: match (&self.for_zones, zone) {
+                (Some(z), Some(ours)) => Some(z.iter().any(|n| n == ours)),
+                _ => None,
+            },
+            node_hint: self
+                .for_nodes
+                .as_ref()
+                .map(|n| !node.is_empty() && n.iter().any(|x| x == node)),
+        }
+    }
 }
 
 /// What a Node contributes (its pod CIDRs and addresses, for the routes
-/// to other nodes that VXLAN will use).
+/// to other nodes that VXLAN will use; its zone, for topology).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
     pub pod_cidrs: Vec<(IpAddr, u8)>,
     pub internal_ips: Vec<IpAddr>,
+    /// Its `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
 }
+
+/// The label that names a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 fn object(
     kind: Kind,
@@ -328,10 +365,22 @@ pub fn service(svc: &Service) -> Result<Option<Frontends>, Rejection> {
             ))
         }
     };
+    let internal_local = match spec.internal_traffic_policy.as_deref() {
+        None | Some("Cluster") => false,
+        Some("Local") => true,
+        Some(other) => {
+            return Err(reject(
+                &obj,
+                "spec.internalTrafficPolicy",
+                format!("{other:?}: Cluster or Local"),
+            ))
+        }
+    };
     Ok(Some(Frontends {
         cluster_ips,
         ports,
         affinity,
+        internal_local,
     }))
 }
 
@@ -362,6 +411,7 @@ pub fn endpoint_slice(es: &EndpointSlice) -> Result<SliceEndpoints, Rejection> {
             return Ok(SliceEndpoints {
                 service,
                 endpoints: Vec::new(),
+                placement: Vec::new(),
             })
         }
         other => {
@@ -395,6 +445,7 @@ pub fn endpoint_slice(es: &EndpointSlice) -> Result<SliceEndpoints, Rejection> {
         });
     }
     let mut endpoints = Vec::new();
+    let mut placement = Vec::new();
     for (i, e) in es.endpoints.iter().enumerate() {
         // The API allows one address (more are reserved); the first counts.
         let Some(first) = e.addresses.first() else {
@@ -426,9 +477,24 @@ pub fn endpoint_slice(es: &EndpointSlice) -> Result<SliceEndpoints, Rejection> {
             addr: a,
             conditions,
             ports: ports.clone(),
+            topology: Default::default(),
+        });
+        let hints = e.hints.as_ref();
+        placement.push(Placement {
+            node: e.node_name.clone(),
+            for_zones: hints
+                .and_then(|h| h.for_zones.as_ref())
+                .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+            for_nodes: hints
+                .and_then(|h| h.for_nodes.as_ref())
+                .map(|n| n.iter().map(|n| n.name.clone()).collect()),
         });
     }
-    Ok(SliceEndpoints { service, endpoints })
+    Ok(SliceEndpoints {
+        service,
+        endpoints,
+        placement,
+    })
 }
 
 /// A Node's pod CIDRs and internal addresses.
@@ -466,9 +532,17 @@ pub fn node(n: &Node) -> Result<NodeInfo, Rejection> {
         .filter(|a| a.type_ == "InternalIP")
         .filter_map(|a| a.address.parse().ok())
         .collect();
+    let zone = n
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL))
+        .filter(|z| !z.is_empty())
+        .cloned();
     Ok(NodeInfo {
         pod_cidrs,
         internal_ips,
+        zone,
     })
 }
 
@@ -486,6 +560,9 @@ pub struct Model {
     /// Slice names by Service.
     slices_of: BTreeMap<ServiceKey, BTreeSet<String>>,
     nodes: BTreeMap<String, NodeInfo>,
+    /// This node's name: which endpoints are local, and whose zone the
+    /// topology hints are read against. Empty: unknown (none is local).
+    node: String,
     rejected: BTreeMap<ObjectRef, Rejection>,
     /// Rejections since the start, for a counter.
     pub rejections: u64,
@@ -513,6 +590,19 @@ impl Applied {
 }
 
 impl Model {
+    /// A model for the node named `node`.
+    pub fn for_node(node: &str) -> Model {
+        Model {
+            node: node.to_string(),
+            ..Model::default()
+        }
+    }
+
+    /// This node's zone, from its Node object's label.
+    fn zone(&self) -> Option<&str> {
+        self.nodes.get(&self.node).and_then(|n| n.zone.as_deref())
+    }
+
     /// A deleted object is no longer a rejected one.
     fn forget(&mut self, kind: Kind, namespace: &str, name: &str) {
         self.rejected.remove(&ObjectRef {
@@ -623,16 +713,31 @@ impl Model {
             Err(r) => self.record(r),
             Ok(info) => {
                 self.rejected.remove(&obj);
+                let before = self.zone().map(str::to_string);
+                let ours = obj.name == self.node;
                 self.nodes.insert(obj.name, info);
-                Applied::default()
+                self.after_zone(ours, before)
             }
         }
     }
 
     pub fn delete_node(&mut self, name: &str) -> Applied {
         self.forget(Kind::Node, "", name);
+        let before = self.zone().map(str::to_string);
         self.nodes.remove(name);
-        Applied::default()
+        self.after_zone(name == self.node, before)
+    }
+
+    /// When this node's zone changed, every Service may pick other
+    /// endpoints by their hints.
+    fn after_zone(&self, ours: bool, before: Option<String>) -> Applied {
+        if !ours || self.zone() == before.as_deref() {
+            return Applied::default();
+        }
+        Applied {
+            touched: self.services.keys().cloned().collect(),
+            rejected: None,
+        }
     }
 
     /// The spec of one Service: its frontends and the endpoints of every
@@ -644,12 +749,21 @@ impl Model {
             let Some(s) = self.slices.get(&(key.0.clone(), slice.clone())) else {
                 continue;
             };
-            for e in &s.endpoints {
+            let zone = self.zone();
+            for (i, e) in s.endpoints.iter().enumerate() {
                 if !endpoints
                     .iter()
                     .any(|x| x.addr == e.addr && x.ports == e.ports)
                 {
-                    endpoints.push(e.clone());
+                    let topology = s
+                        .placement
+                        .get(i)
+                        .map(|p| p.seen_from(&self.node, zone))
+                        .unwrap_or_default();
+                    endpoints.push(EndpointSpec {
+                        topology,
+                        ..e.clone()
+                    });
                 }
             }
         }
@@ -660,6 +774,7 @@ impl Model {
             ports: f.ports.clone(),
             endpoints,
             affinity: f.affinity,
+            internal_local: f.internal_local,
         })
     }
 

@@ -23,8 +23,10 @@ fn svc(name: &str, ip: [u8; 4], port: u16) -> ServiceSpec {
             addr: Addr::from_v4([198, 18, 1, 2]),
             conditions: Conditions::READY,
             ports: vec![],
+            topology: Default::default(),
         }],
         affinity: Default::default(),
+        internal_local: false,
     }
 }
 

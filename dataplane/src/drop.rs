@@ -79,6 +79,9 @@ reasons! {
     /// A packet that would have been rejected (no endpoints), over its
     /// source's or the worker's rate of answers (`reject`).
     RejectRateLimited => "reject_rate_limited",
+    /// A new flow to a Service port with `internalTrafficPolicy: Local`
+    /// and no endpoint on this node: dropped, not refused (kube-proxy).
+    ServiceNoLocalEndpoints => "service_no_local_endpoints",
     /// A packet from the backend of a flow whose backend left its Service
     /// (the flow ends with its client's next packet).
     StaleFlow => "stale_flow",

@@ -30,7 +30,7 @@ use crate::nat;
 use crate::neighbor::{self, Gateway};
 use crate::reject::RejectLimiter;
 use crate::route::{self, Egress, Hop, PortId, Routes};
-use crate::service::{Backend, ServiceTable};
+use crate::service::{Backend, FrontSlot, ServiceTable};
 use crate::tcp_reset;
 use crate::wire::icmp::IcmpKind;
 
@@ -459,7 +459,7 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             continue;
         }
         let Some(maglev_at) = t.services.maglev_index(f, key) else {
-            sc.fate[i] = Fate::Decided(reject(frames[i], p, t, c, &mut sc.replies[i]));
+            sc.fate[i] = Fate::Decided(unserved(frames[i], p, f, t, c, &mut sc.replies[i]));
             continue;
         };
         t.services.prefetch_maglev(maglev_at);
@@ -729,6 +729,9 @@ fn new_flow(
         return NewFlow::Routed(Ok(p.dst));
     };
     let Some(at) = t.services.maglev_index(f, key) else {
+        if f.local_only {
+            return NewFlow::Routed(Err(DropReason::ServiceNoLocalEndpoints));
+        }
         return NewFlow::Refused;
     };
     let sticky = if f.affinity_s != 0 {
@@ -761,6 +764,23 @@ fn new_flow(
         c,
         created,
     ))
+}
+
+/// A new flow to a Service port without a usable endpoint: refused, but
+/// for `internalTrafficPolicy: Local` with none on this node, dropped, as
+/// kube-proxy does.
+fn unserved(
+    frame: &[u8],
+    p: &Parsed,
+    f: &FrontSlot,
+    t: &Tables<'_>,
+    c: &mut Core,
+    reply: &mut [u8; REPLY_MAX],
+) -> Action {
+    if f.local_only {
+        return Action::Drop(DropReason::ServiceNoLocalEndpoints);
+    }
+    reject(frame, p, t, c, reply)
 }
 
 /// A packet for a ClusterIP that nothing behind it serves: a Service port

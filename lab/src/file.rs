@@ -590,9 +590,11 @@ impl Plan {
                         addr,
                         conditions,
                         ports: vec![],
+                        topology: Default::default(),
                     })
                     .collect(),
                 affinity: Default::default(),
+                internal_local: false,
             })
             .collect()
     }

@@ -622,7 +622,7 @@ pub fn start_daemon(
     conntrack_capacity: usize,
     manifests: &Path,
 ) -> Result<(daemon::Daemon, FileSync), String> {
-    let prepared = sluice_control::sync::prepare(manifests);
+    let prepared = sluice_control::sync::prepare(manifests, &plan.node().name);
     let mut config = daemon_config(plan, io, cores.clone(), idle, conntrack_capacity);
     config.services = prepared.specs.clone();
     if io == Io::Afxdp {
@@ -659,7 +659,7 @@ pub fn start_daemon_kube(
     }
     let mut d = daemon::Daemon::start(config).map_err(|e| e.to_string())?;
     sluice_control::workers::keep_off_cores(&cores);
-    let sync = sluice_control::sync::Kube::start(kube, d.publisher());
+    let sync = sluice_control::sync::Kube::start(kube, d.publisher(), &plan.node().name);
     serve(&mut d, plan, "kube".into(), sync.status_reader())?;
     if io == Io::Afxdp {
         wire(&mut d, plan)?;

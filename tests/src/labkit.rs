@@ -172,6 +172,25 @@ impl Running {
     pub fn stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+    /// `n` HTTP GETs of `url` from `pod`, one connection each (python's
+    /// urllib): each answer's body, trimmed.
+    pub fn gets(&self, pod: &str, url: &str, n: usize) -> Vec<String> {
+        let out = self.python(
+            pod,
+            &format!(
+                "import urllib.request\n\
+                 for i in range({n}):\n  print(urllib.request.urlopen('{url}',timeout=5).read().decode().strip())\n"
+            ),
+        );
+        assert_ok(&out, url);
+        Running::stdout(&out).lines().map(str::to_string).collect()
+    }
+    /// `curl -s --max-time SECS URL` from `pod`: its whole output.
+    pub fn curl_within(&self, pod: &str, url: &str, secs: u32) -> Output {
+        self.lab
+            .exec(pod, &["curl", "-s", "--max-time", &secs.to_string(), url])
+            .expect("curl")
+    }
     pub fn curl(&self, pod: &str, url: &str) -> String {
         let out = self
             .lab

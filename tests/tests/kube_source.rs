@@ -119,7 +119,7 @@ fn synced() -> (ApiServer, Recorder, KubeSync) {
     let config = load_config(Some(&dir)).expect("the kubeconfig");
     let _ = std::fs::remove_file(&dir);
     let rec = Recorder::default();
-    let sync = Kube::start(config, rec.clone());
+    let sync = Kube::start(config, rec.clone(), "node1");
     let st = sync
         .wait(Duration::from_secs(20), |s: &Status| s.synced)
         .unwrap_or_else(|| panic!("not synced: {:?}", sync.status()));

@@ -78,20 +78,27 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
     lab.start_servers(None, false).expect("servers");
     assert!(curl(&lab, "http://198.19.0.10/").starts_with("web-"));
 
-    // Under traffic: web scaled down to web-1, a Service added, one deleted.
+    // Under traffic: web scaled down to web-1 (web-2 and web-3
+    // terminating), a Service added, one deleted.
     let held = keepalive(&lab, "198.19.0.10", 8, 40, 200);
     std::thread::sleep(Duration::from_millis(800));
-    let slice = |addrs: &[&str]| {
-        let eps: Vec<String> = addrs
+    // The slice as the EndpointSlice controller writes it: `ready` pods,
+    // and `terminating` ones in their graceful shutdown (a scale-down's
+    // pods are terminating first, and their open connections go on).
+    let slice = |ready: &[&str], terminating: &[&str]| {
+        let eps: Vec<String> = ready
             .iter()
             .map(|a| format!("{{addresses: [{a}]}}"))
+            .chain(terminating.iter().map(|a| {
+                format!("{{addresses: [{a}], conditions: {{ready: false, serving: true, terminating: true}}}}")
+            }))
             .collect();
         format!(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-ipv4, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints: [{}]\n",
             eps.join(", ")
         )
     };
-    api.apply(&slice(&["198.18.1.3"]));
+    api.apply(&slice(&["198.18.1.3"], &["198.18.1.4", "198.18.1.5"]));
     api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: extra, namespace: default}\nspec: {clusterIP: 198.19.0.20, ports: [{port: 81, targetPort: 8080}]}\n");
     api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: extra-1, namespace: default, labels: {kubernetes.io/service-name: extra}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.1.4]}]\n");
     until(&lab, "http://198.19.0.20:81/", "the added Service", |a| {
@@ -117,7 +124,7 @@ fn services_follow_the_api_server_under_traffic_and_survive_its_absence() {
     sync.wait(Duration::from_secs(15), |s| !s.connected)
         .unwrap_or_else(|| panic!("the sync did not notice: {:?}", sync.status()));
     // While it is away: the tables keep serving, and changes pile up.
-    api.apply(&slice(&["198.18.1.3", "198.18.1.5"]));
+    api.apply(&slice(&["198.18.1.3", "198.18.1.5"], &[]));
     api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: later, namespace: default}\nspec: {clusterIP: 198.19.0.30, ports: [{port: 82, targetPort: 8080}]}\n");
     api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: later-1, namespace: default, labels: {kubernetes.io/service-name: later}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.1.5]}]\n");
     let away = Instant::now();

@@ -59,29 +59,49 @@ services:
 /// The number of Services in `lab_file`.
 const SERVICES: usize = 3;
 
-/// Service `unready` (198.19.0.12, http and echo) with one endpoint,
-/// `addr`, ready or not, as the EndpointSlice controller writes a pod
-/// whose readiness probe fails (ready and serving false).
-fn unready_manifest(addr: &str, ready: bool) -> String {
+/// A Service manifest as a user writes one: Service `name` on ClusterIP
+/// `vip` (`meta` added to its metadata, `spec` lines to its spec), ports
+/// http 80 to 8080/TCP and echo 7 to 7007/UDP, and one IPv4 EndpointSlice
+/// of `endpoints` (YAML flow maps without their braces).
+fn manifest(name: &str, vip: &str, meta: &str, spec: &str, endpoints: &[String]) -> String {
+    let list: String = if endpoints.is_empty() {
+        " []".into()
+    } else {
+        endpoints
+            .iter()
+            .map(|e| format!("\n  - {{ {e} }}"))
+            .collect()
+    };
     format!(
         "apiVersion: v1
 kind: Service
-metadata: {{ name: unready, namespace: default }}
+metadata: {{ name: {name}, namespace: default{meta} }}
 spec:
   type: ClusterIP
-  clusterIP: 198.19.0.12
-  clusterIPs: [198.19.0.12]
-  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}, {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}]
+  clusterIP: {vip}
+{spec}  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}, {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{ name: unready-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: unready }} }}
+metadata: {{ name: {name}-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: {name} }} }}
 addressType: IPv4
 ports: [{{ name: http, port: 8080, protocol: TCP }}, {{ name: echo, port: 7007, protocol: UDP }}]
-endpoints:
-  - {{ addresses: [{addr}], conditions: {{ ready: {ready}, serving: {ready} }} }}
+endpoints:{list}
 "
     )
+}
+
+/// An endpoint at `addr` with these conditions.
+fn at(addr: &str, conditions: &str) -> String {
+    format!("addresses: [{addr}], conditions: {{ {conditions} }}")
+}
+
+/// Service `unready` (198.19.0.12) with one endpoint, `addr`, ready or
+/// not, as the EndpointSlice controller writes a pod whose readiness
+/// probe fails (ready and serving false).
+fn unready_manifest(addr: &str, ready: bool) -> String {
+    let c = format!("ready: {ready}, serving: {ready}");
+    manifest("unready", "198.19.0.12", "", "", &[at(addr, &c)])
 }
 
 /// Writes `text` as manifest `file` and waits for the workers to have it.
@@ -130,13 +150,18 @@ fn probe(r: &Running, cases: &[&str]) -> Vec<String> {
     Running::stdout(&out).lines().map(str::to_string).collect()
 }
 
-fn rejected(r: &Running) -> u64 {
+/// A packet counter summed over the workers.
+fn counted(r: &Running, what: impl Fn(&sluice_dataplane::counters::Counters) -> u64) -> u64 {
     r.daemon
         .observer()
         .workers()
         .iter()
-        .map(|w| w.packets.rejected)
+        .map(|w| what(&w.packets))
         .sum()
+}
+
+fn rejected(r: &Running) -> u64 {
+    counted(r, |c| c.rejected)
 }
 
 /// A Service port without a usable endpoint is refused at once, never
@@ -216,16 +241,9 @@ fn refusals_are_rate_limited_per_source(io: Io) {
     let took: f64 = Running::stdout(&out).parse().expect("a duration");
     std::thread::sleep(Duration::from_millis(200));
     let answered = rejected(&r);
-    let limited: u64 = r
-        .daemon
-        .observer()
-        .workers()
-        .iter()
-        .map(|w| {
-            w.packets
-                .dropped(sluice_dataplane::DropReason::RejectRateLimited)
-        })
-        .sum();
+    let limited: u64 = counted(&r, |c| {
+        c.dropped(sluice_dataplane::DropReason::RejectRateLimited)
+    });
     // The burst, and at most one more every 20 ms the flood lasted.
     let most = u64::from(PER_SOURCE_BURST) + (took * 50.0).ceil() as u64 + 1;
     assert!(
@@ -245,17 +263,7 @@ fn a_pod_reaches_itself_through_its_service(io: Io) {
     let r = labkit::start(io, vec![], lab_file, SERVICES);
     let web1 = r.lab.plan.pod("web-1").expect("web-1").ip.to_string();
     let client = r.lab.plan.pod("client").expect("client").ip.to_string();
-    let get = |pod: &str, url: &str, n: usize| -> Vec<String> {
-        let out = r.python(
-            pod,
-            &format!(
-                "import urllib.request\n\
-                 for i in range({n}):\n  print(urllib.request.urlopen('{url}',timeout=5).read().decode().strip())\n"
-            ),
-        );
-        assert_ok(&out, url);
-        Running::stdout(&out).lines().map(str::to_string).collect()
-    };
+    let get = |pod: &str, url: &str, n: usize| r.gets(pod, url, n);
     // The only endpoint: every connection is a hairpin.
     for (url, gw) in [
         ("http://198.19.0.13/peer", "169.254.1.1"),
@@ -309,32 +317,15 @@ fn a_pod_reaches_itself_through_its_service(io: Io) {
     }
 }
 
-/// Service `other` (198.19.0.14:80 to web-2's 8080), labelled for another
-/// proxy or not.
+/// Service `other` (198.19.0.14, web-2), labelled for another proxy or
+/// not.
 fn other_proxy_manifest(web2: &str, labelled: bool) -> String {
-    let labels = if labelled {
+    let meta = if labelled {
         ", labels: { service.kubernetes.io/service-proxy-name: other-proxy }"
     } else {
         ""
     };
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: other, namespace: default{labels} }}
-spec:
-  type: ClusterIP
-  clusterIP: 198.19.0.14
-  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: other-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: other }} }}
-addressType: IPv4
-ports: [{{ name: http, port: 8080, protocol: TCP }}]
-endpoints:
-  - {{ addresses: [{web2}], conditions: {{ ready: true }} }}
-"
-    )
+    manifest("other", "198.19.0.14", meta, "", &[at(web2, "ready: true")])
 }
 
 /// Polls `cond` for up to 10 s.
@@ -370,13 +361,7 @@ fn a_service_of_another_proxy_is_not_programmed(io: Io) {
         "{st:?}"
     );
     assert!(st.programmed.iter().any(|s| s == "default/web"), "{st:?}");
-    let out = r
-        .lab
-        .exec(
-            "client",
-            &["curl", "-s", "--max-time", "2", "http://198.19.0.14/"],
-        )
-        .expect("curl");
+    let out = r.curl_within("client", "http://198.19.0.14/", 2);
     assert!(!out.status.success(), "another proxy's Service answered");
     let vip = sluice_dataplane::Addr::from_v4([198, 19, 0, 14]);
     assert!(
@@ -400,32 +385,12 @@ fn a_service_of_another_proxy_is_not_programmed(io: Io) {
         .any(|s| s == "default/other"));
 }
 
-/// Service `pair` (198.19.0.15: http 80 and echo 7) with these endpoints,
-/// each with its conditions as YAML ("ready: true", or a terminating
-/// pod's "ready: false, serving: true, terminating: true").
+/// Service `pair` (198.19.0.15) with these endpoints, each with its
+/// conditions ("ready: true", or a terminating pod's "ready: false,
+/// serving: true, terminating: true").
 fn pair_manifest(endpoints: &[(&str, &str)]) -> String {
-    let list: String = endpoints
-        .iter()
-        .map(|(a, c)| format!("\n  - {{ addresses: [{a}], conditions: {{ {c} }} }}"))
-        .collect();
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: pair, namespace: default }}
-spec:
-  type: ClusterIP
-  clusterIP: 198.19.0.15
-  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}, {{ name: echo, port: 7, targetPort: 7007, protocol: UDP }}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: pair-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: pair }} }}
-addressType: IPv4
-ports: [{{ name: http, port: 8080, protocol: TCP }}, {{ name: echo, port: 7007, protocol: UDP }}]
-endpoints:{}
-",
-        if list.is_empty() { " []".into() } else { list }
-    )
+    let list: Vec<String> = endpoints.iter().map(|(a, c)| at(a, c)).collect();
+    manifest("pair", "198.19.0.15", "", "", &list)
 }
 
 const READY: &str = "ready: true";
@@ -651,18 +616,12 @@ fn connections_to_deleted_and_terminating_endpoints(io: Io) {
         "{gone} got {} packets of the old connection after its deletion",
         seen.len()
     );
-    let resets: u64 = r
-        .daemon
-        .observer()
-        .workers()
-        .iter()
-        .map(|w| w.packets.resets)
-        .sum();
+    let resets: u64 = counted(&r, |c| c.resets);
     assert!(resets >= 1, "the reset was not counted");
 }
 
-/// Service `sticky` (198.19.0.16:80, the three web pods) with ClientIP
-/// affinity of `timeout` seconds, or none.
+/// Service `sticky` (198.19.0.16, these pods) with ClientIP affinity of
+/// `timeout` seconds, or none.
 fn sticky_manifest(pods: &[String], timeout: Option<u32>) -> String {
     let affinity = match timeout {
         Some(t) => format!(
@@ -670,27 +629,8 @@ fn sticky_manifest(pods: &[String], timeout: Option<u32>) -> String {
         ),
         None => "  sessionAffinity: None\n".to_string(),
     };
-    let endpoints: String = pods
-        .iter()
-        .map(|a| format!("\n  - {{ addresses: [{a}], conditions: {{ ready: true }} }}"))
-        .collect();
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: sticky, namespace: default }}
-spec:
-  type: ClusterIP
-  clusterIP: 198.19.0.16
-{affinity}  ports: [{{ name: http, port: 80, targetPort: 8080, protocol: TCP }}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: sticky-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: sticky }} }}
-addressType: IPv4
-ports: [{{ name: http, port: 8080, protocol: TCP }}]
-endpoints:{endpoints}
-"
-    )
+    let list: Vec<String> = pods.iter().map(|a| at(a, "ready: true")).collect();
+    manifest("sticky", "198.19.0.16", "", &affinity, &list)
 }
 
 /// sessionAffinity: ClientIP from a real client: every connection to one
@@ -703,17 +643,7 @@ fn client_ip_affinity(io: Io) {
         .iter()
         .map(|p| r.lab.plan.pod(p).expect("pod").ip.to_string())
         .collect();
-    let hits = |n: usize| -> Vec<String> {
-        let out = r.python(
-            "client",
-            &format!(
-                "import urllib.request\n\
-                 for i in range({n}):\n  print(urllib.request.urlopen('http://198.19.0.16/',timeout=5).read().decode().strip())\n"
-            ),
-        );
-        assert_ok(&out, "GETs to sticky");
-        Running::stdout(&out).lines().map(str::to_string).collect()
-    };
+    let hits = |n: usize| r.gets("client", "http://198.19.0.16/", n);
     let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
     edit(&r, "sticky.yaml", &sticky_manifest(&pods, Some(60)));
     let first = hits(20);
@@ -815,6 +745,76 @@ fn a_syn_flood_does_not_keep_a_client_out(io: Io) {
     );
 }
 
+/// Service `near` (198.19.0.17) with `spec` lines added, and these
+/// endpoints (YAML flow maps without their braces).
+fn near_manifest(spec: &str, endpoints: &[String]) -> String {
+    manifest("near", "198.19.0.17", "", spec, endpoints)
+}
+
+/// internalTrafficPolicy: Local keeps a real client's connections on this
+/// node's endpoints (the slices say web-3 is on node2), and with none
+/// here they are dropped, not refused (curl times out); topology hints
+/// keep them in this node's zone (its Node object's label), and a
+/// missing hint brings every endpoint back.
+fn traffic_policy_and_topology(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let ip = |p: &str| r.lab.plan.pod(p).expect("pod").ip.to_string();
+    let hits = |n: usize| -> std::collections::BTreeSet<String> {
+        r.gets("client", "http://198.19.0.17/", n)
+            .into_iter()
+            .collect()
+    };
+    let ep = |pod: &str, extra: &str| format!("addresses: [{}], nodeName: {extra}", ip(pod));
+    let local = "  internalTrafficPolicy: Local\n";
+    edit(
+        &r,
+        "near.yaml",
+        &near_manifest(local, &[ep("web-2", "node1"), ep("web-3", "node2")]),
+    );
+    assert_eq!(hits(20), ["web-2".to_string()].into());
+    edit(
+        &r,
+        "near.yaml",
+        &near_manifest(local, &[ep("web-3", "node2")]),
+    );
+    let out = r.curl_within("client", "http://198.19.0.17/", 2);
+    assert_eq!(
+        out.status.code(),
+        Some(28),
+        "no local endpoint: dropped (a timeout), not refused (exit 7)"
+    );
+    let dropped: u64 = counted(&r, |c| {
+        c.dropped(sluice_dataplane::DropReason::ServiceNoLocalEndpoints)
+    });
+    assert!(dropped > 0);
+    // Zones: this node is in zone-a; web-1 is hinted for it.
+    std::fs::write(
+        r.manifests.join("node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: { name: node1, labels: { topology.kubernetes.io/zone: zone-a } }\n",
+    )
+    .expect("the Node");
+    let hinted = |pod: &str, zone: &str| {
+        format!(
+            "{}, hints: {{ forZones: [{{ name: {zone} }}] }}",
+            ep(pod, "node1")
+        )
+    };
+    let close = "  trafficDistribution: PreferClose\n";
+    // web-3's hint for zone-b, or none.
+    let zoned = |web3: String| {
+        let eps = [hinted("web-1", "zone-a"), hinted("web-2", "zone-b"), web3];
+        edit(&r, "near.yaml", &near_manifest(close, &eps));
+    };
+    zoned(hinted("web-3", "zone-b"));
+    assert_eq!(hits(20), ["web-1".to_string()].into());
+    zoned(ep("web-3", "node1"));
+    assert_eq!(
+        hits(40).len(),
+        3,
+        "a ready endpoint without hints: all of them"
+    );
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -854,6 +854,10 @@ root_test!(
 root_test!(
     a_syn_flood_from_one_pod_does_not_keep_a_client_in_another_out,
     a_syn_flood_does_not_keep_a_client_out
+);
+root_test!(
+    internal_traffic_policy_local_and_zone_hints_from_a_real_client,
+    traffic_policy_and_topology
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,

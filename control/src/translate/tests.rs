@@ -317,3 +317,82 @@ fn client_ip_affinity_and_its_timeout_are_read_and_checked() {
     let r = service(&with("  sessionAffinity: Cookie\n")).unwrap_err();
     assert_eq!(r.field, "spec.sessionAffinity");
 }
+
+/// An EndpointSlice's nodeName and hints become each endpoint's topology
+/// as this node sees them: local or not, and whether the hints name this
+/// node's zone (from its Node's label) or this node; a change of this
+/// node's zone re-translates every Service.
+#[test]
+fn endpoints_are_placed_relative_to_this_node_and_its_zone() {
+    let zoned = "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web-z, namespace: shop, labels: { kubernetes.io/service-name: web } }
+addressType: IPv4
+ports: [{ name: http, port: 8080, protocol: TCP }]
+endpoints:
+  - { addresses: [198.18.1.3], nodeName: node1, hints: { forZones: [{ name: zone-a }] } }
+  - { addresses: [198.18.1.4], nodeName: node2, hints: { forZones: [{ name: zone-b }], forNodes: [{ name: node1 }] } }
+  - { addresses: [198.18.1.5], nodeName: node2 }
+";
+    let node = |z: &str| -> Node {
+        serde_yaml::from_str(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: node1, labels: {{topology.kubernetes.io/zone: {z}}}}}\n"
+        ))
+        .unwrap()
+    };
+    let mut m = Model::for_node("node1");
+    m.upsert_service(&svc(&WEB.replace(
+        "  type: ClusterIP\n",
+        "  type: ClusterIP\n  internalTrafficPolicy: Local\n",
+    )));
+    m.upsert_slice(&slice(zoned));
+    let topo = |m: &Model| -> Vec<Topology> {
+        m.spec(&key("shop", "web"))
+            .unwrap()
+            .endpoints
+            .iter()
+            .map(|e| e.topology)
+            .collect()
+    };
+    assert!(m.spec(&key("shop", "web")).unwrap().internal_local);
+    // No zone known yet: zone hints unusable.
+    let t = topo(&m);
+    assert_eq!(
+        t.iter()
+            .map(|t| (t.local, t.zone_hint, t.node_hint))
+            .collect::<Vec<_>>(),
+        [
+            (true, None, None),
+            (false, None, Some(true)),
+            (false, None, None)
+        ]
+    );
+    let a = m.upsert_node(&node("zone-a"));
+    assert_eq!(
+        a.touched,
+        [key("shop", "web")].into(),
+        "the zone became known"
+    );
+    let t = topo(&m);
+    assert_eq!(
+        t.iter().map(|t| t.zone_hint).collect::<Vec<_>>(),
+        [Some(true), Some(false), None]
+    );
+    assert!(
+        m.upsert_node(&node("zone-a")).touched.is_empty(),
+        "no change"
+    );
+    // Another node's zone is not ours.
+    let other: Node = serde_yaml::from_str(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node2, labels: {topology.kubernetes.io/zone: zone-b}}\n",
+    )
+    .unwrap();
+    assert!(m.upsert_node(&other).touched.is_empty());
+    let r = service(&svc(&WEB.replace(
+        "  type: ClusterIP\n",
+        "  type: ClusterIP\n  internalTrafficPolicy: Nearby\n",
+    )))
+    .unwrap_err();
+    assert_eq!(r.field, "spec.internalTrafficPolicy");
+}

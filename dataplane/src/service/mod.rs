@@ -24,7 +24,7 @@ use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::hash::{flow_hash, AddrHasher, SELECT_SEED};
 use crate::hugemem::{HugeSlice, ZeroValid};
 pub use spec::{
-    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort,
+    Affinity, Conditions, EndpointPort, EndpointSpec, PortSpec, ServiceSpec, TargetPort, Topology,
 };
 
 /// What a packet must match to be a Service's: destination address, port
@@ -73,6 +73,8 @@ pub struct ServicePort {
     epoch: u32,
     /// ClientIP affinity's timeout in seconds, 0 for none.
     pub affinity_s: u32,
+    /// `internalTrafficPolicy: Local`.
+    pub local_only: bool,
 }
 
 impl ServicePort {
@@ -105,6 +107,9 @@ pub struct FrontSlot {
     pub epoch: u32,
     /// ClientIP affinity's timeout in seconds, 0 for none.
     pub affinity_s: u32,
+    /// `internalTrafficPolicy: Local`: with no endpoint here, traffic is
+    /// dropped, not refused.
+    pub local_only: bool,
     maglev_off: u32,
     maglev_len: u32,
     backends_off: u32,
@@ -233,6 +238,41 @@ struct Draft {
     eligible: Vec<Backend>,
     maglev: Box<[u16]>,
     affinity_s: u32,
+    local_only: bool,
+}
+
+/// The endpoints a Service port's traffic from this node may go to, as
+/// kube-proxy reads topology (pkg/proxy/topology.go): when every ready
+/// endpoint carries node hints and one names this node, those named so
+/// (trafficDistribution: PreferSameNode); else when every ready endpoint
+/// carries zone hints and one names this node's zone, those (PreferClose,
+/// PreferSameZone, topology-aware hints); else all of them. Missing or
+/// partial hints, or a node without a zone, fall back to all.
+fn by_topology(placed: &[(Backend, Topology)]) -> Vec<Backend> {
+    let ready: Vec<&Topology> = placed
+        .iter()
+        .filter(|(b, _)| b.conditions.ready)
+        .map(|(_, t)| t)
+        .collect();
+    let usable = |hint: fn(&Topology) -> Option<bool>| {
+        !ready.is_empty()
+            && ready.iter().all(|t| hint(t).is_some())
+            && ready.iter().any(|t| hint(t) == Some(true))
+    };
+    let pick = |hint: fn(&Topology) -> Option<bool>| {
+        placed
+            .iter()
+            .filter(|(_, t)| hint(t) == Some(true))
+            .map(|(b, _)| *b)
+            .collect()
+    };
+    if usable(|t| t.node_hint) {
+        pick(|t| t.node_hint)
+    } else if usable(|t| t.zone_hint) {
+        pick(|t| t.zone_hint)
+    } else {
+        placed.iter().map(|(b, _)| *b).collect()
+    }
 }
 
 impl ServiceTable {
@@ -295,6 +335,7 @@ impl ServiceTable {
                 eligible: d.eligible,
                 epoch,
                 affinity_s: d.affinity_s,
+                local_only: d.local_only,
             };
             backends[boff..boff + p.eligible.len()].copy_from_slice(&p.eligible);
             boff += backend_class(p.eligible.len());
@@ -458,6 +499,7 @@ fn place(slots: &mut [FrontSlot], mask: usize, p: &ServicePort, id: u32) {
         id,
         epoch: p.epoch,
         affinity_s: p.affinity_s,
+        local_only: p.local_only,
         maglev_off: p.maglev_off,
         maglev_len: p.maglev_len,
         backends_off: p.backends_off,
@@ -486,18 +528,22 @@ fn draft(
                 port: p.port,
                 proto: p.proto,
             };
-            let endpoints: Vec<Backend> = s
+            let placed: Vec<(Backend, Topology)> = s
                 .endpoints
                 .iter()
                 .filter(|e| e.addr.is_v4() == (family == Family::V4))
                 .filter_map(|e| {
-                    e.port_for(p).map(|port| Backend {
-                        addr: e.addr,
-                        port,
-                        conditions: e.conditions,
+                    e.port_for(p).map(|port| {
+                        let b = Backend {
+                            addr: e.addr,
+                            port,
+                            conditions: e.conditions,
+                        };
+                        (b, e.topology)
                     })
                 })
                 .collect();
+            let endpoints: Vec<Backend> = placed.iter().map(|(b, _)| *b).collect();
             resolved_any |= !endpoints.is_empty();
             let name = if p.name.is_empty() {
                 format!("{svc}:{}", p.port)
@@ -513,14 +559,22 @@ fn draft(
                 continue;
             }
             owners.insert(frontend, drafts.len());
-            let ready: Vec<Backend> = endpoints
+            let pool = if s.internal_local {
+                placed
+                    .iter()
+                    .filter(|(_, t)| t.local)
+                    .map(|(b, _)| *b)
+                    .collect()
+            } else {
+                by_topology(&placed)
+            };
+            let ready: Vec<Backend> = pool
                 .iter()
                 .copied()
                 .filter(|b| b.conditions.ready)
                 .collect();
             let mut eligible = if ready.is_empty() {
-                endpoints
-                    .iter()
+                pool.iter()
                     .copied()
                     .filter(|b| b.conditions.serving && b.conditions.terminating)
                     .collect()
@@ -544,6 +598,7 @@ fn draft(
                 eligible,
                 maglev,
                 affinity_s: s.affinity.timeout_s(),
+                local_only: s.internal_local,
             });
         }
         if !resolved_any && matches!(p.target, TargetPort::Name(_)) && !s.endpoints.is_empty() {

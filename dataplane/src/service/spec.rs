@@ -15,6 +15,9 @@ pub struct ServiceSpec {
     pub ports: Vec<PortSpec>,
     pub endpoints: Vec<EndpointSpec>,
     pub affinity: Affinity,
+    /// `internalTrafficPolicy: Local`: only this node's endpoints, and
+    /// traffic dropped (not refused) when it has none.
+    pub internal_local: bool,
 }
 
 /// `spec.sessionAffinity`.
@@ -91,11 +94,23 @@ impl Conditions {
 pub struct EndpointSpec {
     pub addr: Addr,
     pub conditions: Conditions,
+    /// Where the endpoint is, as this node sees it.
+    pub topology: Topology,
     /// The EndpointSlice's ports, named as the Service's ports and carrying
     /// the number each target port resolved to for this endpoint. Empty
     /// when the endpoint was written by hand without ports: numeric target
     /// ports then apply as they are.
     pub ports: Vec<EndpointPort>,
+}
+
+/// An endpoint's place relative to this node: on it or not, and what its
+/// EndpointSlice hints say (`None`: no hint of that kind; `Some(true)`:
+/// the hints name this node's zone, or this node).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Topology {
+    pub local: bool,
+    pub zone_hint: Option<bool>,
+    pub node_hint: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,6 +28,7 @@ fn web(endpoints: Vec<EndpointSpec>) -> ServiceSpec {
         ],
         endpoints,
         affinity: Default::default(),
+        internal_local: false,
     }
 }
 
@@ -47,6 +48,7 @@ fn ep(a: [u8; 4], c: Conditions, http_port: u16) -> EndpointSpec {
                 proto: Proto::Udp,
             },
         ],
+        topology: Default::default(),
     }
 }
 
@@ -247,9 +249,11 @@ fn small(i: u8, n: u8) -> ServiceSpec {
                 addr: v4([198, 18, 2, b + 2]),
                 conditions: Conditions::READY,
                 ports: vec![],
+                topology: Default::default(),
             })
             .collect(),
         affinity: Default::default(),
+        internal_local: false,
     }
 }
 

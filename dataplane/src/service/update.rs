@@ -136,6 +136,7 @@ impl ServiceTable {
             backends_off: boff as u32,
             epoch,
             affinity_s: d.affinity_s,
+            local_only: d.local_only,
         };
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -239,6 +240,7 @@ impl FrontSlot {
         id: 0,
         epoch: 0,
         affinity_s: 0,
+        local_only: false,
         maglev_off: 0,
         maglev_len: 0,
         backends_off: 0,
