@@ -38,6 +38,7 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
         ("nat", c.nat),
         ("untracked", c.untracked),
         ("icmp_error_passthrough", c.icmp_error_passthrough),
+        ("icmp_translated", c.icmp_translated),
         ("neighbor_replies", c.neighbor_replies),
         ("time_exceeded", c.time_exceeded),
         ("rejected", c.rejected),

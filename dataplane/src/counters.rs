@@ -24,9 +24,11 @@ pub struct Counters {
     pub nat: u64,
     /// IP packets that matched no flow and no Service: forwarded as they are.
     pub untracked: u64,
-    /// ICMP errors forwarded without translating the packet they quote
-    /// (expected 0 in a cluster without Path MTU trouble; see `pipeline`).
+    /// ICMP errors about no translated flow, forwarded as they are.
     pub icmp_error_passthrough: u64,
+    /// ICMP errors about a translated flow, translated back (the packet
+    /// they quote and their outer header: `icmp_related`).
+    pub icmp_translated: u64,
     /// ARP and NDP questions for the pod gateway, answered (the answer
     /// handed to a ring).
     pub neighbor_replies: u64,
@@ -55,6 +57,7 @@ impl Default for Counters {
             nat: 0,
             untracked: 0,
             icmp_error_passthrough: 0,
+            icmp_translated: 0,
             neighbor_replies: 0,
             time_exceeded: 0,
             rejected: 0,
@@ -98,6 +101,7 @@ impl Counters {
         self.nat += o.nat;
         self.untracked += o.untracked;
         self.icmp_error_passthrough += o.icmp_error_passthrough;
+        self.icmp_translated += o.icmp_translated;
         self.neighbor_replies += o.neighbor_replies;
         self.time_exceeded += o.time_exceeded;
         self.rejected += o.rejected;

@@ -24,6 +24,7 @@ pub mod frag;
 pub mod hash;
 pub mod hugemem;
 pub mod icmp_error;
+pub mod icmp_related;
 pub mod io;
 pub mod nat;
 pub mod neighbor;

@@ -24,6 +24,7 @@ use crate::drop::DropReason;
 use crate::flow::{Addr, Family, FlowKey, Proto};
 use crate::frag::FragTable;
 use crate::icmp_error::{self, IcmpError};
+use crate::icmp_related;
 
 mod affinity;
 use crate::nat;
@@ -544,9 +545,13 @@ fn finish(frame: &mut [u8], i: usize, t: &Tables<'_>, c: &mut Core, sc: &mut Scr
                 kind: IcmpKind::Error,
             } = p.transport
             {
-                // The quoted packet inside is not translated yet: a PMTU or
-                // unreachable error about a NATed flow reaches the client
-                // with the backend's address inside. Counted so it shows.
+                // An error about a translated flow goes back translated,
+                // so that it reaches the socket it is about; one about no
+                // flow of ours passes as it is, counted.
+                if let Some(dst) = icmp_related::translate(frame, p, t.conntrack) {
+                    c.counters.icmp_translated += 1;
+                    return Fate::Route(dst);
+                }
                 c.counters.icmp_error_passthrough += 1;
             }
             c.counters.untracked += 1;

@@ -2,6 +2,7 @@
 //! flows (a tuning probe; the benchmark is benches/pipeline.rs).
 use sluice_dataplane::conntrack::FlowState;
 use sluice_dataplane::pipeline::{Core, BURST};
+use sluice_dataplane::service::Affinity;
 use sluice_dataplane::wire::tcp;
 use sluice_dataplane::FlowKey;
 use sluice_fixtures::bench_frontend;
@@ -12,7 +13,14 @@ fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .map_or(100_000, |s| s.parse().unwrap());
-    let world = World::new(n, 1_000_000, 70_000);
+    // AFFINITY=SECS: every Service with ClientIP affinity; each new flow
+    // is its client's first (a record is looked for and made), or with
+    // AGAIN=1 its second (the record found).
+    let affinity = std::env::var("AFFINITY").map_or(Affinity::None, |s| Affinity::ClientIp {
+        timeout_s: s.parse().unwrap(),
+    });
+    let again = std::env::var_os("AGAIN").is_some();
+    let world = World::with_affinity(n, 1_000_000, 140_000, affinity);
     let tables = world.tables();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let count: usize = std::env::var("NEW").map_or(65_536, |s| s.parse().unwrap());
@@ -70,8 +78,25 @@ fn main() {
         );
     }
 
-    let mut frames: Vec<Vec<u8>> = keys.iter().map(|k| World::frame(k, tcp::SYN)).collect();
     let mut core = Core::default();
+    if again {
+        // Each client's first connection, from another port: the records.
+        let mut first: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                World::frame(
+                    &FlowKey {
+                        sport: k.sport ^ 0x8000,
+                        ..*k
+                    },
+                    tcp::SYN,
+                )
+            })
+            .collect();
+        decide_all(&mut first, &tables, &mut core);
+        core = Core::default();
+    }
+    let mut frames: Vec<Vec<u8>> = keys.iter().map(|k| World::frame(k, tcp::SYN)).collect();
     let t = Instant::now();
     let sent = decide_all(&mut frames, &tables, &mut core);
     println!("the burst function, bursts of {BURST}: {:.0} ns", per(t));

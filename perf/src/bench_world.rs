@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use sluice_dataplane::conntrack::{Conntrack, FlowState, Timeouts};
 use sluice_dataplane::pipeline::{decide, Action, Core, Ingress, Tables, BURST};
 use sluice_dataplane::route::Routes;
-use sluice_dataplane::service::ServiceTable;
+use sluice_dataplane::service::{Affinity, ServiceTable};
 use sluice_dataplane::wire::tcp;
 use sluice_dataplane::{Addr, Family, FlowKey, Proto};
 
@@ -59,7 +59,21 @@ impl World {
     /// `n_services` Services and `flows` established flows spread over
     /// them, in a conntrack with room for `flows + headroom`.
     pub fn new(n_services: usize, flows: usize, headroom: usize) -> World {
-        let (services, problems) = ServiceTable::build(&many_services(n_services));
+        Self::with_affinity(n_services, flows, headroom, Affinity::None)
+    }
+
+    /// `new`, every Service with `affinity`.
+    pub fn with_affinity(
+        n_services: usize,
+        flows: usize,
+        headroom: usize,
+        affinity: Affinity,
+    ) -> World {
+        let mut specs = many_services(n_services);
+        for s in &mut specs {
+            s.affinity = affinity;
+        }
+        let (services, problems) = ServiceTable::build(&specs);
         assert!(problems.is_empty(), "{problems:?}");
         // A fixed seed: the same probe sequences every run, so that instruction
         // counts (callgrind) repeat exactly.

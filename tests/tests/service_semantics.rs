@@ -815,6 +815,58 @@ fn traffic_policy_and_topology(io: Io) {
     );
 }
 
+/// A backend's ICMP error about a translated flow reaches the client's
+/// socket: UDP to a ClusterIP whose backend has nothing listening on the
+/// target port fails at once with ECONNREFUSED, over IPv4 and IPv6, since
+/// the backend kernel's port-unreachable comes back from the ClusterIP
+/// quoting what the client sent (untranslated, the client's kernel would
+/// match it to no socket, and the client would wait for its timeout).
+fn icmp_errors_reach_the_clients_socket(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let web2 = r.lab.plan.pod("web-2").expect("web-2");
+    let text = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: closed, namespace: default }}
+spec:
+  type: ClusterIP
+  clusterIP: 198.19.0.18
+  clusterIPs: [198.19.0.18, 2001:db8:19::12]
+  ports: [{{ name: dns, port: 53, targetPort: 9999, protocol: UDP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: closed-ipv4, namespace: default, labels: {{ kubernetes.io/service-name: closed }} }}
+addressType: IPv4
+ports: [{{ name: dns, port: 9999, protocol: UDP }}]
+endpoints: [{{ addresses: [{}] }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: closed-ipv6, namespace: default, labels: {{ kubernetes.io/service-name: closed }} }}
+addressType: IPv6
+ports: [{{ name: dns, port: 9999, protocol: UDP }}]
+endpoints: [{{ addresses: [\"{}\"] }}]
+",
+        web2.ip, web2.ip6
+    );
+    edit(&r, "closed.yaml", &text);
+    let lines = probe(&r, &["udp,198.19.0.18,53", "udp,2001:db8:19::12,53"]);
+    assert_eq!(lines.len(), 10, "{lines:#?}");
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f[3], "refused", "{l}");
+        let secs: f64 = f[4].parse().expect("a duration");
+        assert!(secs < 0.5, "{l}");
+    }
+    assert!(counted(&r, |c| c.icmp_translated) >= 10);
+    assert_eq!(
+        counted(&r, |c| c.rejected),
+        0,
+        "the backend's refusals, not ours"
+    );
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -858,6 +910,10 @@ root_test!(
 root_test!(
     internal_traffic_policy_local_and_zone_hints_from_a_real_client,
     traffic_policy_and_topology
+);
+root_test!(
+    an_icmp_error_from_a_backend_reaches_the_clients_socket_through_the_clusterip,
+    icmp_errors_reach_the_clients_socket
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,
