@@ -867,6 +867,42 @@ endpoints: [{{ addresses: [\"{}\"] }}]
     );
 }
 
+/// A 2,000-byte UDP request through the ClusterIP and its 2,000-byte
+/// answer, both fragmented by the kernels (MTU 1500), over IPv4 and IPv6:
+/// every fragment of the request reaches the backend translated, and
+/// every fragment of the answer the client, from the ClusterIP.
+fn fragmented_udp_both_ways(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let out = r.python(
+        "client",
+        "import socket\n\
+         for fam,vip in ((socket.AF_INET,'198.19.0.10'),(socket.AF_INET6,'2001:db8:19::a')):\n  \
+         s=socket.socket(fam,socket.SOCK_DGRAM);s.settimeout(3)\n  \
+         for i in range(10):\n    \
+         body=bytes([65+i])*2000\n    \
+         s.sendto(body,(vip,7));d,a=s.recvfrom(65535)\n    \
+         print(len(d),d.endswith(body),a[0],a[1])\n",
+    );
+    assert_ok(&out, "2,000-byte datagrams");
+    let text = Running::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let vip = if i < 10 {
+            "198.19.0.10"
+        } else {
+            "2001:db8:19::a"
+        };
+        assert_eq!(f[1..], ["True", vip, "7"], "{text}");
+        let len: usize = f[0].parse().expect("a length");
+        assert!(
+            len > 2000,
+            "the echo names its pod before the 2,000 bytes: {l}"
+        );
+    }
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -914,6 +950,10 @@ root_test!(
 root_test!(
     an_icmp_error_from_a_backend_reaches_the_clients_socket_through_the_clusterip,
     icmp_errors_reach_the_clients_socket
+);
+root_test!(
+    a_fragmented_udp_request_and_its_fragmented_answer_through_the_clusterip,
+    fragmented_udp_both_ways
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,
