@@ -865,7 +865,46 @@ endpoints: [{{ addresses: [\"{}\"] }}]
         0,
         "the backend's refusals, not ours"
     );
+    // traceroute -T's way to a ClusterIP: a SYN with TTL 1 gets the
+    // gateway's time-exceeded, quoting the ClusterIP so that the kernel
+    // gives it to the socket (its error queue names the hop); with TTL 2
+    // the connection is made.
+    let out = r.python("client", TRACE_TCP);
+    assert_ok(&out, "the TCP trace");
+    assert_eq!(
+        Running::stdout(&out).lines().collect::<Vec<_>>(),
+        ["1 icmp 11 169.254.1.1", "2 connected"],
+    );
 }
+
+/// Connects to 198.19.0.10:80 with TTL 1, then 2, as `traceroute -T`
+/// does, reading ICMP errors from the socket's error queue
+/// (IP_RECVERR); prints each hop: the ICMP type and who sent it, or that
+/// the connection was made.
+const TRACE_TCP: &str = "
+import socket,struct,time
+IP_RECVERR=11
+def hop(ttl):
+  s=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
+  s.setsockopt(socket.IPPROTO_IP,IP_RECVERR,1)
+  s.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,ttl)
+  s.setblocking(False)
+  s.connect_ex(('198.19.0.10',80))
+  end=time.time()+3
+  while time.time()<end:
+    try:
+      _,anc,_,_=s.recvmsg(512,512,socket.MSG_ERRQUEUE)
+      for lvl,typ,d in anc:
+        if lvl==socket.IPPROTO_IP and typ==IP_RECVERR:
+          return 'icmp %d %s'%(d[5],socket.inet_ntoa(d[20:24]))
+    except BlockingIOError: pass
+    try:
+      s.getpeername();return 'connected'
+    except OSError: pass
+    time.sleep(0.01)
+  return 'timeout'
+for ttl in (1,2): print(ttl,hop(ttl),flush=True)
+";
 
 /// A 2,000-byte UDP request through the ClusterIP and its 2,000-byte
 /// answer, both fragmented by the kernels (MTU 1500), over IPv4 and IPv6:
