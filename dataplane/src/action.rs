@@ -51,4 +51,8 @@ pub enum Action {
     ToHost,
     /// Dropped (already counted under its reason).
     Drop(DropReason),
+    /// A later fragment whose first has not passed yet: the caller holds
+    /// it and gives it again once it has (only for a caller that said it
+    /// holds: `Core::hold_fragments`; others get `fragment_unknown`).
+    Hold,
 }

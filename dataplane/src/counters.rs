@@ -43,6 +43,9 @@ pub struct Counters {
     /// Service, answered with a TCP reset from the ClusterIP (handed to a
     /// ring).
     pub resets: u64,
+    /// Later fragments that came before their first, held by the worker
+    /// (given back, they count again as received).
+    pub held: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -62,6 +65,7 @@ impl Default for Counters {
             time_exceeded: 0,
             rejected: 0,
             resets: 0,
+            held: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -78,6 +82,7 @@ impl Counters {
             + self.time_exceeded
             + self.rejected
             + self.resets
+            + self.held
             + self.total_drops()
     }
 
@@ -106,6 +111,7 @@ impl Counters {
         self.time_exceeded += o.time_exceeded;
         self.rejected += o.rejected;
         self.resets += o.resets;
+        self.held += o.held;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -47,6 +47,10 @@ reasons! {
     Ipv4BadChecksum => "ipv4_bad_checksum",
     /// A non-first fragment whose first fragment was not seen.
     FragmentUnknown => "fragment_unknown",
+    /// A later fragment that came before its first with no room to hold
+    /// it (the worker's slots in use, or bigger than a slot), or that
+    /// waited too long.
+    FragmentHoldFull => "fragment_hold_full",
     /// A first fragment too short to carry the transport ports.
     FragmentTooShort => "fragment_too_short",
     /// Shorter than the fixed IPv6 header.

@@ -3,9 +3,10 @@
 //! first fragments it has seen, keyed by (src, dst, protocol, ident), so
 //! that later fragments follow their datagram's flow and NAT.
 //!
-//! Deliberate limits, as Cilium has them: a later fragment that arrives
-//! before its first is dropped (`fragment_unknown`) rather than held, since
-//! holding would mean buffering; and the table is per worker because RSS
+//! A later fragment that arrives before its first is held by the worker
+//! (`worker::hold`: a few slots, a second at most) and given back once its
+//! first has passed; the burst function alone drops it
+//! (`fragment_unknown`). The table is per worker because RSS
 //! hashes every fragment of a datagram on its addresses alone, so all of them
 //! reach the same queue. Slots are direct-mapped and overwritten: a datagram
 //! whose slot was taken by another loses its later fragments, counted.

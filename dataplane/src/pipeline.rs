@@ -90,6 +90,9 @@ pub struct Core {
     slots: SlotCache,
     /// How often this core may answer for a Service without endpoints.
     rejects: RejectLimiter,
+    /// Whether the caller holds later fragments that come before their
+    /// first (`Action::Hold`).
+    holds_fragments: bool,
     /// Taken out for the length of a burst so that the passes can read it
     /// by reference while they update the rest of the core.
     scratch: Option<Box<Scratch>>,
@@ -119,6 +122,7 @@ impl Default for Core {
             now_ms: 0,
             slots: SlotCache::default(),
             rejects: RejectLimiter::default(),
+            holds_fragments: false,
             scratch: Some(Box::new(Scratch {
                 kind: [Pre::Done(Action::ToHost); BURST],
                 parsed: [Parsed::EMPTY; BURST],
@@ -134,6 +138,12 @@ impl Default for Core {
 }
 
 impl Core {
+    /// Later fragments that come before their first are given back as
+    /// `Action::Hold` (the worker holds them), not dropped.
+    pub fn hold_fragments(&mut self) {
+        self.holds_fragments = true;
+    }
+
     /// Reads the clock; call once per burst, not per packet.
     pub fn tick(&mut self, ct: &Conntrack) {
         self.now_ms = ct.now_ms();
@@ -352,6 +362,7 @@ fn prepare(
         return pre;
     }
     match flow_key(p, c) {
+        Err(DropReason::FragmentUnknown) if c.holds_fragments => Pre::Done(Action::Hold),
         Err(r) => Pre::Done(Action::Drop(r)),
         Ok(None) => Pre::Untracked,
         Ok(Some(k)) => {

@@ -174,6 +174,8 @@ pub struct LoopCounters {
     /// lost its core while its rings filled.
     pub longest_gap_ns: u64,
     pub slow_rounds: u64,
+    /// Held later fragments whose first never came in time (`hold`).
+    pub held_expired: u64,
 }
 
 /// What a worker does when a round finds nothing: spin (it owns its core),
@@ -191,6 +193,8 @@ impl Idle {
         sleep: std::time::Duration::ZERO,
     };
 }
+
+mod hold;
 
 /// Where the burst being acted on came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -220,15 +224,19 @@ pub struct Worker<B: Backend> {
     staged: Vec<Staged>,
     /// Ports with staged frames, each once: a round visits only these.
     dirty: Vec<usize>,
+    /// Later fragments waiting for their first.
+    hold: hold::Hold,
 }
 
 impl<B: Backend> Worker<B> {
     pub fn new(backend: B, map: PortMap) -> Worker<B> {
         let ports = backend.ports();
+        let mut core = Core::default();
+        core.hold_fragments();
         Worker {
             backend,
             map,
-            core: Core::default(),
+            core,
             counters: LoopCounters::default(),
             host: None,
             rounds: 0,
@@ -238,6 +246,7 @@ impl<B: Backend> Worker<B> {
             actions: [Action::ToHost; BURST],
             staged: (0..ports).map(|_| Staged::new()).collect(),
             dirty: Vec::with_capacity(ports),
+            hold: hold::Hold::default(),
         }
     }
 
@@ -313,6 +322,9 @@ impl<B: Backend> Worker<B> {
             self.host_hot = n > 0;
             got += n;
         }
+        if !self.hold.is_empty() {
+            self.release_held(t);
+        }
         while let Some(port) = self.dirty.pop() {
             self.send(port);
         }
@@ -349,9 +361,49 @@ impl<B: Backend> Worker<B> {
                 Action::Reply { len, answer } => self.answer(from, i, f, len, answer),
                 Action::ToHost => self.for_host(from, i, f, t),
                 Action::Drop(_) => self.backend.free(f),
+                Action::Hold => self.hold_fragment(from, f),
             }
         }
         self.burst = frames;
+    }
+
+    /// Holds a copy of a later fragment that came before its first.
+    fn hold_fragment(&mut self, from: Source, f: Frame) {
+        let ingress = match from {
+            Source::Port(p) => self.map.ingress(p),
+            Source::Host => Ingress::Host,
+        };
+        let now = self.core.now_ms;
+        let (backend, hold) = (&mut self.backend, &mut self.hold);
+        if backend.with_bytes(&f, |b| hold.put(from, ingress, now, b)) {
+            self.core.counters.held += 1;
+            self.backend.free(f);
+        } else {
+            self.gone(f, DropReason::FragmentHoldFull);
+        }
+    }
+
+    /// Gives the held fragments whose first has passed back to the burst
+    /// function, each a burst of one from where it came; frees those that
+    /// waited too long.
+    fn release_held(&mut self, t: &Tables<'_>) {
+        self.counters.held_expired += self.hold.expire(self.core.now_ms);
+        while let Some(r) = self.hold.next_ready(&self.core.frags, self.core.now_ms) {
+            let (from, ingress, bytes) = (r.from, r.ingress, r.bytes);
+            let n = bytes.len();
+            let Some(f) = self.backend.alloc_with(|buf| {
+                buf[..n].copy_from_slice(bytes);
+                n
+            }) else {
+                // No frame for it: lost, as a drop of its own.
+                self.core.counters.drop(DropReason::PoolEmpty);
+                self.core.counters.rx += 1;
+                continue;
+            };
+            self.burst.push(f);
+            self.decide_burst(ingress, t);
+            self.act(from, t);
+        }
     }
 
     /// Frees a frame that goes no further, counted under `r`.

@@ -405,35 +405,12 @@ fn ipv4_options_and_ipv6_extension_headers_are_walked() {
     assert_eq!(seen.payload, b"ext");
 }
 
-/// Splits an IPv4 frame's payload at `at` (a multiple of 8) into two
-/// fragments.
-fn fragment_v4(frame: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
-    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
-        .unwrap()
-        .to_header();
-    let payload = &frame[34..];
-    let mk = |data: &[u8], offset: usize, more: bool| {
-        let mut h = ip.clone();
-        h.identification = 0x4242;
-        h.dont_fragment = false;
-        h.more_fragments = more;
-        h.fragment_offset = etherparse::IpFragOffset::try_new((offset / 8) as u16).unwrap();
-        h.total_len = (20 + data.len()) as u16;
-        h.header_checksum = h.calc_header_checksum();
-        let mut f = frame[..14].to_vec();
-        h.write(&mut f).unwrap();
-        f.extend_from_slice(data);
-        f
-    };
-    (mk(&payload[..at], 0, true), mk(&payload[at..], at, false))
-}
-
 #[test]
 fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     let mut node = Node::web();
     let data: Vec<u8> = (0..120u8).collect();
     let whole = frames::udp(Ip::V4(CLIENT_V4), 7000, Ip::V4(VIP_V4), 53, &data);
-    let (mut a, mut b) = fragment_v4(&whole, 64);
+    let (mut a, mut b) = frames::fragment_v4(&whole, 64);
     assert_eq!(node.process(&mut a), FORWARD);
     assert_eq!(node.process(&mut b), FORWARD);
     let dst_a = &a[30..34];
@@ -457,7 +434,7 @@ fn fragments_follow_their_first_fragment_and_orphans_are_dropped() {
     assert_eq!(seen.payload, data);
 
     // A later fragment with no first fragment seen.
-    let (_, mut orphan) = fragment_v4(
+    let (_, mut orphan) = frames::fragment_v4(
         &frames::udp(Ip::V4(CLIENT_V4), 7001, Ip::V4(VIP_V4), 53, &data),
         64,
     );

@@ -257,3 +257,75 @@ fn the_host_path_carries_the_nodes_own_traffic_both_ways() {
     assert_eq!(&to_pod[0][..6], &frames::CLIENT_MAC, "addressed to the pod");
     assert_eq!(w.backend.free_frames(), POOL);
 }
+
+/// A later fragment that comes before its first is held, not dropped, and
+/// follows its first out of the same port once the first has passed,
+/// translated to the same backend; one whose first never comes is freed
+/// after a second and counted.
+#[test]
+fn a_later_fragment_before_its_first_is_held_and_follows_it() {
+    let world = NodeWorld::new();
+    let t = world.tables();
+    let mut w = worker();
+    let data = [0x5au8; 600];
+    // A client port whose datagrams Maglev sends to a backend on this
+    // node (.2 or .3; .4 is another node's).
+    let sport = (7000u16..)
+        .find(|&sport| {
+            let k = sluice_dataplane::FlowKey {
+                src: sluice_dataplane::Addr::from_v4(CLIENT_V4),
+                dst: sluice_dataplane::Addr::from_v4(VIP_V4),
+                sport,
+                dport: 53,
+                proto: sluice_dataplane::Proto::Udp,
+                family: sluice_dataplane::Family::V4,
+            };
+            let id = world.services.lookup(&k).expect("the frontend");
+            let b = world.services.select(id, &k).expect("a backend");
+            b.addr.v4_octets()[3] != 4
+        })
+        .unwrap();
+    let dgram = frames::udp(Ip::V4(CLIENT_V4), sport, Ip::V4(VIP_V4), 53, &data);
+    let (first, later) = frames::fragment_v4(&dgram, 256);
+    w.backend.incoming[0].push_back(later.clone());
+    while w.poll(&t) > 0 {}
+    assert_eq!(w.packet_counters().held, 1);
+    assert_eq!(w.packet_counters().dropped(DropReason::FragmentUnknown), 0);
+    w.backend.incoming[0].push_back(first);
+    while w.poll(&t) > 0 {}
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for p in 1..4 {
+        out.extend(w.backend.sent[p].drain(..));
+    }
+    assert_eq!(out.len(), 2, "both fragments left, by one port");
+    let (a, b) = (&out[0], &out[1]);
+    assert_eq!(
+        (a[20] & 0x3f, a[21]),
+        (0x20, 0),
+        "the first fragment first (MF, offset 0)"
+    );
+    assert_eq!(&a[30..34], &b[30..34], "to the same backend");
+    assert_eq!(
+        &b[34..],
+        &later[34..],
+        "the later fragment's data untouched"
+    );
+    let c = w.packet_counters();
+    assert_eq!(c.rx, c.settled(), "every frame counted once: {c:?}");
+    // An orphan: held, then freed after a second.
+    let mut orphan = later.clone();
+    orphan[18] = 0x77; // another datagram
+    orphan[24..26].copy_from_slice(&[0, 0]);
+    let csum = etherparse::Ipv4HeaderSlice::from_slice(&orphan[14..])
+        .unwrap()
+        .to_header()
+        .calc_header_checksum();
+    orphan[24..26].copy_from_slice(&csum.to_be_bytes());
+    w.backend.incoming[0].push_back(orphan);
+    while w.poll(&t) > 0 {}
+    assert_eq!(w.packet_counters().held, 2);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    w.poll(&t);
+    assert_eq!(w.counters.held_expired, 1);
+    assert_eq!(w.backend.free_frames(), POOL, "no frame of the pool lost");
+}
