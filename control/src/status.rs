@@ -43,6 +43,7 @@ fn packet_counts(c: &Counters) -> BTreeMap<String, u64> {
         ("time_exceeded", c.time_exceeded),
         ("rejected", c.rejected),
         ("resets", c.resets),
+        ("held", c.held),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
