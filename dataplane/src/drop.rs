@@ -83,6 +83,10 @@ reasons! {
     /// A packet that would have been rejected (no endpoints), over its
     /// source's or the worker's rate of answers (`reject`).
     RejectRateLimited => "reject_rate_limited",
+    /// A frame longer than its egress port's MTU: not sent (answered with
+    /// fragmentation-needed / packet-too-big when it may not be
+    /// fragmented; never fragmented here).
+    MtuExceeded => "mtu_exceeded",
     /// A new flow to a Service port with `internalTrafficPolicy: Local`
     /// and no endpoint on this node: dropped, not refused (kube-proxy).
     ServiceNoLocalEndpoints => "service_no_local_endpoints",

@@ -25,6 +25,9 @@ pub enum IcmpError {
     /// Destination port unreachable: the sender's connect() or recv()
     /// fails with ECONNREFUSED at once.
     PortUnreachable,
+    /// Fragmentation needed and DF set (ICMPv4) / packet too big (ICMPv6),
+    /// with the next hop's MTU: the sender's path MTU discovery.
+    TooBig { mtu: u16 },
 }
 
 impl IcmpError {
@@ -35,6 +38,17 @@ impl IcmpError {
             (IcmpError::TimeExceeded, Family::V6) => (3, 0),
             (IcmpError::PortUnreachable, Family::V4) => (3, 3),
             (IcmpError::PortUnreachable, Family::V6) => (1, 4),
+            (IcmpError::TooBig { .. }, Family::V4) => (3, 4),
+            (IcmpError::TooBig { .. }, Family::V6) => (2, 0),
+        }
+    }
+
+    /// The header's second word: the MTU for `TooBig` (RFC 1191: in its
+    /// low 16 bits; RFC 4443: all 32), else zero.
+    fn rest(self) -> [u8; 4] {
+        match self {
+            IcmpError::TooBig { mtu } => u32::from(mtu).to_be_bytes(),
+            _ => [0; 4],
         }
     }
 }
@@ -87,6 +101,7 @@ pub fn write(
             h[10..12].copy_from_slice(&c.to_be_bytes());
             let m = &mut out[l3 + 20..len];
             m[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+            m[4..8].copy_from_slice(&kind.rest());
             m[8..].copy_from_slice(quote);
             let c = checksum::checksum(m);
             m[2..4].copy_from_slice(&c.to_be_bytes());
@@ -118,6 +133,7 @@ pub fn write(
             h[24..40].copy_from_slice(&src);
             let m = &mut out[l3 + 40..len];
             m[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+            m[4..8].copy_from_slice(&kind.rest());
             m[8..].copy_from_slice(quote);
             let sum = checksum::pseudo_v6(from, src, 58, plen as u32) + checksum::sum(m);
             let c = !checksum::fold(sum);

@@ -11,9 +11,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::counters::Counters;
+use crate::decode::{decode, Decoded};
 use crate::drop::DropReason;
+use crate::flow::Family;
+use crate::icmp_error::{self, IcmpError};
 use crate::io::{Backend, Frame, HostPath, PortError};
-use crate::pipeline::{decide, Action, Answer, Core, Ingress, Tables, BURST};
+use crate::pipeline::{decide, Action, Answer, Core, Ingress, Tables, BURST, REPLY_MAX};
 use crate::route::{Egress, PortId};
 
 /// A busy worker reads the host's TAP every this many rounds (and every
@@ -226,6 +229,11 @@ pub struct Worker<B: Backend> {
     dirty: Vec<usize>,
     /// Later fragments waiting for their first.
     hold: hold::Hold,
+    /// The ICMP errors the loop wrote about frames too big for their port,
+    /// to go through the burst function (which translates and routes
+    /// them) at the end of the round.
+    too_big: Vec<Frame>,
+    scratch: Box<[u8; REPLY_MAX]>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -247,6 +255,8 @@ impl<B: Backend> Worker<B> {
             staged: (0..ports).map(|_| Staged::new()).collect(),
             dirty: Vec::with_capacity(ports),
             hold: hold::Hold::default(),
+            too_big: Vec::with_capacity(BURST),
+            scratch: Box::new([0; REPLY_MAX]),
         }
     }
 
@@ -325,6 +335,11 @@ impl<B: Backend> Worker<B> {
         if !self.hold.is_empty() {
             self.release_held(t);
         }
+        if !self.too_big.is_empty() {
+            self.burst.append(&mut self.too_big);
+            self.decide_burst(Ingress::Host, t);
+            self.act(Source::Host, t);
+        }
         while let Some(port) = self.dirty.pop() {
             self.send(port);
         }
@@ -349,7 +364,8 @@ impl<B: Backend> Worker<B> {
         for (i, f) in frames.drain(..).enumerate() {
             match self.actions[i] {
                 Action::Transmit(e) => match self.map.egress(e) {
-                    Some(port) => self.stage(port, f, Sent::Forwarded),
+                    Some(port) if self.fits(port, &f) => self.stage(port, f, Sent::Forwarded),
+                    Some(port) => self.frag_needed(i, f, port, t),
                     None => {
                         // A new flow whose first frame has no way out of
                         // this node (a backend on another node before the
@@ -365,6 +381,71 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.burst = frames;
+    }
+
+    /// Whether frame `f` fits `port`'s MTU (always, when it is unknown).
+    #[inline]
+    fn fits(&mut self, port: usize, f: &Frame) -> bool {
+        let mtu = usize::from(self.backend.mtu(port).unwrap_or(0));
+        // Ethernet's 14 bytes, or 18 with a VLAN tag: only a frame past
+        // the first bound is looked at.
+        mtu == 0
+            || f.len() <= mtu + 14
+            || (f.len() <= mtu + 18
+                && self
+                    .backend
+                    .with_bytes(f, |b| b.get(12..14) == Some(&[0x81, 0x00])))
+    }
+
+    /// A frame too big for its egress port, as a router does with it: not
+    /// sent (`mtu_exceeded`), and, if it may not be fragmented (IPv4 with
+    /// DF, any IPv6), answered with fragmentation-needed / packet-too-big
+    /// from the gateway, carrying the port's MTU. The answer quotes the
+    /// frame as it is now, after NAT; it goes through the burst function
+    /// at the end of the round, which translates it back for its sender
+    /// (`icmp_related`) and routes it there.
+    #[cold]
+    #[inline(never)]
+    fn frag_needed(&mut self, i: usize, f: Frame, port: usize, t: &Tables<'_>) {
+        let mtu = self.backend.mtu(port).unwrap_or(0);
+        let gw = t.gateway;
+        let (backend, scratch) = (&mut self.backend, &mut self.scratch);
+        let n = backend.with_bytes(&f, |b| {
+            let Ok(Decoded::Ip(p)) = decode(b) else {
+                return None;
+            };
+            let l3 = p.l3 as usize;
+            let df = p.family == Family::V6 || b.get(l3 + 6).is_some_and(|f| f & 0x40 != 0);
+            if !df {
+                return None;
+            }
+            let kind = IcmpError::TooBig { mtu };
+            icmp_error::write(
+                b,
+                l3,
+                p.family,
+                kind,
+                gw.addr(p.family),
+                &gw,
+                &mut scratch[..],
+            )
+        });
+        self.core.withdraw(t.conntrack, i);
+        self.gone(f, DropReason::MtuExceeded);
+        let Some(n) = n else { return };
+        if self.too_big.len() >= BURST {
+            return;
+        }
+        let scratch = &self.scratch;
+        match self.backend.alloc_with(|buf| {
+            buf[..n].copy_from_slice(&scratch[..n]);
+            n
+        }) {
+            Some(g) => self.too_big.push(g),
+            // No frame for the answer: the sender retransmits, and asks
+            // again.
+            None => {}
+        }
     }
 
     /// Holds a copy of a later fragment that came before its first.

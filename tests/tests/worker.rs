@@ -329,3 +329,69 @@ fn a_later_fragment_before_its_first_is_held_and_follows_it() {
     assert_eq!(w.counters.held_expired, 1);
     assert_eq!(w.backend.free_frames(), POOL, "no frame of the pool lost");
 }
+
+/// A backend's segment too big for the client's port (its MTU lower)
+/// is not sent; the backend gets fragmentation-needed with that MTU,
+/// quoting the segment as it sent it (its own address and port), so that
+/// its path-MTU discovery works through the ClusterIP.
+#[test]
+fn a_frame_too_big_for_its_port_is_answered_with_fragmentation_needed() {
+    let world = NodeWorld::new();
+    let t = world.tables();
+    let mut w = worker();
+    w.backend.mtus[0] = 1000;
+    // A connection to a local backend (.2 or .3).
+    let mut sport = 41000;
+    let (b, bport, bp) = loop {
+        w.backend.incoming[0].push_back(frames::tcp(
+            Ip::V4(CLIENT_V4),
+            sport,
+            Ip::V4(VIP_V4),
+            80,
+            SYN,
+            b"",
+        ));
+        while w.poll(&t) > 0 {}
+        if let Some((p, syn)) = (1..3).find_map(|p| w.backend.sent[p].pop().map(|s| (p, s))) {
+            let s = check(&syn);
+            let IpAddr::V4(b) = s.dst else { panic!() };
+            break (b.octets(), s.dport, p);
+        }
+        sport += 1;
+    };
+    let big = frames::tcp(
+        Ip::V4(b),
+        bport,
+        Ip::V4(CLIENT_V4),
+        sport,
+        frames::ACK,
+        &[0x42; 1400],
+    );
+    w.backend.incoming[bp].push_back(big.clone());
+    while w.poll(&t) > 0 {}
+    assert!(
+        w.backend.sent[0].is_empty(),
+        "nothing too big reached the client"
+    );
+    assert_eq!(w.packet_counters().dropped(DropReason::MtuExceeded), 1);
+    let err = w.backend.sent[bp].pop().expect("an answer to the backend");
+    let p = etherparse::SlicedPacket::from_ethernet(&err).expect("etherparse");
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = p.transport else {
+        panic!("not ICMP")
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1000 }
+        )
+    );
+    let seen = check(&err);
+    assert_eq!(seen.dst, IpAddr::from(b), "to the backend");
+    // The quoted header: the backend's own tuple.
+    let q = icmp.payload();
+    assert_eq!(&q[12..16], &b, "quoting the backend's address");
+    assert_eq!(&q[16..20], &CLIENT_V4);
+    assert_eq!(u16::from_be_bytes([q[20], q[21]]), bport);
+    let c = w.packet_counters();
+    assert_eq!(c.rx, c.settled(), "{c:?}");
+}

@@ -29,6 +29,8 @@ pub struct MemoryBackend {
     pub keep_sent: bool,
     /// Frames sent, per port, kept or not.
     pub sent_count: Vec<u64>,
+    /// Each port's MTU, as an interface's would be (0: none known).
+    pub mtus: Vec<u16>,
 }
 
 impl MemoryBackend {
@@ -38,6 +40,7 @@ impl MemoryBackend {
             incoming: vec![VecDeque::new(); ports],
             queued: (0..ports).map(|_| Vec::new()).collect(),
             sent: vec![Vec::new(); ports],
+            mtus: vec![0; ports],
             tx_ring: 256,
             replay: vec![(Vec::new(), 0); ports],
             keep_sent: true,
@@ -66,6 +69,10 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
+    fn mtu(&self, port: usize) -> Option<u16> {
+        self.mtus.get(port).copied().filter(|&m| m > 0)
+    }
+
     fn ports(&self) -> usize {
         self.incoming.len()
     }

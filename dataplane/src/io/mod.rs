@@ -122,6 +122,11 @@ impl std::error::Error for PortError {}
 /// A worker's view of its ports (indices `0..ports()`) and their pool.
 pub trait Backend {
     fn ports(&self) -> usize;
+    /// `port`'s MTU, as its interface had it when opened; `None` if not
+    /// known (no check is made then).
+    fn mtu(&self, _port: usize) -> Option<u16> {
+        None
+    }
     /// Receives up to `max` frames from `port` onto `out`; returns how
     /// many. `out` has the room (the worker sizes it once).
     fn rx(&mut self, port: usize, out: &mut Vec<Frame>, max: usize) -> usize;

@@ -522,6 +522,14 @@ impl Backend for AfXdpBackend {
         self.ports.len()
     }
 
+    fn mtu(&self, port: usize) -> Option<u16> {
+        self.ports
+            .get(port)?
+            .as_ref()
+            .map(|p| p.mtu)
+            .filter(|&m| m > 0)
+    }
+
     fn attach(&mut self, slot: usize, ifname: &str) -> Result<(), PortError> {
         self.attach_with(slot, ifname)
             .map_err(|e| PortError::Backend(e.to_string()))

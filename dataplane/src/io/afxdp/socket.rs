@@ -19,6 +19,8 @@ pub(super) struct Port {
     pub cq: CompQueue,
     pub rx: RxQueue,
     pub tx: TxQueue,
+    /// The interface's MTU when the socket was opened (0: unknown).
+    pub mtu: u16,
     /// Descriptors libxdp opened for this socket and will not close
     /// (`close_libxdp_leaks`).
     libxdp_fds: Vec<(i32, u64)>,
@@ -207,6 +209,45 @@ pub(super) fn open_socket(
         cq,
         rx,
         tx,
+        mtu: mtu_of(name),
         libxdp_fds,
     })
+}
+
+/// An interface's MTU, asked of the kernel in this thread's network
+/// namespace (SIOCGIFMTU on a throwaway socket; /sys/class/net would show
+/// the namespace sysfs was mounted in). 0 if it cannot be had.
+fn mtu_of(name: &str) -> u16 {
+    let mut req: libc::ifreq = unsafe_zeroed_ifreq();
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return 0;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a datagram socket closed below; SIOCGIFMTU writes the MTU
+    // into the ifreq it is given, which lives for the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return 0;
+        }
+        let r = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
+        libc::close(fd);
+        if r < 0 {
+            return 0;
+        }
+        u16::try_from(req.ifr_ifru.ifru_mtu).unwrap_or(0)
+    }
+}
+
+fn unsafe_zeroed_ifreq() -> libc::ifreq {
+    // SAFETY: ifreq is plain integers and arrays (a C struct): all-zero
+    // is a valid value.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::mem::zeroed()
+    }
 }
