@@ -989,6 +989,74 @@ fn reordered_fragments_get_through(io: Io) {
     assert!(counted(&r, |c| c.held) >= 10);
 }
 
+/// Path-MTU discovery through a ClusterIP, for a real TCP transfer: the
+/// client and a backend run MTU 1500, but the client's port on the node
+/// (its veth's host end) keeps 1450. The client's SYN asks for 1460-byte
+/// segments, the backend sends them, and the dataplane, as a router
+/// would, answers each too big with fragmentation-needed (MTU 1450),
+/// translated back so that the backend's kernel lowers its path MTU; the
+/// 10 MB download completes with its SHA-256 right.
+fn path_mtu_discovery_through_the_clusterip(io: Io) {
+    let r = labkit::start(io, vec![], lab_file, SERVICES);
+    let web2 = r.lab.plan.pod("web-2").expect("web-2").clone();
+    let node = r.lab.plan.node().netns.clone();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("ip");
+        assert_ok(&out, &args.join(" "));
+    };
+    run(&[
+        "ip",
+        "-n",
+        &node,
+        "link",
+        "set",
+        &web2.host_end,
+        "mtu",
+        "1500",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &web2.netns,
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "1500",
+    ]);
+    let client_ns = r.lab.netns("client");
+    run(&["ip", "-n", &client_ns, "link", "set", "eth0", "mtu", "1500"]);
+    edit(
+        &r,
+        "pair.yaml",
+        &pair_manifest(&[(&web2.ip.to_string(), READY)]),
+    );
+    let out = r.python(
+        "client",
+        "import hashlib,urllib.request\n\
+         r=urllib.request.urlopen('http://198.19.0.15/bytes/10485760',timeout=20)\n\
+         b=r.read()\n\
+         print(len(b),hashlib.sha256(b).hexdigest()==r.headers['X-Content-SHA256'])\n",
+    );
+    assert_ok(&out, "the download");
+    assert_eq!(Running::stdout(&out), "10485760 True");
+    assert!(counted(&r, |c| c.dropped(sluice_dataplane::DropReason::MtuExceeded)) > 0);
+    assert!(counted(&r, |c| c.icmp_translated) > 0);
+    // The backend's kernel took the error as its own: it caches the path
+    // MTU towards the client (an error quoting the ClusterIP, or to an
+    // address it does not have, it would have ignored).
+    let client = r.lab.plan.pod("client").expect("client").ip.to_string();
+    let route = std::process::Command::new("ip")
+        .args(["-n", &web2.netns, "route", "get", &client])
+        .output()
+        .expect("ip route get");
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(route.contains("mtu 1450"), "no path MTU learnt: {route}");
+}
+
 macro_rules! root_test {
     ($name:ident, $body:expr) => {
         #[test]
@@ -1044,6 +1112,10 @@ root_test!(
 root_test!(
     a_later_fragment_that_arrives_first_is_held_until_its_first_passes,
     reordered_fragments_get_through
+);
+root_test!(
+    path_mtu_discovery_works_through_a_clusterip_for_a_real_tcp_transfer,
+    path_mtu_discovery_through_the_clusterip
 );
 root_test!(
     refusals_are_rate_limited_per_source_and_counted,
