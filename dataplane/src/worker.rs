@@ -437,14 +437,12 @@ impl<B: Backend> Worker<B> {
             return;
         }
         let scratch = &self.scratch;
-        match self.backend.alloc_with(|buf| {
+        // No frame for the answer: the sender retransmits, and asks again.
+        if let Some(g) = self.backend.alloc_with(|buf| {
             buf[..n].copy_from_slice(&scratch[..n]);
             n
         }) {
-            Some(g) => self.too_big.push(g),
-            // No frame for the answer: the sender retransmits, and asks
-            // again.
-            None => {}
+            self.too_big.push(g);
         }
     }
 
