@@ -199,6 +199,9 @@ impl Idle {
 
 mod hold;
 
+/// Later fragments a worker holds at once, waiting for their first.
+pub const HOLD_SLOTS: usize = hold::SLOTS;
+
 /// Where the burst being acted on came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
