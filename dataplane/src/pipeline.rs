@@ -467,7 +467,14 @@ fn finish_burst(frames: &mut [&mut [u8]], t: &Tables<'_>, c: &mut Core, sc: &mut
             flush(frames, np, t, c, sc);
             np = 0;
             client_mask = 0;
-            sc.fate[i] = finish(frames[i], i, t, c, sc);
+            // Conntrack missed it just now, and no waiting flow was its
+            // (`depends` above): a new flow, straight.
+            let (p, key) = (&sc.parsed[i], &sc.keys[i]);
+            let created = &mut sc.created[i];
+            sc.fate[i] = match new_flow(frames[i], p, key, sc.hashes[i], t, c, created) {
+                NewFlow::Routed(r) => routed(r),
+                NewFlow::Refused => Fate::Decided(reject(frames[i], p, t, c, &mut sc.replies[i])),
+            };
             continue;
         }
         let Some(maglev_at) = t.services.maglev_index(f, key) else {
