@@ -934,20 +934,11 @@ impl Conntrack {
     /// left the Service): out of the index, its entry freed; nothing if
     /// the entry holds another flow by now. Counted as ended, not expired.
     pub fn end(&self, idx: u32, generation: u8) -> bool {
-        let Some(e) = self.entries.get(idx as usize) else {
-            return false;
-        };
-        let Some(rec) = e.read() else { return false };
-        let old = e.life.load(Ordering::Acquire);
-        let l = Life::unpack(old);
-        if l.state == FlowState::Free
-            || l.generation != generation
-            || !self.free_flow(idx, old, &rec)
-        {
-            return false;
+        let ended = self.free_live(idx, Some(generation));
+        if ended {
+            self.stats.ended.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        true
+        ended
     }
 
     /// Withdraws a flow that the caller created for a packet a later stage
@@ -955,18 +946,27 @@ impl Conntrack {
     /// leaves no state, as in the kernel, where such an entry is never
     /// confirmed. Returns whether it was there.
     pub fn forget(&self, idx: u32) -> bool {
+        let forgotten = self.free_live(idx, None);
+        if forgotten {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        forgotten
+    }
+
+    /// Frees the flow in entry `idx` if there is one (of `generation`, if
+    /// given: not a flow that took the entry since). Gone, or touched by
+    /// another packet of it this instant: false (that packet is the
+    /// flow's now, and the sweeper sees to it).
+    fn free_live(&self, idx: u32, generation: Option<u8>) -> bool {
         let Some(e) = self.entries.get(idx as usize) else {
             return false;
         };
         let Some(rec) = e.read() else { return false };
         let old = e.life.load(Ordering::Acquire);
-        // Gone, or touched by another packet of it this instant: that
-        // packet is the flow's now, and the sweeper sees to it.
-        if Life::unpack(old).state == FlowState::Free || !self.free_flow(idx, old, &rec) {
-            return false;
-        }
-        self.stats.expired.fetch_add(1, Ordering::Relaxed);
-        true
+        let l = Life::unpack(old);
+        l.state != FlowState::Free
+            && generation.is_none_or(|g| g == l.generation)
+            && self.free_flow(idx, old, &rec)
     }
 
     /// Frees flow `rec` in entry `idx` if its life word is still `old`:
