@@ -90,15 +90,8 @@ pub fn write(
             let len = l3 + 20 + 8 + quote.len();
             let out = out.get_mut(..len)?;
             ether_reply(frame, l3, gw, out);
-            let h = &mut out[l3..l3 + 20];
-            h.copy_from_slice(&[
-                0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
-            h[2..4].copy_from_slice(&((20 + 8 + quote.len()) as u16).to_be_bytes());
-            h[12..16].copy_from_slice(&from.v4_octets());
-            h[16..20].copy_from_slice(&src);
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let to = Addr::from_v4(src);
+            ip_header(&mut out[l3..], from, to, Family::V4, 1, 8 + quote.len());
             let m = &mut out[l3 + 20..len];
             m[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
             m[4..8].copy_from_slice(&kind.rest());
@@ -125,12 +118,15 @@ pub fn write(
             let len = l3 + 40 + plen;
             let out = out.get_mut(..len)?;
             ether_reply(frame, l3, gw, out);
+            ip_header(
+                &mut out[l3..],
+                from,
+                Addr::from_v6(src),
+                Family::V6,
+                58,
+                plen,
+            );
             let from = from.v6_octets();
-            let h = &mut out[l3..l3 + 40];
-            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, 58, 64]);
-            h[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
-            h[8..24].copy_from_slice(&from);
-            h[24..40].copy_from_slice(&src);
             let m = &mut out[l3 + 40..len];
             m[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
             m[4..8].copy_from_slice(&kind.rest());
@@ -139,6 +135,39 @@ pub fn write(
             let c = !checksum::fold(sum);
             m[2..4].copy_from_slice(&c.to_be_bytes());
             Some(len)
+        }
+    }
+}
+
+/// The IP header of an answer the dataplane writes, at the start of
+/// `out`: IPv4 with DF and TTL 64 (its checksum computed), or IPv6 with
+/// hop limit 64, carrying `payload` bytes of protocol `proto`.
+pub(crate) fn ip_header(
+    out: &mut [u8],
+    src: Addr,
+    dst: Addr,
+    family: Family,
+    proto: u8,
+    payload: usize,
+) {
+    match family {
+        Family::V4 => {
+            let h = &mut out[..20];
+            h.copy_from_slice(&[
+                0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ]);
+            h[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+            h[12..16].copy_from_slice(&src.v4_octets());
+            h[16..20].copy_from_slice(&dst.v4_octets());
+            let c = checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        Family::V6 => {
+            let h = &mut out[..40];
+            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, proto, 64]);
+            h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+            h[8..24].copy_from_slice(&src.v6_octets());
+            h[24..40].copy_from_slice(&dst.v6_octets());
         }
     }
 }

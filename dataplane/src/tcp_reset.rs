@@ -12,7 +12,7 @@
 
 use crate::decode::Parsed;
 use crate::flow::{Addr, Family};
-use crate::icmp_error::ether_reply;
+use crate::icmp_error::{ether_reply, ip_header};
 use crate::neighbor::Gateway;
 use crate::wire::checksum;
 use crate::wire::tcp;
@@ -66,26 +66,22 @@ pub fn write(
     t[12] = 5 << 4;
     t[13] = out_flags;
     let tcp_len = tcp::MIN_HEADER_LEN as u32;
+    ip_header(
+        &mut out[l3..],
+        from.0,
+        p.src,
+        p.family,
+        6,
+        tcp::MIN_HEADER_LEN,
+    );
     match p.family {
         Family::V4 => {
             let (src, dst) = (from.0.v4_octets(), p.src.v4_octets());
-            let h = &mut out[l3..l3 + 20];
-            h.copy_from_slice(&[
-                0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
-            h[12..16].copy_from_slice(&src);
-            h[16..20].copy_from_slice(&dst);
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
             let sum = checksum::pseudo_v4(src, dst, 6, tcp_len as u16) + checksum::sum(&t);
             t[16..18].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
         }
         Family::V6 => {
             let (src, dst) = (from.0.v6_octets(), p.src.v6_octets());
-            let h = &mut out[l3..l3 + 40];
-            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-            h[8..24].copy_from_slice(&src);
-            h[24..40].copy_from_slice(&dst);
             let sum = checksum::pseudo_v6(src, dst, 6, tcp_len) + checksum::sum(&t);
             t[16..18].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
         }
